@@ -1,0 +1,246 @@
+"""The on-disk checkpoint format: a directory written atomically and read back without running code.
+
+    <checkpoint>/
+      config.json        format version, model and tokenizer settings, corpus, training settings, best figures
+      model.safetensors  the best-by-validation weights (safetensors holds tensors only, so loading runs no code)
+      tokenizer.json     (char, word) or tokenizer.model (subword): the tokenizer's own files
+      metrics.jsonl      one JSON object per evaluation
+
+A save writes a hidden sibling folder and renames it into place, so a crash or a
+full disk mid-save leaves the previous checkpoint as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textgen.config import ModelConfig, TokenizerConfig, from_dict, to_dict
+from textgen.errors import TextgenError
+
+FORMAT_NAME = "textgen-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class CheckpointInfo:
+    """Everything in config.json, typed where other modules rely on it."""
+
+    model: ModelConfig
+    tokenizer: TokenizerConfig
+    corpus: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "model": to_dict(self.model),
+            "tokenizer": to_dict(self.tokenizer),
+            "corpus": self.corpus,
+            "training": self.training,
+            "best": self.best,
+        }
+
+
+def is_checkpoint(directory: Path) -> bool:
+    return (directory / CONFIG_FILE).is_file()
+
+
+def read_info(directory: Path) -> CheckpointInfo:
+    """Read and check config.json; every way it can be wrong is a one-line TextgenError."""
+    directory = Path(directory)
+    if not directory.exists():
+        leftover = _sibling(directory, "old")
+        hint = f" (an interrupted save left the previous one at {leftover})" if leftover.exists() else ""
+        raise TextgenError(f"no such checkpoint: {directory}{hint}")
+    if not directory.is_dir():
+        raise TextgenError(f"{directory} is a file; a checkpoint is a directory made by `textgen train`")
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise TextgenError(f"{directory} is not a textgen checkpoint (it has no {CONFIG_FILE})")
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TextgenError(f"{config_path} is corrupt: {error}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise TextgenError(f"{directory} is not a textgen checkpoint ({CONFIG_FILE} is from something else)")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise TextgenError(
+            f"{directory} has checkpoint format {version}; this textgen reads format {FORMAT_VERSION}"
+        )
+    try:
+        return CheckpointInfo(
+            model=from_dict(ModelConfig, data["model"]),
+            tokenizer=from_dict(TokenizerConfig, data["tokenizer"]),
+            corpus=dict(data.get("corpus") or {}),
+            training=dict(data.get("training") or {}),
+            best=dict(data.get("best") or {}),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise TextgenError(f"{config_path} is corrupt: missing or bad field {error}") from None
+
+
+def read_metrics(directory: Path) -> list[dict[str, Any]]:
+    path = Path(directory) / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a damaged line costs one point of a chart, not the checkpoint
+    return rows
+
+
+def save_checkpoint(
+    directory: Path,
+    model: Any,
+    tokenizer: Any,
+    info: CheckpointInfo,
+    metrics: list[dict[str, Any]],
+) -> None:
+    """Write the whole checkpoint beside `directory`, then swap it in."""
+    from safetensors.torch import save_model
+
+    directory = Path(directory)
+    if directory.exists() and not (directory.is_dir() and is_checkpoint(directory)):
+        if not directory.is_dir() or any(directory.iterdir()):
+            raise TextgenError(
+                f"{directory} exists and is not a textgen checkpoint; choose another --out so nothing is overwritten"
+            )
+    temporary = _sibling(directory, "tmp")
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+        save_model(model, str(temporary / WEIGHTS_FILE))
+        tokenizer.save(temporary)
+        _write_records(temporary, info, metrics)
+        for path in temporary.iterdir():
+            _fsync(path)
+        _swap_into_place(temporary, directory)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise TextgenError(
+            f"could not save the checkpoint to {directory}: {error.strerror or error}; "
+            "the previous checkpoint there is unchanged"
+        ) from None
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    info: CheckpointInfo
+    model: Any  # RNNLanguageModel in eval mode
+    tokenizer: Any  # Tokenizer
+
+
+def load_checkpoint(directory: Path, device: Any = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model and tokenizer a checkpoint holds, ready to sample or evaluate."""
+    from textgen.model import RNNLanguageModel
+    from textgen.tokenizers import load_tokenizer
+
+    directory = Path(directory)
+    info = read_info(directory)
+    tokenizer = load_tokenizer(directory, info.tokenizer)
+    if tokenizer.vocab_size != info.model.vocab_size:
+        raise TextgenError(
+            f"{directory} is inconsistent: its tokenizer has {tokenizer.vocab_size} tokens, "
+            f"its model {info.model.vocab_size}"
+        )
+    try:
+        model = RNNLanguageModel(info.model)
+    except TextgenError as error:
+        raise TextgenError(f"{directory / CONFIG_FILE} is corrupt: {error}") from None
+    model.to(device)
+    load_weights(model, directory)
+    model.eval()
+    return LoadedCheckpoint(path=directory, info=info, model=model, tokenizer=tokenizer)
+
+
+def update_records(directory: Path, info: CheckpointInfo, metrics: list[dict[str, Any]]) -> None:
+    """Rewrite config.json and metrics.jsonl of an existing checkpoint, leaving its weights alone
+    (an evaluation that did not beat the best is still worth recording)."""
+    directory = Path(directory)
+    if not is_checkpoint(directory):
+        return
+    for name, text in _records(info, metrics).items():
+        temporary = directory / f".{name}.tmp"
+        try:
+            _write_text(temporary, text)
+            os.replace(temporary, directory / name)
+        except OSError:
+            temporary.unlink(missing_ok=True)  # the older record stays whole and readable
+
+
+def load_weights(model: Any, directory: Path) -> None:
+    """Fill `model` with the checkpoint's weights; a damaged or mismatched file is a TextgenError."""
+    from safetensors.torch import load_model
+
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file():
+        raise TextgenError(f"{directory} is an incomplete checkpoint: {WEIGHTS_FILE} is missing")
+    try:
+        load_model(model, str(path), strict=True, device=str(next(model.parameters()).device))
+    except Exception as error:  # safetensors raises several types for truncated or foreign files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TextgenError(f"{path} is corrupt or does not match its config.json: {first_line}") from None
+
+
+def _records(info: CheckpointInfo, metrics: list[dict[str, Any]]) -> dict[str, str]:
+    return {
+        CONFIG_FILE: json.dumps(info.to_json(), indent=2, ensure_ascii=False) + "\n",
+        METRICS_FILE: "".join(json.dumps(row) + "\n" for row in metrics),
+    }
+
+
+def _write_records(directory: Path, info: CheckpointInfo, metrics: list[dict[str, Any]]) -> None:
+    for name, text in _records(info, metrics).items():
+        _write_text(directory / name, text)
+
+
+def _sibling(directory: Path, tag: str) -> Path:
+    return directory.parent / f".{directory.name}.{tag}"
+
+
+def _swap_into_place(temporary: Path, directory: Path) -> None:
+    if not directory.exists():
+        os.replace(temporary, directory)
+    else:
+        previous = _sibling(directory, "old")
+        shutil.rmtree(previous, ignore_errors=True)
+        # Two renames: between them the new checkpoint is complete in `temporary` and the
+        # old one in `previous`, so no instant exists where neither is whole on disk.
+        os.replace(directory, previous)
+        os.replace(temporary, directory)
+        shutil.rmtree(previous, ignore_errors=True)
+    _fsync(directory.parent)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the rename is still atomic
+    finally:
+        os.close(fd)

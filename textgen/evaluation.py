@@ -1,0 +1,115 @@
+"""Scoring a model on text: loss in nats per token, perplexity, and bits per character.
+
+Bits per character divides the same total loss by the number of characters scored,
+which is what makes a char model and a word or subword model comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from textgen.model import RNNLanguageModel
+
+IGNORE = -100
+
+
+@dataclass
+class EvaluationResult:
+    loss: float  # mean nats per scored token
+    perplexity: float
+    bits_per_char: float
+    tokens: int  # tokens scored
+    characters: int  # characters those tokens spell
+
+    def to_json(self) -> dict[str, float | int]:
+        return {
+            "loss": self.loss,
+            "perplexity": self.perplexity,
+            "bits_per_char": self.bits_per_char,
+            "tokens": self.tokens,
+            "characters": self.characters,
+        }
+
+
+def total_loss(
+    model: RNNLanguageModel,
+    ids: torch.Tensor,
+    context_id: int | None = None,
+    rows: int = 32,
+    window: int = 256,
+) -> tuple[float, int]:
+    """Sum of next-token losses in nats over every token of `ids` after the first
+    (over every token when `context_id` supplies the one before it), and how many were scored.
+
+    The ids are cut into `rows` contiguous segments run side by side, each carrying its
+    state through windows of `window` tokens; padding at the end is masked out:
+
+        ids  a b c d e f g h i j          rows=3, segment length 4
+        row0 a b c d  -> predicts b c d e
+        row1 e f g h  -> predicts f g h i
+        row2 i j . .  -> predicts j (padding ignored)
+    """
+    ids = ids.to(torch.long).flatten()
+    if context_id is not None:
+        ids = torch.cat([torch.tensor([context_id], dtype=torch.long), ids])
+    count = ids.numel() - 1
+    if count < 1:
+        return 0.0, 0
+    rows = max(1, min(rows, count))
+    length = math.ceil(count / rows)
+    padded = rows * length
+    inputs = torch.zeros(padded, dtype=torch.long)
+    targets = torch.full((padded,), IGNORE, dtype=torch.long)
+    inputs[:count] = ids[:-1]
+    targets[:count] = ids[1:]
+    device = model.decoder.weight.device
+    inputs = inputs.view(rows, length).to(device)
+    targets = targets.view(rows, length).to(device)
+
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    try:
+        with torch.inference_mode():
+            state = model.init_state(rows, device)
+            for start in range(0, length, window):
+                logits, state = model(inputs[:, start : start + window], state)
+                total += F.cross_entropy(
+                    logits.float().reshape(-1, logits.shape[-1]),
+                    targets[:, start : start + window].reshape(-1),
+                    ignore_index=IGNORE,
+                    reduction="sum",
+                ).double()
+    finally:
+        model.train(was_training)
+    return float(total), count
+
+
+def summarise(total_nats: float, tokens: int, characters: int) -> EvaluationResult:
+    loss = total_nats / tokens if tokens else float("nan")
+    return EvaluationResult(
+        loss=loss,
+        perplexity=math.exp(min(loss, 700.0)) if tokens else float("nan"),
+        bits_per_char=total_nats / math.log(2) / characters if characters else float("nan"),
+        tokens=tokens,
+        characters=characters,
+    )
+
+
+def evaluate_text(model: RNNLanguageModel, tokenizer, text: str, context: str = "") -> EvaluationResult:
+    """Score `text`. With `context` (the text just before it), the last token of the context
+    primes the model so every token of `text` is scored; without, the first token is not."""
+    ids = tokenizer.encode(text)
+    if not ids:
+        return summarise(0.0, 0, 0)
+    context_id = None
+    if context:
+        context_ids = tokenizer.encode(context[-1000:])
+        context_id = context_ids[-1] if context_ids else None
+    total, count = total_loss(model, torch.tensor(ids), context_id)
+    characters = len(text) if context_id is not None else len(text) - len(tokenizer.decode(ids[:1]))
+    return summarise(total, count, characters)

@@ -1,0 +1,112 @@
+"""RNNLanguageModel: token ids in, next-token logits out, with the recurrent state carried by the caller.
+
+The model knows nothing of text or files: Embedding -> stack of LSTM/GRU/RNN layers -> Linear.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from textgen.config import CELLS, ModelConfig
+from textgen.errors import TextgenError
+
+# An LSTM's state is (h, c); the other cells carry h alone.
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+_CELL_MODULES = {
+    "lstm": lambda **kw: nn.LSTM(**kw),
+    "gru": lambda **kw: nn.GRU(**kw),
+    "rnn-tanh": lambda **kw: nn.RNN(nonlinearity="tanh", **kw),
+    "rnn-relu": lambda **kw: nn.RNN(nonlinearity="relu", **kw),
+}
+
+
+def check_model_config(config: ModelConfig) -> None:
+    """Reject shapes that cannot be built, with the option name the user typed."""
+    if config.cell not in CELLS:
+        raise TextgenError(f"--cell must be one of {', '.join(CELLS)}, not {config.cell!r}")
+    for name, value in (("--layers", config.layers), ("--hidden-size", config.hidden_size),
+                        ("--embedding-size", config.embedding_size)):
+        if value < 1:
+            raise TextgenError(f"{name} must be at least 1, got {value}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise TextgenError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if config.tie_weights and config.hidden_size != config.embedding_size:
+        raise TextgenError(
+            "--tie-weights needs --embedding-size equal to --hidden-size "
+            f"(got {config.embedding_size} and {config.hidden_size})"
+        )
+
+
+class RNNLanguageModel(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        check_model_config(config)
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.input_dropout = nn.Dropout(config.dropout)
+        self.rnn = _CELL_MODULES[config.cell](
+            input_size=config.embedding_size,
+            hidden_size=config.hidden_size,
+            num_layers=config.layers,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.output_dropout = nn.Dropout(config.dropout)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        if config.tie_weights:
+            # Sharing the input and output matrices saves parameters and helps word models generalise.
+            self.decoder.weight = self.embedding.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        nn.init.zeros_(self.decoder.bias)
+        if not self.config.tie_weights:
+            nn.init.normal_(self.decoder.weight, std=self.config.hidden_size**-0.5)
+        if self.config.cell == "lstm":
+            # A forget-gate bias of 1 lets gradients flow through long windows from the first step.
+            for name, param in self.rnn.named_parameters():
+                if name.startswith("bias_ih"):
+                    hidden = self.config.hidden_size
+                    with torch.no_grad():
+                        param.zero_()
+                        param[hidden : 2 * hidden].fill_(1.0)
+                elif name.startswith("bias_hh"):
+                    with torch.no_grad():
+                        param.zero_()
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """The all-zero state that starts a stream."""
+        device = device or self.decoder.weight.device
+        shape = (self.config.layers, batch_size, self.config.hidden_size)
+        h = torch.zeros(shape, device=device)
+        if self.config.cell == "lstm":
+            return h, torch.zeros(shape, device=device)
+        return h
+
+    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """ids: (batch, time) int64 -> logits (batch, time, vocab) and the state after the last step."""
+        if state is None:
+            state = self.init_state(ids.shape[0], ids.device)
+        x = self.input_dropout(self.embedding(ids))
+        output, state = self.rnn(x, state)
+        return self.decoder(self.output_dropout(output)), state
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph between windows: truncated BPTT keeps the values, drops the history."""
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)  # type: ignore[return-value]
+    return state.detach()
+
+
+def select_state(state: State, rows: torch.Tensor | slice) -> State:
+    """The state of some batch rows (the batch is dimension 1)."""
+    if isinstance(state, tuple):
+        return tuple(s[:, rows] for s in state)  # type: ignore[return-value]
+    return state[:, rows]
