@@ -1,0 +1,249 @@
+"""The `textgen` command line: train, sample, evaluate and info, each a thin shell over one library call.
+
+Torch is imported inside the commands so that `textgen --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from textgen import __version__
+from textgen.config import (
+    CELLS, DEFAULT_CHECKPOINT_DIR, SUBWORD_MODELS, TOKENIZER_KINDS,
+    ModelConfig, SampleConfig, TokenizerConfig, TrainConfig,
+)
+from textgen.errors import TextgenError
+
+# Typer raises click's exceptions (from its own bundled copy in recent releases); find them
+# through a public name so either layout works.
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+app = typer.Typer(
+    name="textgen",
+    help="Train a recurrent language model on your text, generate from it, and measure it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+_model, _tok, _train = ModelConfig(), TokenizerConfig(), TrainConfig()
+_sample = SampleConfig()
+CORPUS, TOKENIZER, MODEL, TRAINING, LIMITS, OUTPUT = (
+    "Corpus", "Tokenizer", "Model", "Training", "When to stop", "Output",
+)
+
+
+def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise TextgenError(f"{option} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"textgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Train a recurrent language model on your text, generate from it, and measure it."""
+
+
+def _default_out(corpus_source: str | None) -> Path:
+    """checkpoints/<corpus name>, or -2, -3, ... so an earlier run is never overwritten."""
+    stem = Path(corpus_source).stem if corpus_source else "python-docs"
+    candidate = DEFAULT_CHECKPOINT_DIR / stem
+    number = 2
+    while candidate.exists():
+        candidate = DEFAULT_CHECKPOINT_DIR / f"{stem}-{number}"
+        number += 1
+    return candidate
+
+
+@app.command()
+def train(
+    corpus: Annotated[Optional[str], typer.Argument(
+        help="A UTF-8 text file, or a corpus name (python-docs, shakespeare). Default: python-docs, built in.",
+        show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Checkpoint directory. Default: checkpoints/<corpus name>.",
+                                                rich_help_panel=OUTPUT, show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Allow --out to replace an existing checkpoint.",
+                                            rich_help_panel=OUTPUT)] = False,
+    encoding: Annotated[str, typer.Option(help="Encoding of the text file.", rich_help_panel=CORPUS)] = "utf-8",
+    val_fraction: Annotated[float, typer.Option(help="Share of the text, at its end, held out for validation.",
+                                                rich_help_panel=CORPUS)] = _train.val_fraction,
+    tokenizer: Annotated[str, typer.Option(help=f"{' | '.join(TOKENIZER_KINDS)}", rich_help_panel=TOKENIZER)] = _tok.kind,
+    max_vocab: Annotated[int, typer.Option(help="word: keep at most this many tokens.", rich_help_panel=TOKENIZER)] = _tok.max_vocab,
+    min_count: Annotated[int, typer.Option(help="word: drop tokens seen fewer times.", rich_help_panel=TOKENIZER)] = _tok.min_count,
+    vocab_size: Annotated[int, typer.Option(help="subword: vocabulary size.", rich_help_panel=TOKENIZER)] = _tok.vocab_size,
+    subword_model: Annotated[str, typer.Option(help=" | ".join(SUBWORD_MODELS), rich_help_panel=TOKENIZER)] = _tok.subword_model,
+    cell: Annotated[str, typer.Option(help=" | ".join(CELLS), rich_help_panel=MODEL)] = _model.cell,
+    layers: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.layers,
+    hidden_size: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.hidden_size,
+    embedding_size: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.embedding_size,
+    dropout: Annotated[float, typer.Option(rich_help_panel=MODEL)] = _model.dropout,
+    tie_weights: Annotated[bool, typer.Option(help="Share input and output embeddings (sizes must match).",
+                                              rich_help_panel=MODEL)] = _model.tie_weights,
+    seq_len: Annotated[int, typer.Option(help="Tokens per BPTT window.", rich_help_panel=TRAINING)] = _train.seq_len,
+    batch_size: Annotated[int, typer.Option(help="Parallel streams.", rich_help_panel=TRAINING)] = _train.batch_size,
+    learning_rate: Annotated[float, typer.Option(rich_help_panel=TRAINING)] = _train.learning_rate,
+    clip: Annotated[float, typer.Option(help="Gradient-norm clipping (0 = off).", rich_help_panel=TRAINING)] = _train.clip,
+    eval_every: Annotated[int, typer.Option(help="Steps between validations (0 = five per run).",
+                                            rich_help_panel=TRAINING)] = _train.eval_every,
+    seed: Annotated[int, typer.Option(help="Makes a run repeatable on the same machine.", rich_help_panel=TRAINING)] = _train.seed,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps", rich_help_panel=TRAINING)] = _train.device,
+    max_steps: Annotated[Optional[int], typer.Option(rich_help_panel=LIMITS, show_default=False)] = None,
+    epochs: Annotated[Optional[float], typer.Option(rich_help_panel=LIMITS, show_default=False)] = None,
+    max_time: Annotated[Optional[float], typer.Option(help="Seconds of training (validation included).",
+                                                      rich_help_panel=LIMITS, show_default=False)] = None,
+) -> None:
+    """Train a model on a text file and save its best-by-validation checkpoint."""
+    tokenizer_config = TokenizerConfig(
+        kind=_choice(tokenizer, TOKENIZER_KINDS, "--tokenizer"), max_vocab=max_vocab, min_count=min_count,
+        vocab_size=vocab_size, subword_model=_choice(subword_model, SUBWORD_MODELS, "--subword-model"),
+    )
+    if max_vocab < 2:
+        raise TextgenError("--max-vocab must be at least 2")
+    if min_count < 1:
+        raise TextgenError("--min-count must be at least 1")
+    model_config = ModelConfig(cell=_choice(cell, CELLS, "--cell"), layers=layers, hidden_size=hidden_size,
+                               embedding_size=embedding_size, dropout=dropout, tie_weights=tie_weights)
+    train_config = TrainConfig(
+        seq_len=seq_len, batch_size=batch_size, learning_rate=learning_rate, clip=clip,
+        val_fraction=val_fraction, max_steps=max_steps, epochs=epochs, max_time=max_time,
+        eval_every=eval_every, seed=seed, device=device,
+    )
+
+    from textgen.checkpoint import is_checkpoint
+    from textgen.console import TrainingDisplay, console, training_summary
+    from textgen.corpus import load_corpus
+    from textgen.model import check_model_config
+    from textgen.training import check_train_config, train as run_training
+
+    check_model_config(ModelConfig(**{**model_config.__dict__, "vocab_size": 1}))
+    check_train_config(train_config)
+    if out is None:
+        out = _default_out(corpus)
+    elif out.exists() and is_checkpoint(out) and not overwrite:
+        raise TextgenError(f"{out} already holds a checkpoint; pass --overwrite to replace it, or choose another --out")
+    text = load_corpus(corpus, encoding=encoding)
+
+    with TrainingDisplay() as display:
+        result = run_training(text, out, model_config, tokenizer_config, train_config, callbacks=display)
+    console.print(training_summary(result))
+    prompt = "ROMEO:" if text.name == "shakespeare" else ""
+    prompt_part = f" --prompt {json.dumps(prompt)}" if prompt else ""
+    console.print(f"\nnext, try:  [bold]textgen sample {_shell_quote(str(out))}{prompt_part} --length 500[/]")
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+@app.command()
+def sample(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory made by `textgen train`.", show_default=False)],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Seed phrase the text continues.")] = "",
+    length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate.")] = _sample.length,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Above 0; lower is safer, higher wilder.")] = _sample.temperature,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Draw from the k likeliest tokens (0 = all).")] = _sample.top_k,
+    num_samples: Annotated[int, typer.Option(help="How many samples.")] = _sample.num_samples,
+    seed: Annotated[Optional[int], typer.Option(help="Makes sampling repeatable.", show_default=False)] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "cpu",
+) -> None:
+    """Generate text from a checkpoint, continuing a seed phrase."""
+    config = SampleConfig(length=length, temperature=temperature, top_k=top_k, num_samples=num_samples, seed=seed)
+    from textgen.checkpoint import load_checkpoint
+    from textgen.console import console, write_piece
+    from textgen.devices import resolve_device
+    from textgen.sampling import check_sample_config, generate, make_generator, prompt_ids
+
+    check_sample_config(config)
+    loaded = load_checkpoint(checkpoint, resolve_device(device))
+    prompt_ids(loaded.tokenizer, prompt)  # unknown symbols fail before anything is printed
+    generator = make_generator(seed)
+    for index in range(num_samples):
+        if num_samples > 1:
+            console.rule(f"sample {index + 1} of {num_samples}", style="dim")
+        write_piece(prompt)
+        for piece in generate(loaded.model, loaded.tokenizer, prompt, config, generator):
+            write_piece(piece)
+        write_piece("\n")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory made by `textgen train`.", show_default=False)],
+    file: Annotated[Optional[str], typer.Argument(
+        help="Text to score. Default: the held-out part of the training text.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    encoding: Annotated[str, typer.Option(help="Encoding of FILE.")] = "utf-8",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+) -> None:
+    """Measure loss, perplexity and bits per character on a text."""
+    from textgen.checkpoint import load_checkpoint
+    from textgen.console import console, evaluation_table
+    from textgen.corpus import held_out_text, read_text_file
+    from textgen.devices import resolve_device
+    from textgen.evaluation import evaluate_text
+
+    loaded = load_checkpoint(checkpoint, resolve_device(device))
+    if file is None:
+        context, text, what = held_out_text(loaded.info.corpus)
+    else:
+        context, text, what = "", read_text_file(Path(file), encoding), file
+    result = evaluate_text(loaded.model, loaded.tokenizer, text, context)
+    if result.tokens == 0:
+        raise TextgenError(f"{what} is too short to score: it is a single token")
+    if as_json:
+        typer.echo(json.dumps({"checkpoint": str(checkpoint), "text": what, **result.to_json()}))
+    else:
+        console.print(evaluation_table(result, what))
+
+
+@app.command()
+def info(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory made by `textgen train`.", show_default=False)],
+) -> None:
+    """Show what a checkpoint holds: model, tokenizer, corpus and best figures."""
+    from textgen.checkpoint import load_checkpoint
+    from textgen.console import console, info_table
+
+    loaded = load_checkpoint(checkpoint)
+    console.print(info_table(checkpoint, loaded.info, loaded.model.num_parameters()))
+
+
+def _shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI with every anticipated failure as one line on stderr and a non-zero exit."""
+    from textgen.console import print_error
+
+    try:
+        code = app(args=argv, prog_name="textgen", standalone_mode=False)
+    except TextgenError as error:
+        print_error(str(error))
+        sys.exit(error.exit_code)
+    except _UsageError as error:
+        command = f" {error.ctx.command_path.split(' ', 1)[1]}" if error.ctx and " " in error.ctx.command_path else ""
+        print_error(f"{error.format_message()} (see textgen{command} --help)")
+        sys.exit(2)
+    except _ClickException as error:
+        print_error(error.format_message())
+        sys.exit(error.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        print_error("interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
