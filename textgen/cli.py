@@ -104,7 +104,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps", rich_help_panel=TRAINING)] = _train.device,
     max_steps: Annotated[Optional[int], typer.Option(rich_help_panel=LIMITS, show_default=False)] = None,
     epochs: Annotated[Optional[float], typer.Option(rich_help_panel=LIMITS, show_default=False)] = None,
-    max_time: Annotated[Optional[float], typer.Option(help="Seconds of training (validation included).",
+    max_time: Annotated[Optional[float], typer.Option(help="Seconds of training, validations included (the final one comes after).",
                                                       rich_help_panel=LIMITS, show_default=False)] = None,
 ) -> None:
     """Train a model on a text file and save its best-by-validation checkpoint."""

@@ -307,7 +307,8 @@ def train(
             if config.eval_every and step and step % config.eval_every == 0:
                 evaluate_and_save()
             elif not config.eval_every and done >= next_eval_fraction:
-                next_eval_fraction += 1.0 / EVALUATIONS_PER_RUN
+                # Skip thresholds a slow step or evaluation jumped over, rather than evaluating back to back.
+                next_eval_fraction = (math.floor(done * EVALUATIONS_PER_RUN) + 1) / EVALUATIONS_PER_RUN
                 evaluate_and_save()
 
             if epoch_position == steps_per_epoch:
