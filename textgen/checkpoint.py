@@ -78,13 +78,17 @@ def read_info(directory: Path) -> CheckpointInfo:
         raise TextgenError(
             f"{directory} has checkpoint format {version}; this textgen reads format {FORMAT_VERSION}"
         )
+    sections = {name: data.get(name) for name in ("model", "tokenizer", "corpus", "training", "best")}
+    for name, section in sections.items():
+        if not isinstance(section, dict) and not (section is None and name not in ("model", "tokenizer")):
+            raise TextgenError(f"{config_path} is corrupt: its {name!r} section is not an object")
     try:
         return CheckpointInfo(
-            model=from_dict(ModelConfig, data["model"]),
-            tokenizer=from_dict(TokenizerConfig, data["tokenizer"]),
-            corpus=dict(data.get("corpus") or {}),
-            training=dict(data.get("training") or {}),
-            best=dict(data.get("best") or {}),
+            model=from_dict(ModelConfig, sections["model"]),
+            tokenizer=from_dict(TokenizerConfig, sections["tokenizer"]),
+            corpus=dict(sections["corpus"] or {}),
+            training=dict(sections["training"] or {}),
+            best=dict(sections["best"] or {}),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise TextgenError(f"{config_path} is corrupt: missing or bad field {error}") from None
@@ -130,11 +134,13 @@ def save_checkpoint(
         for path in temporary.iterdir():
             _fsync(path)
         _swap_into_place(temporary, directory)
-    except OSError as error:
+    except Exception as error:
+        if not _is_write_failure(error):
+            raise
         shutil.rmtree(temporary, ignore_errors=True)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
         raise TextgenError(
-            f"could not save the checkpoint to {directory}: {error.strerror or error}; "
-            "the previous checkpoint there is unchanged"
+            f"could not save the checkpoint to {directory}: {reason}; the previous checkpoint there is unchanged"
         ) from None
 
 
@@ -161,8 +167,8 @@ def load_checkpoint(directory: Path, device: Any = "cpu") -> LoadedCheckpoint:
         )
     try:
         model = RNNLanguageModel(info.model)
-    except TextgenError as error:
-        raise TextgenError(f"{directory / CONFIG_FILE} is corrupt: {error}") from None
+    except (TextgenError, TypeError, ValueError, RuntimeError) as error:
+        raise TextgenError(f"{directory / CONFIG_FILE} is corrupt: {str(error).splitlines()[0]}") from None
     model.to(device)
     load_weights(model, directory)
     model.eval()
@@ -210,6 +216,11 @@ def _write_records(directory: Path, info: CheckpointInfo, metrics: list[dict[str
         _write_text(directory / name, text)
 
 
+def _is_write_failure(error: Exception) -> bool:
+    """OSError, or safetensors' own error type, which is how it reports a failed write (disk full)."""
+    return isinstance(error, OSError) or type(error).__name__ == "SafetensorError"
+
+
 def _sibling(directory: Path, tag: str) -> Path:
     return directory.parent / f".{directory.name}.{tag}"
 
@@ -223,7 +234,11 @@ def _swap_into_place(temporary: Path, directory: Path) -> None:
         # Two renames: between them the new checkpoint is complete in `temporary` and the
         # old one in `previous`, so no instant exists where neither is whole on disk.
         os.replace(directory, previous)
-        os.replace(temporary, directory)
+        try:
+            os.replace(temporary, directory)
+        except OSError:
+            os.replace(previous, directory)  # put the old checkpoint back before reporting
+            raise
         shutil.rmtree(previous, ignore_errors=True)
     _fsync(directory.parent)
 

@@ -48,10 +48,10 @@ def total_loss(
     The ids are cut into `rows` contiguous segments run side by side, each carrying its
     state through windows of `window` tokens; padding at the end is masked out:
 
-        ids  a b c d e f g h i j          rows=3, segment length 4
+        ids  a b c d e f g h i j k        10 predictions, rows=3, segment length 4
         row0 a b c d  -> predicts b c d e
         row1 e f g h  -> predicts f g h i
-        row2 i j . .  -> predicts j (padding ignored)
+        row2 i j . .  -> predicts j k (the padding is ignored)
     """
     ids = ids.to(torch.long).flatten()
     if context_id is not None:

@@ -333,9 +333,10 @@ def train(
             )
             loss_value = loss.item()
             if not math.isfinite(loss_value):
+                kept = f"the last good checkpoint is kept in {out}" if metrics else "no checkpoint was saved yet"
                 raise TextgenError(
-                    f"training diverged at step {step}: the loss became {loss_value}; "
-                    f"the last good checkpoint is kept in {out}; try a lower --learning-rate"
+                    f"training diverged at step {step}: the loss became {loss_value}; {kept}; "
+                    "try a lower --learning-rate"
                 )
             optimizer.step()
             step += 1
