@@ -1,0 +1,77 @@
+"""Shared fixtures: small real texts and tiny models, so each test file stays fast on a CPU."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from textgen.config import ModelConfig
+from textgen.model import RNNLanguageModel
+
+# Tiny models run faster on one thread than on two that fight over a small CPU, and the same
+# thread count every run keeps float sums in the same order.
+torch.set_num_threads(1)
+
+# A few paragraphs of plain English prose, enough for a char or word vocabulary with repeats.
+PROSE = """\
+The lighthouse stood on a low island of grey rock, a mile from the harbour mouth.
+Every evening at dusk the keeper climbed its stairs, one hundred and twelve of them,
+and lit the lamp that turned all night above the water. He had done it for thirty
+years, and in all that time he had never once lost count of the stairs.
+
+In winter the fog came in from the sea and lay on the island for days. Then the
+keeper rang the bell as well as lighting the lamp, and the ships answered him with
+their horns, one after another, as they felt their way along the coast. He knew many
+of them by their voices, and he wrote their names in a book he kept on the table.
+
+His mother had lived on the island before him. "Keep the lamp lit," she used to say,
+"and the sea will keep you." He did not know whether she meant it as a promise or a
+warning, and she never told him. When she died he buried her on the mainland, in the
+churchyard above the harbour, where she could see the light at night.
+
+In the spring the birds came back. They nested in the cracks of the rock and on the
+ledges below the lamp room, and the keeper counted them too, the way he counted the
+stairs. There were fewer every year, and he wrote that in the book as well.
+"""
+
+
+def python_docs(characters: int) -> str:
+    """The first `characters` of the documentation topics every CPython ships (real English prose)."""
+    topics = pytest.importorskip("pydoc_data.topics").topics
+    return "\n\n".join(topics[key].rstrip() for key in sorted(topics))[:characters]
+
+
+@pytest.fixture(scope="session")
+def prose() -> str:
+    return PROSE
+
+
+@pytest.fixture(scope="session")
+def docs_text() -> str:
+    """About 30 KB of real English prose: enough for a short training run to learn something."""
+    return python_docs(30_000)
+
+
+@pytest.fixture
+def make_model() -> Callable[..., RNNLanguageModel]:
+    """A tiny model in eval mode, its weights fixed by `seed`."""
+
+    def make(
+        vocab_size: int,
+        cell: str = "lstm",
+        layers: int = 1,
+        hidden_size: int = 32,
+        embedding_size: int = 16,
+        seed: int = 0,
+        **kw,
+    ) -> RNNLanguageModel:
+        torch.manual_seed(seed)
+        config = ModelConfig(
+            vocab_size=vocab_size, cell=cell, layers=layers, hidden_size=hidden_size,
+            embedding_size=embedding_size, **kw,
+        )
+        return RNNLanguageModel(config).eval()
+
+    return make

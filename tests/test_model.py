@@ -1,0 +1,176 @@
+"""Tests for textgen.model: shapes, the carried state, weight tying and config checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from textgen.config import CELLS, ModelConfig
+from textgen.errors import TextgenError
+from textgen.model import RNNLanguageModel, check_model_config, detach_state, select_state
+from textgen.tokenizers import CharTokenizer
+
+cells = pytest.mark.parametrize("cell", CELLS)
+
+
+@pytest.fixture(scope="module")
+def prose_ids(prose) -> tuple[CharTokenizer, torch.Tensor]:
+    tokenizer = CharTokenizer.from_text(prose)
+    return tokenizer, torch.tensor(tokenizer.encode(prose))
+
+
+@cells
+@pytest.mark.parametrize("layers", [1, 2])
+def test_logits_and_state_have_the_documented_shapes_for_every_cell(make_model, prose_ids, cell, layers):
+    tokenizer, ids = prose_ids
+    model = make_model(tokenizer.vocab_size, cell=cell, layers=layers, hidden_size=24)
+    batch = ids[: 3 * 40].view(3, 40)
+    logits, state = model(batch)
+    assert logits.shape == (3, 40, tokenizer.vocab_size)
+    expected_state = (layers, 3, 24)
+    if cell == "lstm":
+        assert isinstance(state, tuple) and [s.shape for s in state] == [expected_state] * 2
+    else:
+        assert isinstance(state, torch.Tensor) and state.shape == expected_state
+
+
+@cells
+def test_init_state_is_zero_and_is_what_forward_starts_from(make_model, prose_ids, cell):
+    tokenizer, ids = prose_ids
+    model = make_model(tokenizer.vocab_size, cell=cell, layers=2)
+    state = model.init_state(2)
+    parts = state if isinstance(state, tuple) else (state,)
+    assert all(p.shape == (2, 2, 32) and not p.any() for p in parts)
+    batch = ids[:60].view(2, 30)
+    torch.testing.assert_close(model(batch)[0], model(batch, state)[0], rtol=0, atol=0)
+
+
+@cells
+def test_feeding_two_halves_with_the_state_carried_equals_one_call(make_model, prose_ids, cell):
+    tokenizer, ids = prose_ids
+    model = make_model(tokenizer.vocab_size, cell=cell, layers=2)
+    batch = ids[:2 * 90].view(2, 90)
+    with torch.no_grad():
+        whole, whole_state = model(batch)
+        first, state = model(batch[:, :37])
+        second, halves_state = model(batch[:, 37:], state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=1e-5, atol=1e-5)
+    for a, b in zip(*(s if isinstance(s, tuple) else (s,) for s in (halves_state, whole_state))):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # and the carried state matters: starting the second half afresh gives other logits
+    fresh, _ = model(batch[:, 37:])
+    assert not torch.allclose(fresh, second, atol=1e-4)
+
+
+@cells
+def test_token_by_token_feeding_equals_one_call(make_model, prose_ids, cell):
+    tokenizer, ids = prose_ids
+    model = make_model(tokenizer.vocab_size, cell=cell)
+    sequence = ids[:25].view(1, 25)
+    with torch.no_grad():
+        whole, _ = model(sequence)
+        state, steps = None, []
+        for t in range(25):
+            logits, state = model(sequence[:, t : t + 1], state)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_tie_weights_shares_one_tensor_between_embedding_and_decoder(make_model):
+    model = make_model(40, hidden_size=16, embedding_size=16, tie_weights=True)
+    assert model.decoder.weight is model.embedding.weight
+    untied = make_model(40, hidden_size=16, embedding_size=16)
+    assert model.num_parameters() == untied.num_parameters() - 40 * 16
+    # one tensor: a change through the embedding shows in the decoder
+    with torch.no_grad():
+        model.embedding.weight[3, 5] = 7.0
+    assert model.decoder.weight[3, 5].item() == 7.0
+
+
+def test_tie_weights_with_different_sizes_raises_naming_both_sizes():
+    config = ModelConfig(vocab_size=40, hidden_size=32, embedding_size=16, tie_weights=True)
+    with pytest.raises(TextgenError, match=r"--tie-weights.*16.*32"):
+        RNNLanguageModel(config)
+
+
+@pytest.mark.parametrize(
+    "change, option",
+    [
+        ({"layers": 0}, "--layers"),
+        ({"hidden_size": 0}, "--hidden-size"),
+        ({"embedding_size": -3}, "--embedding-size"),
+        ({"dropout": 1.0}, "--dropout"),
+        ({"dropout": -0.1}, "--dropout"),
+        ({"dropout": float("nan")}, "--dropout"),
+        ({"cell": "transformer"}, "--cell"),
+        ({"cell": "LSTM"}, "--cell"),
+    ],
+)
+def test_unbuildable_configs_raise_a_one_line_error_naming_the_option(change, option):
+    config = ModelConfig(**{"vocab_size": 40, "hidden_size": 16, "embedding_size": 16, **change})
+    with pytest.raises(TextgenError) as err:
+        RNNLanguageModel(config)
+    assert str(err.value).startswith(option)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5, 0.99])
+def test_dropout_below_one_is_accepted(dropout):
+    check_model_config(ModelConfig(vocab_size=10, dropout=dropout))
+
+
+def test_dropout_is_active_in_training_mode_only(make_model, prose_ids):
+    tokenizer, ids = prose_ids
+    model = make_model(tokenizer.vocab_size, layers=2, dropout=0.5)
+    batch = ids[:40].view(1, 40)
+    with torch.no_grad():
+        model.eval()
+        torch.testing.assert_close(model(batch)[0], model(batch)[0], rtol=0, atol=0)
+        model.train()
+        assert not torch.allclose(model(batch)[0], model(batch)[0])
+
+
+def test_lstm_forget_gate_bias_starts_at_one(make_model):
+    model = make_model(30, cell="lstm", layers=2, hidden_size=8)
+    for layer in range(2):
+        bias_ih = getattr(model.rnn, f"bias_ih_l{layer}")
+        bias_hh = getattr(model.rnn, f"bias_hh_l{layer}")
+        # PyTorch orders the gates input, forget, cell, output
+        assert bias_ih[8:16].tolist() == [1.0] * 8
+        assert bias_ih[:8].abs().sum() == 0 and bias_ih[16:].abs().sum() == 0
+        assert bias_hh.abs().sum() == 0
+
+
+@cells
+def test_detach_state_keeps_values_and_cuts_the_graph(make_model, prose_ids, cell):
+    tokenizer, ids = prose_ids
+    model = make_model(tokenizer.vocab_size, cell=cell).train()
+    first, state = model(ids[:20].view(2, 10))
+    parts = state if isinstance(state, tuple) else (state,)
+    assert all(p.requires_grad and p.grad_fn is not None for p in parts)
+    detached = detach_state(state)
+    assert type(detached) is type(state)
+    detached_parts = detached if isinstance(detached, tuple) else (detached,)
+    for before, after in zip(parts, detached_parts):
+        assert after.grad_fn is None and not after.requires_grad
+        assert torch.equal(before, after)
+    first.sum().backward()  # frees the first window's graph, as a training step does
+    # the next window's loss reaches the weights without going back into the freed window
+    model.zero_grad()
+    model(ids[20:40].view(2, 10), detached)[0].sum().backward()
+    assert model.embedding.weight.grad is not None and model.embedding.weight.grad.abs().sum() > 0
+    # whereas the undetached state still leads into it
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        model(ids[20:40].view(2, 10), state)[0].sum().backward()
+
+
+@cells
+def test_select_state_picks_batch_rows(make_model, prose_ids, cell):
+    tokenizer, ids = prose_ids
+    model = make_model(tokenizer.vocab_size, cell=cell, layers=2)
+    with torch.no_grad():
+        _, state = model(ids[:40].view(4, 10))
+        _, row_two = model(ids[20:30].view(1, 10))
+    picked = select_state(state, slice(2, 3))
+    for a, b in zip(*(s if isinstance(s, tuple) else (s,) for s in (picked, row_two))):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
