@@ -25,6 +25,10 @@ class TokenizerConfig:
     # at least `min_count` times; the rest become <unk>.
     max_vocab: int = 20000
     min_count: int = 2
+    # word level: fold a single leading space into the next token (" the"), as GPT-2 does,
+    # rather than giving every run of whitespace a token of its own; benchmarks/word_spacing.py
+    # measures the two.
+    fold_spaces: bool = True
     # subword level (sentencepiece)
     vocab_size: int = 2000
     subword_model: str = "unigram"

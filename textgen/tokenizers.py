@@ -331,7 +331,7 @@ def build_tokenizer(config: TokenizerConfig, text: str) -> Tokenizer:
     if config.kind == "char":
         return CharTokenizer.from_text(text)
     if config.kind == "word":
-        return WordTokenizer.from_text(text, config.max_vocab, config.min_count)
+        return WordTokenizer.from_text(text, config.max_vocab, config.min_count, config.fold_spaces)
     return SentencePieceTokenizer.from_text(text, config.vocab_size, config.subword_model)
 
 
