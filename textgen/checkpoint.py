@@ -55,6 +55,22 @@ def is_checkpoint(directory: Path) -> bool:
     return (directory / CONFIG_FILE).is_file()
 
 
+def check_output_directory(directory: Path, overwrite: bool = False) -> None:
+    """Refuse, before any work is done, an output that would overwrite something the user has."""
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise TextgenError(f"{directory} is a file; choose another --out for the checkpoint")
+    if is_checkpoint(directory):
+        if not overwrite:
+            raise TextgenError(
+                f"{directory} already holds a checkpoint; pass --overwrite to replace it, or choose another --out"
+            )
+    elif any(directory.iterdir()):
+        raise TextgenError(f"{directory} exists and is not a textgen checkpoint; choose another --out")
+
+
 def read_info(directory: Path) -> CheckpointInfo:
     """Read and check config.json; every way it can be wrong is a one-line TextgenError."""
     directory = Path(directory)

@@ -16,6 +16,7 @@ from textgen import __version__
 from textgen.config import (
     CELLS, DEFAULT_CHECKPOINT_DIR, SUBWORD_MODELS, TOKENIZER_KINDS,
     ModelConfig, SampleConfig, TokenizerConfig, TrainConfig,
+    check_model_config, check_sample_config, check_tokenizer_config, check_train_config,
 )
 from textgen.errors import TextgenError
 
@@ -37,12 +38,6 @@ _sample = SampleConfig()
 CORPUS, TOKENIZER, MODEL, TRAINING, LIMITS, OUTPUT = (
     "Corpus", "Tokenizer", "Model", "Training", "When to stop", "Output",
 )
-
-
-def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
-    if value not in allowed:
-        raise TextgenError(f"{option} must be one of {', '.join(allowed)}, not {value!r}")
-    return value
 
 
 def _version(value: bool) -> None:
@@ -108,34 +103,30 @@ def train(
                                                       rich_help_panel=LIMITS, show_default=False)] = None,
 ) -> None:
     """Train a model on a text file and save its best-by-validation checkpoint."""
-    tokenizer_config = TokenizerConfig(
-        kind=_choice(tokenizer, TOKENIZER_KINDS, "--tokenizer"), max_vocab=max_vocab, min_count=min_count,
-        vocab_size=vocab_size, subword_model=_choice(subword_model, SUBWORD_MODELS, "--subword-model"),
-    )
-    if max_vocab < 2:
-        raise TextgenError("--max-vocab must be at least 2")
-    if min_count < 1:
-        raise TextgenError("--min-count must be at least 1")
-    model_config = ModelConfig(cell=_choice(cell, CELLS, "--cell"), layers=layers, hidden_size=hidden_size,
+    tokenizer_config = TokenizerConfig(kind=tokenizer, max_vocab=max_vocab, min_count=min_count,
+                                       vocab_size=vocab_size, subword_model=subword_model)
+    model_config = ModelConfig(cell=cell, layers=layers, hidden_size=hidden_size,
                                embedding_size=embedding_size, dropout=dropout, tie_weights=tie_weights)
     train_config = TrainConfig(
         seq_len=seq_len, batch_size=batch_size, learning_rate=learning_rate, clip=clip,
         val_fraction=val_fraction, max_steps=max_steps, epochs=epochs, max_time=max_time,
         eval_every=eval_every, seed=seed, device=device,
     )
-
-    from textgen.checkpoint import is_checkpoint
-    from textgen.console import TrainingDisplay, console, training_summary
-    from textgen.corpus import load_corpus
-    from textgen.model import check_model_config
-    from textgen.training import check_train_config, train as run_training
-
-    check_model_config(ModelConfig(**{**model_config.__dict__, "vocab_size": 1}))
+    check_tokenizer_config(tokenizer_config)
+    check_model_config(model_config)
     check_train_config(train_config)
+    from textgen.checkpoint import check_output_directory
+
     if out is None:
         out = _default_out(corpus)
-    elif out.exists() and is_checkpoint(out) and not overwrite:
-        raise TextgenError(f"{out} already holds a checkpoint; pass --overwrite to replace it, or choose another --out")
+    check_output_directory(out, overwrite)
+
+    from textgen.console import TrainingDisplay, console, training_summary
+    from textgen.corpus import load_corpus
+    from textgen.devices import resolve_device
+    from textgen.training import train as run_training
+
+    resolve_device(device)  # a wrong --device fails before anything is drawn
     text = load_corpus(corpus, encoding=encoding)
 
     with TrainingDisplay() as display:
@@ -143,7 +134,8 @@ def train(
     console.print(training_summary(result))
     prompt = "ROMEO:" if text.name == "shakespeare" else ""
     prompt_part = f" --prompt {json.dumps(prompt)}" if prompt else ""
-    console.print(f"\nnext, try:  [bold]textgen sample {_shell_quote(str(out))}{prompt_part} --length 500[/]")
+    console.print(f"\nnext, try:  [bold]textgen sample {_shell_quote(str(out))}{prompt_part} --length 500[/]",
+                  soft_wrap=True)
     if result.interrupted:
         raise typer.Exit(130)
 
@@ -161,12 +153,12 @@ def sample(
 ) -> None:
     """Generate text from a checkpoint, continuing a seed phrase."""
     config = SampleConfig(length=length, temperature=temperature, top_k=top_k, num_samples=num_samples, seed=seed)
+    check_sample_config(config)
     from textgen.checkpoint import load_checkpoint
     from textgen.console import console, write_piece
     from textgen.devices import resolve_device
-    from textgen.sampling import check_sample_config, generate, make_generator, prompt_ids
+    from textgen.sampling import generate, make_generator, prompt_ids
 
-    check_sample_config(config)
     loaded = load_checkpoint(checkpoint, resolve_device(device))
     prompt_ids(loaded.tokenizer, prompt)  # unknown symbols fail before anything is printed
     generator = make_generator(seed)
@@ -231,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI with every anticipated failure as one line on stderr and a non-zero exit."""
     from textgen.console import print_error
 
+    if not (sys.argv[1:] if argv is None else argv):
+        argv = ["--help"]  # a bare `textgen` shows what it can do, and that is not an error
     try:
         code = app(args=argv, prog_name="textgen", standalone_mode=False)
     except TextgenError as error:
@@ -246,4 +240,6 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         print_error("interrupted")
         sys.exit(130)
+    if code == 130:  # Typer turns Ctrl-C inside a command into exit code 130
+        print_error("interrupted")
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,9 +7,12 @@ objects, and checkpoints store them as JSON (see `to_dict` / `from_dict`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from textgen.errors import TextgenError
 
 CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu")
 TOKENIZER_KINDS = ("char", "word", "subword")
@@ -72,6 +75,65 @@ class SampleConfig:
     top_k: int = 40
     num_samples: int = 1
     seed: int | None = None
+
+
+# Checks that name the option a user typed, so the CLI can run them before importing torch.
+
+
+def check_tokenizer_config(config: TokenizerConfig) -> None:
+    if config.kind not in TOKENIZER_KINDS:
+        raise TextgenError(f"--tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, not {config.kind!r}")
+    if config.subword_model not in SUBWORD_MODELS:
+        raise TextgenError(f"--subword-model must be one of {', '.join(SUBWORD_MODELS)}, not {config.subword_model!r}")
+    if config.max_vocab < 2:
+        raise TextgenError(f"--max-vocab must be at least 2, got {config.max_vocab}")
+    if config.min_count < 1:
+        raise TextgenError(f"--min-count must be at least 1, got {config.min_count}")
+
+
+def check_model_config(config: ModelConfig) -> None:
+    """Reject shapes that cannot be built, with the option name the user typed."""
+    if config.cell not in CELLS:
+        raise TextgenError(f"--cell must be one of {', '.join(CELLS)}, not {config.cell!r}")
+    for name, value in (("--layers", config.layers), ("--hidden-size", config.hidden_size),
+                        ("--embedding-size", config.embedding_size)):
+        if value < 1:
+            raise TextgenError(f"{name} must be at least 1, got {value}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise TextgenError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if config.tie_weights and config.hidden_size != config.embedding_size:
+        raise TextgenError(
+            "--tie-weights needs --embedding-size equal to --hidden-size "
+            f"(got {config.embedding_size} and {config.hidden_size})"
+        )
+
+
+def check_train_config(config: TrainConfig) -> None:
+    checks = [
+        ("--seq-len", config.seq_len >= 1, "at least 1"),
+        ("--batch-size", config.batch_size >= 1, "at least 1"),
+        ("--learning-rate", config.learning_rate > 0, "greater than 0"),
+        ("--clip", config.clip >= 0, "0 (off) or more"),
+        ("--val-fraction", 0.0 <= config.val_fraction <= 0.5, "between 0 and 0.5"),
+        ("--max-steps", config.max_steps is None or config.max_steps >= 1, "at least 1"),
+        ("--epochs", config.epochs is None or config.epochs > 0, "greater than 0"),
+        ("--max-time", config.max_time is None or 0 < config.max_time < math.inf, "greater than 0 seconds, and finite"),
+        ("--eval-every", config.eval_every >= 0, "0 (automatic) or more"),
+    ]
+    for option, ok, requirement in checks:
+        if not ok:
+            raise TextgenError(f"{option} must be {requirement}")
+
+
+def check_sample_config(config: SampleConfig) -> None:
+    if not config.temperature > 0:
+        raise TextgenError(f"--temperature must be greater than 0, got {config.temperature}")
+    if config.top_k < 0:
+        raise TextgenError(f"--top-k must be 0 (off) or more, got {config.top_k}")
+    if config.length < 1:
+        raise TextgenError(f"--length must be at least 1 character, got {config.length}")
+    if config.num_samples < 1:
+        raise TextgenError(f"--num-samples must be at least 1, got {config.num_samples}")
 
 
 T = TypeVar("T")

@@ -85,7 +85,8 @@ class TrainingDisplay:
             f"[bold]training[/] on {plan.device}: {plan.parameters / 1e6:.2f} M parameters, "
             f"vocabulary {plan.vocab_size}, {plan.train_tokens:,} training and {plan.val_tokens:,} "
             f"validation tokens, batch {plan.batch_size} x window {plan.seq_len} "
-            f"({plan.steps_per_epoch} steps per epoch), stopping at {' or '.join(limits)}"
+            f"({plan.steps_per_epoch} steps per epoch), stopping at {' or '.join(limits)}",
+            soft_wrap=True,
         )
         for note in plan.notes:
             self.progress.console.print(f"[yellow]note:[/] {note}")
@@ -107,7 +108,8 @@ class TrainingDisplay:
         best = "  [green]best so far, saved[/]" if report.is_best else ""
         self.progress.console.print(
             f"step {report.step:>6}  validation loss {report.val_loss:.4f} nats/token, "
-            f"{report.val_bits_per_char:.4f} bits/char, perplexity {report.val_perplexity:.2f}{best}"
+            f"{report.val_bits_per_char:.4f} bits/char, perplexity {report.val_perplexity:.2f}{best}",
+            soft_wrap=True,
         )
 
     def on_checkpoint(self, path: Path) -> None: ...

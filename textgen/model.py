@@ -8,8 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from textgen.config import CELLS, ModelConfig
-from textgen.errors import TextgenError
+from textgen.config import ModelConfig, check_model_config
 
 # An LSTM's state is (h, c); the other cells carry h alone.
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -20,23 +19,6 @@ _CELL_MODULES = {
     "rnn-tanh": lambda **kw: nn.RNN(nonlinearity="tanh", **kw),
     "rnn-relu": lambda **kw: nn.RNN(nonlinearity="relu", **kw),
 }
-
-
-def check_model_config(config: ModelConfig) -> None:
-    """Reject shapes that cannot be built, with the option name the user typed."""
-    if config.cell not in CELLS:
-        raise TextgenError(f"--cell must be one of {', '.join(CELLS)}, not {config.cell!r}")
-    for name, value in (("--layers", config.layers), ("--hidden-size", config.hidden_size),
-                        ("--embedding-size", config.embedding_size)):
-        if value < 1:
-            raise TextgenError(f"{name} must be at least 1, got {value}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise TextgenError(f"--dropout must be in [0, 1), got {config.dropout}")
-    if config.tie_weights and config.hidden_size != config.embedding_size:
-        raise TextgenError(
-            "--tie-weights needs --embedding-size equal to --hidden-size "
-            f"(got {config.embedding_size} and {config.hidden_size})"
-        )
 
 
 class RNNLanguageModel(nn.Module):

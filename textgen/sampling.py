@@ -11,21 +11,10 @@ from contextlib import contextmanager
 
 import torch
 
-from textgen.config import SampleConfig
+from textgen.config import SampleConfig, check_sample_config
 from textgen.errors import TextgenError
 from textgen.model import RNNLanguageModel
 from textgen.tokenizers import StreamDecoder, Tokenizer
-
-
-def check_sample_config(config: SampleConfig) -> None:
-    if not config.temperature > 0:
-        raise TextgenError(f"--temperature must be greater than 0, got {config.temperature}")
-    if config.top_k < 0:
-        raise TextgenError(f"--top-k must be 0 (off) or more, got {config.top_k}")
-    if config.length < 1:
-        raise TextgenError(f"--length must be at least 1 character, got {config.length}")
-    if config.num_samples < 1:
-        raise TextgenError(f"--num-samples must be at least 1, got {config.num_samples}")
 
 
 def next_token_distribution(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:

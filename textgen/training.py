@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from textgen.checkpoint import CheckpointInfo, save_checkpoint, update_records
-from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, to_dict
+from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, check_train_config, to_dict
 from textgen.corpus import Corpus, split_text
 from textgen.devices import resolve_device
 from textgen.errors import TextgenError
@@ -94,23 +94,6 @@ class TrainingCallbacks:
     def on_evaluation(self, report: EvaluationReport) -> None: ...
     def on_checkpoint(self, path: Path) -> None: ...
     def on_stop_requested(self) -> None: ...
-
-
-def check_train_config(config: TrainConfig) -> None:
-    checks = [
-        ("--seq-len", config.seq_len >= 1, "at least 1"),
-        ("--batch-size", config.batch_size >= 1, "at least 1"),
-        ("--learning-rate", config.learning_rate > 0, "greater than 0"),
-        ("--clip", config.clip >= 0, "0 (off) or more"),
-        ("--val-fraction", 0.0 <= config.val_fraction <= 0.5, "between 0 and 0.5"),
-        ("--max-steps", config.max_steps is None or config.max_steps >= 1, "at least 1"),
-        ("--epochs", config.epochs is None or config.epochs > 0, "greater than 0"),
-        ("--max-time", config.max_time is None or config.max_time > 0, "greater than 0 seconds"),
-        ("--eval-every", config.eval_every >= 0, "0 (automatic) or more"),
-    ]
-    for option, ok, requirement in checks:
-        if not ok:
-            raise TextgenError(f"{option} must be {requirement}")
 
 
 def batchify(ids: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
