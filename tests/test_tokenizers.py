@@ -59,6 +59,10 @@ def word_config(**kw) -> TokenizerConfig:
     return TokenizerConfig(kind="word", **kw)
 
 
+def folded_word_config(**kw) -> TokenizerConfig:
+    return TokenizerConfig(kind="word", fold_spaces=True, **kw)
+
+
 @pytest.fixture(scope="module", params=["unigram", "bpe"])
 def subword(request) -> SentencePieceTokenizer:
     config = TokenizerConfig(kind="subword", vocab_size=500, subword_model=request.param)
@@ -126,7 +130,7 @@ def test_word_cjk_ideographs_are_one_token_each_and_cjk_punctuation_separate():
 
 
 def test_word_vocabulary_is_most_frequent_first_with_ties_by_token():
-    tok = build_tokenizer(word_config(min_count=1), "b a b c a b")
+    tok = build_tokenizer(folded_word_config(min_count=1), "b a b c a b")
     # " " always follows <unk> so an unknown " word" keeps its space
     vocab = [tok.token_text(i) for i in range(tok.vocab_size)]
     assert vocab == ["<unk>", " ", " a", " b", " c", "b"]
@@ -135,19 +139,27 @@ def test_word_vocabulary_is_most_frequent_first_with_ties_by_token():
 def test_word_vocabulary_honours_max_vocab_and_min_count():
     text = "x x x x y y y z z w"  # " x": 3, " y": 3, " z": 2, "x": 1, " w": 1
     # <unk> " " " x" " y" " z"
-    assert build_tokenizer(word_config(min_count=2), text).vocab_size == 5
-    assert build_tokenizer(word_config(min_count=3), text).vocab_size == 4
-    limited = build_tokenizer(word_config(min_count=1, max_vocab=4), text)
+    assert build_tokenizer(folded_word_config(min_count=2), text).vocab_size == 5
+    assert build_tokenizer(folded_word_config(min_count=3), text).vocab_size == 4
+    limited = build_tokenizer(folded_word_config(min_count=1, max_vocab=4), text)
     assert [limited.token_text(i) for i in range(limited.vocab_size)] == ["<unk>", " ", " x", " y"]
     assert limited.unk_id == 0
 
 
 def test_word_unknown_word_keeps_the_layout_around_unk():
-    tok = build_tokenizer(word_config(min_count=1), "the cat sat\non the mat\n")
+    tok = build_tokenizer(folded_word_config(min_count=1), "the cat sat\non the mat\n")
     ids = tok.encode("the dog sat\non the mat")
     assert ids[1:3] == [tok.encode(" ")[0], tok.unk_id]
     assert tok.decode(ids) == "the <unk> sat\non the mat"
     assert tok.unknown_symbols("the dog sat on a mat, dog") == ["dog", "on", "a", ","]
+
+
+def test_word_default_gives_whitespace_runs_tokens_of_their_own():
+    tok = build_tokenizer(word_config(min_count=1), "the cat  sat\n\non the mat")
+    pieces = [tok.token_text(i) for i in tok.encode("the cat  sat\n\non the mat")]
+    assert pieces == ["the", " ", "cat", "  ", "sat", "\n\n", "on", " ", "the", " ", "mat"]
+    ids = tok.encode("the dog sat")
+    assert ids[2] == tok.unk_id and tok.decode(ids) == "the <unk> sat"
 
 
 def test_word_round_trips_exactly_when_nothing_is_unknown():

@@ -6,6 +6,7 @@ Torch is imported inside the commands so that `textgen --help` answers at once.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -134,7 +135,7 @@ def train(
     console.print(training_summary(result))
     prompt = "ROMEO:" if text.name == "shakespeare" else ""
     prompt_part = f" --prompt {json.dumps(prompt)}" if prompt else ""
-    console.print(f"\nnext, try:  [bold]textgen sample {_shell_quote(str(out))}{prompt_part} --length 500[/]",
+    console.print(f"\nnext, try:  [bold]textgen sample {shlex.quote(str(out))}{prompt_part} --length 500[/]",
                   soft_wrap=True)
     if result.interrupted:
         raise typer.Exit(130)
@@ -211,12 +212,6 @@ def info(
 
     loaded = load_checkpoint(checkpoint)
     console.print(info_table(checkpoint, loaded.info, loaded.model.num_parameters()))
-
-
-def _shell_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def main(argv: list[str] | None = None) -> None:
