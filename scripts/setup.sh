@@ -12,8 +12,8 @@ VENV=${VENV:-.venv}
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-    if pip install --no-index "torch==2.13.0" 2>/dev/null; then
-        :  # a CPU wheel on this machine's disk (a local find-links folder): no download at all
+    if pip install --no-index --no-deps "torch==2.13.0" 2>/dev/null; then
+        pip install "torch==2.13.0"  # the wheel came from this machine's disk; now its dependencies
     elif [ "$(uname -s)" = "Linux" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
         pip install torch --index-url https://download.pytorch.org/whl/cpu  # CPU build, ~200 MB
     else
