@@ -27,7 +27,7 @@ from textgen.devices import resolve_device
 from textgen.errors import TextgenError
 from textgen.evaluation import summarise, total_loss
 from textgen.model import RNNLanguageModel, detach_state
-from textgen.tokenizers import Tokenizer, build_tokenizer
+from textgen.tokenizers import build_tokenizer
 
 EVALUATIONS_PER_RUN = 5  # when --eval-every is 0: validate at 20%, 40%, ... of the run
 
