@@ -106,13 +106,13 @@ def test_char_round_trip_property(text):
 
 
 def test_word_folds_a_single_leading_space_into_the_next_token():
-    tok = WordTokenizer.from_text("x", 10, 1)
+    tok = WordTokenizer.from_text("x", 10, 1, fold_spaces=True)
     assert tok.split("Hello, world!\n") == ["Hello", ",", " world", "!", "\n"]
     assert tok.split("it's 1893 ,ok") == ["it", "'", "s", " 1893", " ,", "ok"]
 
 
 def test_word_space_run_gives_its_last_space_to_the_word_and_newline_runs_stay_whole():
-    tok = WordTokenizer.from_text("x", 10, 1)
+    tok = WordTokenizer.from_text("x", 10, 1, fold_spaces=True)
     assert tok.split("a   b") == ["a", "  ", " b"]
     assert tok.split("a\n\n  b \n\tc  ") == ["a", "\n\n ", " b", " \n\t", "c", "  "]
 
@@ -122,8 +122,16 @@ def test_word_without_folding_keeps_whitespace_tokens_separate():
     assert tok.split("Hi,  there\nyou") == ["Hi", ",", "  ", "there", "\n", "you"]
 
 
+def test_word_without_folding_an_unseen_whitespace_run_is_one_unk():
+    tok = WordTokenizer.from_text("a b c d a b", 100, 1)
+    ids = tok.encode("a    b")
+    assert ids[1] == tok.unk_id and len(ids) == 3
+    assert tok.decode(ids) == "a<unk>b"
+    assert tok.unknown_symbols("a    b") == ["    "]
+
+
 def test_word_cjk_ideographs_are_one_token_each_and_cjk_punctuation_separate():
-    tok = WordTokenizer.from_text("x", 10, 1)
+    tok = WordTokenizer.from_text("x", 10, 1, fold_spaces=True)
     assert tok.split("他说：「好茶𠀀」！") == list("他说：「好茶𠀀」！")
     # kana and Latin letters still form runs; digits are a run of their own
     assert tok.split("カタカナ abc123") == ["カタカナ", " abc", "123"]
@@ -184,7 +192,7 @@ def test_word_round_trip_property_on_windows_of_training_tokens(fold, data):
 @few
 @given(st.text(st.sampled_from(sorted(set(ALL_TEXT))), max_size=80))
 def test_word_property_unknown_tokens_become_unk_and_the_rest_survives(text):
-    tok = WordTokenizer.from_text(ALL_TEXT, 10_000, 1)
+    tok = WordTokenizer.from_text(ALL_TEXT, 10_000, 1, fold_spaces=True)
     vocab = {tok.token_text(i) for i in range(1, tok.vocab_size)}
     expected = "".join(
         t if t in vocab else " <unk>" if t[0] == " " and len(t) > 1 else "<unk>"

@@ -1,7 +1,8 @@
 """The only code that maps text to ids and ids back to text.
 
 Three kinds share one protocol: `char` (one id per Unicode code point), `word`
-(words, numbers, punctuation and whitespace, GPT-2 style) and `subword` (a
+(words, numbers, punctuation marks and whitespace runs; optionally a leading space folded
+into the word, GPT-2 style) and `subword` (a
 sentencepiece model trained in memory, with byte fallback so nothing is ever
 unknown). Each kind saves its vocabulary as its own small file in a checkpoint
 directory; loading reads only JSON or a sentencepiece proto, never code.
@@ -126,7 +127,7 @@ class WordTokenizer(_TokenList):
 
     kind = "word"
 
-    def __init__(self, tokens: list[str], fold_spaces: bool = True) -> None:
+    def __init__(self, tokens: list[str], fold_spaces: bool = False) -> None:
         super().__init__(tokens)  # tokens[0] is UNK, which no text ever spells
         self._index.pop(UNK, None)
         self.fold_spaces = fold_spaces
@@ -135,7 +136,7 @@ class WordTokenizer(_TokenList):
 
     @classmethod
     def from_text(
-        cls, text: str, max_vocab: int, min_count: int, fold_spaces: bool = True
+        cls, text: str, max_vocab: int, min_count: int, fold_spaces: bool = False
     ) -> WordTokenizer:
         if max_vocab < 2:
             raise TextgenError(f"max_vocab must be at least 2 (<unk> and a word), not {max_vocab}")
@@ -161,7 +162,7 @@ class WordTokenizer(_TokenList):
     def encode(self, text: str) -> list[int]:
         tokens = self.split(text)
         ids = list(map(self._index.get, tokens, [0] * len(tokens)))
-        if 0 not in ids or self._space_id is None:
+        if 0 not in ids or not self.fold_spaces or self._space_id is None:
             return ids
         # An unknown " word" keeps its space as a token, so the layout survives.
         out: list[int] = []
@@ -173,6 +174,8 @@ class WordTokenizer(_TokenList):
 
     def unknown_symbols(self, text: str) -> list[str]:
         unknown = (t for t in dict.fromkeys(self.split(text)) if t not in self._index)
+        if not self.fold_spaces:
+            return list(unknown)
         return list(dict.fromkeys(t[1:] if len(t) > 1 and t[0] == " " else t for t in unknown))
 
     def _extra_json(self) -> dict[str, object]:
@@ -368,7 +371,7 @@ def load_tokenizer(directory: Path, config: TokenizerConfig) -> Tokenizer:
         if any(len(t) != 1 for t in tokens):
             raise TextgenError(f"{path}: every char token must be a single character")
         return CharTokenizer(tokens)
-    fold_spaces = data.get("fold_spaces", True)
+    fold_spaces = data.get("fold_spaces", False)
     if tokens[0] != UNK or not isinstance(fold_spaces, bool):
         raise TextgenError(f"{path}: a word vocabulary starts with {UNK!r}, fold_spaces is a bool")
     return WordTokenizer(tokens, fold_spaces)
