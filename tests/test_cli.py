@@ -542,6 +542,12 @@ BAD_INPUTS = [
     ("evaluate-missing-file", ["evaluate", CK, "missing.txt"], ["no such file: missing.txt"]),
     ("evaluate-binary-file", ["evaluate", CK, "archive.zip"], ["archive.zip looks binary", "offset 4"]),
     ("evaluate-unseen-characters", ["evaluate", CK, "unseen.txt"], ["never saw", "'Z'", "'5'"]),
+    ("train-seed-too-large", ["train", "prose.txt", "--seed", str(2**80)], ["--seed", "between 0 and"]),
+    ("sample-seed-too-large", ["sample", CK, "--seed", str(2**80)], ["--seed", "between 0 and"]),
+    ("vocab-size", ["train", "prose.txt", "--tokenizer", "subword", "--vocab-size", "0"], ["--vocab-size", "between"]),
+    ("hidden-size-typo", ["train", "prose.txt", "--hidden-size", "100000000000"], ["--hidden-size", "at most"]),
+    ("out-below-a-file", ["train", "prose.txt", "--out", "prose.txt/model"], ["prose.txt is a file"]),
+    ("unknown-home", ["train", "~nosuchuser-textgen/x.txt"], ["no such file or known corpus"]),
 ]
 
 

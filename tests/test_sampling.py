@@ -239,3 +239,9 @@ def test_after_the_prompt_the_model_is_fed_one_token_per_step_with_its_state(mak
     assert [tuple(c.shape) for c in calls[1:]] == [(1, 1)] * 199  # then one token a step, never the text
     # each step feeds the token just drawn
     assert tokenizer.decode(int(c) for c in calls[1:]) == text[:-1]
+
+
+def test_a_vanishingly_small_temperature_is_greedy_not_an_error():
+    logits = torch.tensor([[1.0, 3.0, 2.0, -5.0]])
+    probabilities = next_token_distribution(logits, 1e-45, 0)
+    assert torch.equal(probabilities, torch.tensor([[0.0, 1.0, 0.0, 0.0]]))

@@ -19,6 +19,10 @@ TOKENIZER_KINDS = ("char", "word", "subword")
 SUBWORD_MODELS = ("unigram", "bpe")
 DEFAULT_CORPUS = "python-docs"
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
+MAX_VOCAB = 1_000_000
+MIN_SUBWORD_VOCAB = 260  # sentencepiece's 256 byte pieces, <unk>, the newline and a little room
+MAX_LAYER_SIZE = 65_536  # far beyond any RNN that trains on one machine; stops typos like 5120000
 
 
 @dataclass
@@ -89,16 +93,22 @@ def check_tokenizer_config(config: TokenizerConfig) -> None:
         raise TextgenError(f"--max-vocab must be at least 2, got {config.max_vocab}")
     if config.min_count < 1:
         raise TextgenError(f"--min-count must be at least 1, got {config.min_count}")
+    if not MIN_SUBWORD_VOCAB <= config.vocab_size <= MAX_VOCAB:
+        raise TextgenError(f"--vocab-size must be between {MIN_SUBWORD_VOCAB} and {MAX_VOCAB:,}, got {config.vocab_size}")
+    if config.max_vocab > MAX_VOCAB:
+        raise TextgenError(f"--max-vocab must be at most {MAX_VOCAB:,}, got {config.max_vocab}")
 
 
 def check_model_config(config: ModelConfig) -> None:
     """Reject shapes that cannot be built, with the option name the user typed."""
     if config.cell not in CELLS:
         raise TextgenError(f"--cell must be one of {', '.join(CELLS)}, not {config.cell!r}")
-    for name, value in (("--layers", config.layers), ("--hidden-size", config.hidden_size),
-                        ("--embedding-size", config.embedding_size)):
+    for name, value, most in (("--layers", config.layers, 64), ("--hidden-size", config.hidden_size, MAX_LAYER_SIZE),
+                              ("--embedding-size", config.embedding_size, MAX_LAYER_SIZE)):
         if value < 1:
             raise TextgenError(f"{name} must be at least 1, got {value}")
+        if value > most:
+            raise TextgenError(f"{name} must be at most {most:,}, got {value}")
     if not 0.0 <= config.dropout < 1.0:
         raise TextgenError(f"--dropout must be in [0, 1), got {config.dropout}")
     if config.tie_weights and config.hidden_size != config.embedding_size:
@@ -119,6 +129,7 @@ def check_train_config(config: TrainConfig) -> None:
         ("--epochs", config.epochs is None or config.epochs > 0, "greater than 0"),
         ("--max-time", config.max_time is None or 0 < config.max_time < math.inf, "greater than 0 seconds, and finite"),
         ("--eval-every", config.eval_every >= 0, "0 (automatic) or more"),
+        ("--seed", 0 <= config.seed <= MAX_SEED, f"between 0 and {MAX_SEED}"),
     ]
     for option, ok, requirement in checks:
         if not ok:
@@ -134,6 +145,8 @@ def check_sample_config(config: SampleConfig) -> None:
         raise TextgenError(f"--length must be at least 1 character, got {config.length}")
     if config.num_samples < 1:
         raise TextgenError(f"--num-samples must be at least 1, got {config.num_samples}")
+    if config.seed is not None and not 0 <= config.seed <= MAX_SEED:
+        raise TextgenError(f"--seed must be between 0 and {MAX_SEED}, got {config.seed}")
 
 
 T = TypeVar("T")

@@ -71,19 +71,29 @@ def load_corpus(source: str | None, encoding: str = "utf-8") -> Corpus:
     """
     if source is None:
         source = config.DEFAULT_CORPUS
-    path = Path(source).expanduser()
+    try:
+        path = Path(source).expanduser()
+    except RuntimeError:  # "~someone/..." for a user this machine does not know
+        path = Path(source)
     # A file wins over a name, so a user's own file called "shakespeare" is never shadowed.
     if source and _exists(path):
         text = read_text_file(path, encoding)
         return Corpus(text, source, None, path.resolve(), _sha256_of_text(text), encoding)
-    if source == "python-docs":
-        text = _python_docs_text()
-        return Corpus(text, source, source, None, _sha256_of_text(text))
     if source in KNOWN_CORPORA:
-        cached = fetch_corpus(source)
-        text = read_text_file(cached)
-        return Corpus(text, source, source, cached, _sha256_of_text(text))
+        return load_named_corpus(source)
     raise TextgenError(f"no such file or known corpus: {source} (known corpora: {_known_names()})")
+
+
+def load_named_corpus(name: str) -> Corpus:
+    """A corpus from the registry, whatever files the current folder holds."""
+    if name == "python-docs":
+        text = _python_docs_text()
+        return Corpus(text, name, name, None, _sha256_of_text(text))
+    if name not in KNOWN_CORPORA:
+        raise TextgenError(f"unknown corpus: {name} (known corpora: {_known_names()})")
+    cached = fetch_corpus(name)
+    text = read_text_file(cached)
+    return Corpus(text, name, name, cached, _sha256_of_text(text))
 
 
 def read_text_file(path: Path, encoding: str = "utf-8") -> str:
@@ -158,7 +168,7 @@ def held_out_text(record: dict) -> tuple[str, str, str]:
         raise TextgenError("this model was trained with no held-out text (--val-fraction 0); give a FILE to evaluate")
     try:
         if record.get("name"):
-            corpus = load_corpus(record["name"])
+            corpus = load_named_corpus(record["name"])
         else:
             text = read_text_file(Path(record["path"]), record.get("encoding") or "utf-8")
             corpus = Corpus(text, source, None, Path(record["path"]), _sha256_of_text(text))

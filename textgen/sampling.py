@@ -19,7 +19,9 @@ from textgen.tokenizers import StreamDecoder, Tokenizer
 
 def next_token_distribution(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
     """Probabilities over the vocabulary: logits scaled by 1/temperature, cut to the top k (0 = all)."""
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # Shift so the largest logit is 0 before scaling: a tiny temperature then gives -inf, not inf - inf.
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if 0 < top_k < logits.shape[-1]:
         kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -51,7 +53,7 @@ def generate(
     check_sample_config(config)
     ids = prompt_ids(tokenizer, prompt)
     device = model.decoder.weight.device
-    banned = tokenizer.unk_id if tokenizer.kind == "word" else None
+    banned = tokenizer.unk_id
     decoder = StreamDecoder(tokenizer)
     produced = 0
     # Decoding may hold text back (a partial UTF-8 sequence); the cap stops a model that only
@@ -64,7 +66,7 @@ def generate(
         while produced < config.length and tokens_left > 0:
             tokens_left -= 1
             if banned is not None:
-                logits[..., banned] = float("-inf")  # a word model should say a word, not "<unk>"
+                logits[..., banned] = float("-inf")  # a model should write words, not "<unk>"
             probabilities = next_token_distribution(logits, config.temperature, config.top_k)
             token = torch.multinomial(probabilities.cpu(), 1, generator=generator)
             piece = decoder.feed(int(token))
@@ -95,5 +97,8 @@ def _without_onednn() -> Iterator[None]:
 
 def make_generator(seed: int | None) -> torch.Generator:
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else torch.seed())
+    if seed is None:
+        generator.seed()  # fresh entropy, without reseeding torch's global generator
+    else:
+        generator.manual_seed(seed)
     return generator

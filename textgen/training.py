@@ -12,6 +12,8 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,8 @@ class _StopRequest:
 
     def __init__(self, callbacks: TrainingCallbacks) -> None:
         self.requested = False
+        self._deferring = False
+        self._abort_after = False
         self._callbacks = callbacks
         self._previous: dict[int, Any] = {}
 
@@ -140,10 +144,24 @@ class _StopRequest:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.requested and not self._deferring:
             raise KeyboardInterrupt
+        if self.requested:
+            self._abort_after = True
+            return
         self.requested = True
         self._callbacks.on_stop_requested()
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold a second Ctrl-C until the block is done: a save is never cut between its renames."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._abort_after:
+            raise KeyboardInterrupt
 
 
 def _limits(config: TrainConfig) -> tuple[int | None, float | None, float | None]:
@@ -166,7 +184,6 @@ def train(
     config = train_config or TrainConfig()
     callbacks = callbacks or TrainingCallbacks()
     check_train_config(config)
-    started = time.perf_counter()
 
     train_text, val_text = split_text(corpus.text, config.val_fraction)
     # Char vocabularies come from the whole file so held-out text never holds an unseen character;
@@ -187,10 +204,15 @@ def train(
     _seed_everything(config.seed)
     device = resolve_device(config.device)
     model_config = ModelConfig(**{**to_dict(model_config), "vocab_size": tokenizer.vocab_size})
-    model = RNNLanguageModel(model_config).to(device)
+    try:
+        model = RNNLanguageModel(model_config).to(device)
+    except (RuntimeError, MemoryError) as error:
+        raise TextgenError(
+            f"could not build a model of this size on {device}: {str(error).splitlines()[0][:200]}"
+        ) from None
     optimizer = _make_optimizer(model, config)
 
-    inputs, targets = batchify(train_ids, batch_size)
+    inputs, targets = (t.to(device) for t in batchify(train_ids, batch_size))
     steps_per_epoch = math.ceil(inputs.shape[1] / config.seq_len)
     max_steps, epochs, max_time = _limits(config)
     if max_time == config.default_max_time and config.max_time is None:
@@ -226,6 +248,7 @@ def train(
     tokens_seen = 0
     next_eval_fraction = 1.0 / EVALUATIONS_PER_RUN
     stop_reason = ""
+    saved_once = False
     model.train()
 
     def fraction_done() -> float:
@@ -239,7 +262,7 @@ def train(
         return max(fractions)
 
     def evaluate_and_save() -> None:
-        nonlocal best_loss
+        nonlocal best_loss, saved_once
         elapsed = time.perf_counter() - started
         row: dict[str, Any] = {
             "step": step, "epoch": step / steps_per_epoch, "elapsed": round(elapsed, 3),
@@ -257,7 +280,7 @@ def train(
         else:  # nothing held out: the latest weights are the best we know
             score = -step
         metrics.append(row)
-        is_best = score < best_loss
+        is_best = score < best_loss  # a NaN validation loss is never best
         if is_best:
             best_loss = score
             info.best = {k: row[k] for k in ("step", "elapsed", "val_loss", "val_bits_per_char",
@@ -269,11 +292,16 @@ def train(
                 val_perplexity=row["val_perplexity"], is_best=is_best, elapsed=elapsed,
             ))
         if is_best:
-            save_checkpoint(out, model, tokenizer, info, metrics)
+            with stop.deferred():
+                save_checkpoint(out, model, tokenizer, info, metrics)
+            saved_once = True
             callbacks.on_checkpoint(out)
         else:
-            update_records(out, info, metrics)
+            if saved_once:  # never write this run's records beside another run's weights
+                update_records(out, info, metrics)
 
+    # The budget counts from here: tokenizing and building the model are not training time.
+    started = time.perf_counter()
     with _StopRequest(callbacks) as stop:
         while True:
             done = fraction_done()
@@ -299,8 +327,8 @@ def train(
             if state is None:
                 state = model.init_state(batch_size, device)
             start = epoch_position * config.seq_len
-            x = inputs[:, start : start + config.seq_len].to(device, non_blocking=True)
-            y = targets[:, start : start + config.seq_len].to(device, non_blocking=True)
+            x = inputs[:, start : start + config.seq_len]
+            y = targets[:, start : start + config.seq_len]
 
             step_started = time.perf_counter()
             lr = learning_rate_at(config, step, done)
