@@ -444,3 +444,13 @@ def test_read_metrics_skips_damaged_lines(saved):
     assert read_metrics(out) == METRICS
     (out / METRICS_FILE).unlink()
     assert read_metrics(out) == []
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("corpus", "val_fraction", "0.1"), ("best", "val_loss", "low"), ("training", "steps", [3]),
+])
+def test_read_info_of_a_field_of_the_wrong_type(saved, section, key, value):
+    out, *_ = saved
+    data = config_of(out)
+    write_config(out, {**data, section: {**(data.get(section) or {}), key: value}})
+    assert "is corrupt" in one_line_error(read_info, out)

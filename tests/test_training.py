@@ -412,3 +412,12 @@ def test_learning_rate_without_warm_up_starts_at_the_full_rate():
     config = TrainConfig(learning_rate=3e-3, warmup_steps=0, min_lr_ratio=0.0)
     assert learning_rate_at(config, 0, 0.0) == pytest.approx(3e-3)
     assert learning_rate_at(config, 10, 1.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_nan_first_validation_leaves_an_earlier_checkpoint_untouched(tmp_path, small_corpus, monkeypatch):
+    out = tmp_path / "ck"
+    train(small_corpus, out, TINY, TokenizerConfig(), quick(max_steps=4))
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    monkeypatch.setattr(textgen.training, "total_loss", lambda *args, **kwargs: (float("nan"), 10))
+    train(small_corpus, out, TINY, TokenizerConfig(kind="word", min_count=1), quick(max_steps=4))
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before

@@ -29,6 +29,20 @@ WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 
 
+# Fields of config.json that other modules compute with, and the JSON types they must have.
+_NUMBER = (int, float)
+_FIELD_TYPES = [
+    ("model", "vocab_size", (int,)), ("model", "layers", (int,)), ("model", "hidden_size", (int,)),
+    ("model", "embedding_size", (int,)), ("model", "dropout", _NUMBER), ("model", "tie_weights", (bool,)),
+    ("model", "cell", (str,)), ("tokenizer", "kind", (str,)),
+    ("corpus", "source", (str,)), ("corpus", "name", (str,)), ("corpus", "path", (str,)),
+    ("corpus", "sha256", (str,)), ("corpus", "encoding", (str,)), ("corpus", "val_fraction", _NUMBER),
+    ("corpus", "characters", (int,)), ("training", "steps", (int,)), ("training", "elapsed", _NUMBER),
+    ("best", "step", (int,)), ("best", "val_loss", _NUMBER), ("best", "val_bits_per_char", _NUMBER),
+    ("best", "val_perplexity", _NUMBER),
+]
+
+
 @dataclass
 class CheckpointInfo:
     """Everything in config.json, typed where other modules rely on it."""
@@ -59,6 +73,13 @@ def check_output_directory(directory: Path, overwrite: bool = False) -> None:
     """Refuse, before any work is done, an output that would overwrite something the user has."""
     directory = Path(directory)
     if not directory.exists():
+        parent = directory.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise TextgenError(f"cannot make {directory}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise TextgenError(f"cannot make {directory}: {parent} is not writable")
         return
     if not directory.is_dir():
         raise TextgenError(f"{directory} is a file; choose another --out for the checkpoint")
@@ -98,6 +119,10 @@ def read_info(directory: Path) -> CheckpointInfo:
     for name, section in sections.items():
         if not isinstance(section, dict) and not (section is None and name not in ("model", "tokenizer")):
             raise TextgenError(f"{config_path} is corrupt: its {name!r} section is not an object")
+    for name, key, types in _FIELD_TYPES:
+        value = (sections[name] or {}).get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool) and bool not in types):
+            raise TextgenError(f"{config_path} is corrupt: {name}.{key} has the wrong type")
     try:
         return CheckpointInfo(
             model=from_dict(ModelConfig, sections["model"]),
@@ -134,11 +159,8 @@ def save_checkpoint(
     from safetensors.torch import save_model
 
     directory = Path(directory)
-    if directory.exists() and not (directory.is_dir() and is_checkpoint(directory)):
-        if not directory.is_dir() or any(directory.iterdir()):
-            raise TextgenError(
-                f"{directory} exists and is not a textgen checkpoint; choose another --out so nothing is overwritten"
-            )
+    check_output_directory(directory, overwrite=True)
+    had_previous = is_checkpoint(directory)
     temporary = _sibling(directory, "tmp")
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -155,9 +177,8 @@ def save_checkpoint(
             raise
         shutil.rmtree(temporary, ignore_errors=True)
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
-        raise TextgenError(
-            f"could not save the checkpoint to {directory}: {reason}; the previous checkpoint there is unchanged"
-        ) from None
+        kept = "; the previous checkpoint there is unchanged" if had_previous else ""
+        raise TextgenError(f"could not save the checkpoint to {directory}: {reason}{kept}") from None
 
 
 @dataclass

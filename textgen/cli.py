@@ -15,7 +15,7 @@ import typer
 
 from textgen import __version__
 from textgen.config import (
-    CELLS, DEFAULT_CHECKPOINT_DIR, SUBWORD_MODELS, TOKENIZER_KINDS,
+    CELLS, DEFAULT_CHECKPOINT_DIR, DEFAULT_CORPUS, SUBWORD_MODELS, TOKENIZER_KINDS,
     ModelConfig, SampleConfig, TokenizerConfig, TrainConfig,
     check_model_config, check_sample_config, check_tokenizer_config, check_train_config,
 )
@@ -57,7 +57,7 @@ def _root(
 
 def _default_out(corpus_source: str | None) -> Path:
     """checkpoints/<corpus name>, or -2, -3, ... so an earlier run is never overwritten."""
-    stem = Path(corpus_source).stem if corpus_source else "python-docs"
+    stem = Path(corpus_source).stem if corpus_source else DEFAULT_CORPUS
     candidate = DEFAULT_CHECKPOINT_DIR / stem
     number = 2
     while candidate.exists():
@@ -150,7 +150,7 @@ def sample(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Draw from the k likeliest tokens (0 = all).")] = _sample.top_k,
     num_samples: Annotated[int, typer.Option(help="How many samples.")] = _sample.num_samples,
     seed: Annotated[Optional[int], typer.Option(help="Makes sampling repeatable.", show_default=False)] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
 ) -> None:
     """Generate text from a checkpoint, continuing a seed phrase."""
     config = SampleConfig(length=length, temperature=temperature, top_k=top_k, num_samples=num_samples, seed=seed)

@@ -120,7 +120,7 @@ class TrainingDisplay:
         )
 
 
-def training_summary(result: Any, plan_device: str | None = None) -> Table:
+def training_summary(result: Any) -> Table:
     table = Table(title="training finished", show_header=False, title_justify="left")
     table.add_column(style="dim")
     table.add_column()
