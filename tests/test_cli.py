@@ -603,12 +603,16 @@ def test_evaluate_without_file_asks_for_one_when_nothing_was_held_out(
 # --- where checkpoints go --------------------------------------------------------------------------
 
 
-def test_out_on_a_folder_of_other_files_is_refused_and_the_files_are_untouched(
-    cli: Callable[..., CliResult], tmp_path: Path
-) -> None:
+def make_prose_and_a_folder_of_other_files(tmp_path: Path) -> None:
     (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "thesis.tex").write_text("\\section{Results}\n", encoding="utf-8")
+
+
+def test_out_on_a_folder_of_other_files_is_refused_and_the_files_are_untouched(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    make_prose_and_a_folder_of_other_files(tmp_path)
     before = file_bytes(tmp_path / "results")
     result = cli("train", "prose.txt", "--out", "results", *TINY, "--max-steps", "5")
     assert_one_line_error(result, "results", "not a textgen checkpoint")
@@ -619,9 +623,7 @@ def test_out_on_a_folder_of_other_files_is_refused_and_the_files_are_untouched(
 def test_out_on_a_folder_of_other_files_is_refused_before_training_starts(
     cli: Callable[..., CliResult], tmp_path: Path
 ) -> None:
-    (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
-    (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "thesis.tex").write_text("\\section{Results}\n", encoding="utf-8")
+    make_prose_and_a_folder_of_other_files(tmp_path)
     result = cli("train", "prose.txt", "--out", "results", *TINY, "--max-steps", "5")
     assert result.code == 2
     assert "training on" not in result.stdout

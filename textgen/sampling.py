@@ -14,7 +14,7 @@ import torch
 from textgen.config import SampleConfig, check_sample_config
 from textgen.errors import TextgenError
 from textgen.model import RNNLanguageModel
-from textgen.tokenizers import StreamDecoder, Tokenizer
+from textgen.tokenizers import StreamDecoder, Tokenizer, describe_symbols
 
 
 def next_token_distribution(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
@@ -32,9 +32,7 @@ def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
     """The seed phrase as ids; an empty one starts the model at a line break, as if after a paragraph."""
     unknown = tokenizer.unknown_symbols(prompt)
     if unknown:
-        shown = ", ".join(repr(symbol) for symbol in unknown[:10])
-        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-        raise TextgenError(f"the seed text has symbols the model never saw: {shown}{more}")
+        raise TextgenError(f"the seed text has symbols the model never saw: {describe_symbols(unknown)}")
     if prompt:
         return tokenizer.encode(prompt)
     if not tokenizer.unknown_symbols("\n"):

@@ -113,10 +113,8 @@ class CharTokenizer(_TokenList):
         except KeyError:
             # Only the failing path pays for finding every unseen character;
             # repr() makes a newline, a tab or a space visible in the message.
-            unseen = self.unknown_symbols(text)
-            more = f" and {len(unseen) - 20} more" if len(unseen) > 20 else ""
-            shown = ", ".join(map(repr, unseen[:20]))
-            raise TextgenError(f"the model never saw these characters: {shown}{more}") from None
+            shown = describe_symbols(self.unknown_symbols(text), limit=20)
+            raise TextgenError(f"the model never saw these characters: {shown}") from None
 
     def unknown_symbols(self, text: str) -> list[str]:
         return [c for c in dict.fromkeys(text) if c not in self._index]
@@ -318,6 +316,12 @@ class StreamDecoder:
 
     def flush(self) -> str:
         return self._utf8.decode(b"", final=True)
+
+
+def describe_symbols(symbols: list[str], limit: int = 10) -> str:
+    """'a', '\\n' and 3 more: repr() makes a newline, a tab or a space visible in a message."""
+    more = f" and {len(symbols) - limit} more" if len(symbols) > limit else ""
+    return ", ".join(map(repr, symbols[:limit])) + more
 
 
 def _check_kind(kind: str) -> None:
