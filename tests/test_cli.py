@@ -31,6 +31,7 @@ import pytest
 
 import textgen
 from textgen.cli import main
+from textgen.config import PRESETS
 
 # --- text -------------------------------------------------------------------------------------
 
@@ -118,6 +119,7 @@ CHINESE = """\
 # A model small enough to train 30 steps in well under a second.
 TINY = ["--hidden-size", "32", "--embedding-size", "16", "--layers", "1", "--seq-len", "16", "--batch-size", "8"]
 TOKENIZERS = ("char", "word", "subword")
+PRESET_DROPOUT = {name: preset.model["dropout"] for name, preset in PRESETS.items()}
 TOKENIZER_OPTIONS = {"char": [], "word": [], "subword": ["--vocab-size", "400"]}
 TOKENIZER_FILE = {"char": "tokenizer.json", "word": "tokenizer.json", "subword": "tokenizer.model"}
 SHARED_SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -280,7 +282,8 @@ def test_train_prints_the_checkpoint_and_the_sample_command_to_try_next(english_
 
 def test_checkpoint_holds_config_weights_tokenizer_and_one_metrics_row_per_evaluation(english_run: TrainedRun) -> None:
     files = {p.name for p in english_run.checkpoint.iterdir()}
-    assert files == {"config.json", "model.safetensors", TOKENIZER_FILE[english_run.tokenizer], "metrics.jsonl"}
+    assert files == {"config.json", "model.safetensors", TOKENIZER_FILE[english_run.tokenizer], "metrics.jsonl",
+                     "trainer.safetensors"}
 
     config = english_run.config
     assert config["format_version"] == 1
@@ -397,6 +400,10 @@ def test_info_shows_the_model_tokenizer_corpus_and_best_figures(
     best = config["best"]
     assert (f"{best['val_loss']:.4f} nats/token, {best['val_bits_per_char']:.4f} bits/char "
             f"at step {best['step']}") in result.stdout
+    # the loss chart: both curves, the step axis, and the best loss as its lowest label
+    assert "· training loss" in result.stdout and "• validation loss" in result.stdout
+    assert re.search(r"step \d+\s+30\n", result.stdout)
+    assert "┤" in result.stdout and "●" in result.stdout
 
 
 @pytest.mark.parametrize("tokenizer", ["char", "word"])
@@ -715,12 +722,50 @@ def test_ctrl_c_stops_training_saves_a_loadable_checkpoint_and_exits_130(
     assert "Traceback" not in stdout + stderr
     assert "stopping after this step and saving" in stdout
     assert re.search(r"stopped by\s+│ interrupted", stdout)
-    assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "ck").iterdir()}
+    assert "continue it with:  textgen train --resume ck" in stdout
+    assert {"config.json", "model.safetensors", "trainer.safetensors"} <= {p.name for p in (tmp_path / "ck").iterdir()}
     config = json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))
-    assert 1 <= config["training"]["steps"]
+    steps = config["training"]["steps"]
+    assert 1 <= steps
     figures = cli("evaluate", "ck", "--json")
     assert figures.code == 0, figures.output
     assert math.isclose(json.loads(figures.stdout)["loss"], config["best"]["val_loss"], rel_tol=1e-6)
+
+    resumed = cli("train", "--resume", "ck", "--max-steps", steps + 5)
+    assert resumed.code == 0, resumed.output
+    assert f"resuming at step {steps:,}" in resumed.stdout
+    assert re.search(r"stopped by\s+│ max-steps", resumed.stdout)
+    assert json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))["training"]["steps"] == steps + 5
+
+
+def test_resume_refuses_settings_that_would_change_the_run(char_run: TrainedRun, cli: Callable[..., CliResult]) -> None:
+    before = file_bytes(char_run.checkpoint)
+    result = cli("train", "--resume", char_run.checkpoint, "--hidden-size", "64", "--seq-len", "8")
+    assert_one_line_error(result, "--hidden-size, --seq-len cannot change when resuming")
+    assert_one_line_error(cli("train", "--resume", "no-such-checkpoint"), "no such checkpoint: no-such-checkpoint")
+    assert_one_line_error(cli("train", "--resume", char_run.checkpoint, "--max-steps", "0"), "--max-steps must be at least 1")
+    assert file_bytes(char_run.checkpoint) == before
+
+
+def test_a_time_budget_alone_picks_a_preset_and_says_so(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
+    result = cli("train", "prose.txt", "--out", "auto", "--max-time", "1")
+    assert result.code == 0, result.output
+    assert "preset small (for a 1 s budget; --preset to choose)" in result.stdout
+    config = json.loads((tmp_path / "auto" / "config.json").read_text(encoding="utf-8"))
+    assert (config["model"]["hidden_size"], config["training"]["preset"]) == (512, "small")
+
+    own_shape = cli("train", "prose.txt", "--out", "own", "--max-time", "1", *TINY)
+    assert own_shape.code == 0, own_shape.output
+    assert "preset" not in own_shape.stdout
+    assert json.loads((tmp_path / "own" / "config.json").read_text(encoding="utf-8"))["training"]["preset"] is None
+
+    named = cli("train", "prose.txt", "--out", "named", "--max-steps", "2", "--preset", "medium", "--hidden-size", "40")
+    assert named.code == 0, named.output
+    assert "preset medium (as asked)" in named.stdout
+    config = json.loads((tmp_path / "named" / "config.json").read_text(encoding="utf-8"))
+    assert (config["model"]["hidden_size"], config["model"]["dropout"]) == (40, PRESET_DROPOUT["medium"])
+    assert_one_line_error(cli("train", "prose.txt", "--preset", "huge"), "--preset must be one of small, medium, large")
 
 
 @pytest.fixture(scope="module")

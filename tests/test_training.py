@@ -264,7 +264,7 @@ def test_interrupt_stops_after_the_current_step_and_saves(tmp_path, small_corpus
     result = train(small_corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=100), recorder)
     assert (result.stop_reason, result.interrupted, result.steps) == ("interrupted", True, 7)
     assert recorder.stop_requests == 1
-    assert read_info(tmp_path / "ck").best["step"] == 7
+    assert read_info(tmp_path / "ck").best["step"] == 7  # no validation yet: one is made before saving
     assert signal.getsignal(signal.SIGINT) is handler  # the caller's handler is back
 
 

@@ -5,6 +5,8 @@
       model.safetensors  the best-by-validation weights (safetensors holds tensors only, so loading runs no code)
       tokenizer.json     (char, word) or tokenizer.model (subword): the tokenizer's own files
       metrics.jsonl      one JSON object per evaluation
+      trainer.safetensors  where the run stands (latest weights, optimiser, data position, random
+                         state), for `textgen train --resume`; sampling never reads it
 
 A save writes a hidden sibling folder and renames it into place, so a crash or a
 full disk mid-save leaves the previous checkpoint as it was.
@@ -27,6 +29,8 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
+TRAINER_FILE = "trainer.safetensors"
+TRAINER_FORMAT = "textgen-trainer-state"
 
 
 # Fields of config.json that other modules compute with, and the JSON types they must have.
@@ -63,6 +67,15 @@ class CheckpointInfo:
             "training": self.training,
             "best": self.best,
         }
+
+
+@dataclass
+class TrainerState:
+    """What `--resume` needs beyond the checkpoint: tensors (weights, optimiser moments, hidden
+    state, random state) and a JSON record of the run's progress."""
+
+    tensors: dict[str, Any]
+    record: dict[str, Any]
 
 
 def is_checkpoint(directory: Path) -> bool:
@@ -154,6 +167,7 @@ def save_checkpoint(
     tokenizer: Any,
     info: CheckpointInfo,
     metrics: list[dict[str, Any]],
+    trainer: TrainerState | None = None,
 ) -> None:
     """Write the whole checkpoint beside `directory`, then swap it in."""
     from safetensors.torch import save_model
@@ -169,6 +183,8 @@ def save_checkpoint(
         save_model(model, str(temporary / WEIGHTS_FILE))
         tokenizer.save(temporary)
         _write_records(temporary, info, metrics)
+        if trainer is not None:
+            _write_trainer_state(temporary / TRAINER_FILE, trainer)
         for path in temporary.iterdir():
             _fsync(path)
         _swap_into_place(temporary, directory)
@@ -225,6 +241,55 @@ def update_records(directory: Path, info: CheckpointInfo, metrics: list[dict[str
             os.replace(temporary, directory / name)
         except OSError:
             temporary.unlink(missing_ok=True)  # the older record stays whole and readable
+
+
+def save_trainer_state(directory: Path, trainer: TrainerState) -> None:
+    """Replace the trainer state of an existing checkpoint in one rename; a failed write keeps the old one."""
+    directory = Path(directory)
+    temporary = directory / f".{TRAINER_FILE}.tmp"
+    try:
+        _write_trainer_state(temporary, trainer)
+        _fsync(temporary)
+        os.replace(temporary, directory / TRAINER_FILE)
+    except Exception as error:
+        temporary.unlink(missing_ok=True)
+        if not _is_write_failure(error):
+            raise
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+        raise TextgenError(f"could not save the training state to {directory}: {reason}; "
+                           "the previous one there is unchanged") from None
+
+
+def load_trainer_state(directory: Path) -> TrainerState:
+    """Read what `--resume` needs; a missing, damaged or foreign file is a TextgenError."""
+    from safetensors import safe_open
+
+    path = Path(directory) / TRAINER_FILE
+    if not path.is_file():
+        raise TextgenError(
+            f"{directory} cannot be resumed: it has no {TRAINER_FILE} (it was made by an older textgen, "
+            "or the file was removed); start a new run"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            if metadata.get("format") != TRAINER_FORMAT:
+                raise ValueError("it is not a textgen trainer state")
+            record = json.loads(metadata["record"])
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # safetensors raises several types for truncated or foreign files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TextgenError(f"{path} is corrupt: {first_line}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("progress"), dict):
+        raise TextgenError(f"{path} is corrupt: its record has no progress")
+    return TrainerState(tensors=tensors, record=record)
+
+
+def _write_trainer_state(path: Path, trainer: TrainerState) -> None:
+    from safetensors.torch import save_file
+
+    metadata = {"format": TRAINER_FORMAT, "record": json.dumps(trainer.record)}
+    save_file(trainer.tensors, str(path), metadata=metadata)
 
 
 def load_weights(model: Any, directory: Path) -> None:

@@ -15,7 +15,8 @@ import typer
 
 from textgen import __version__
 from textgen.config import (
-    CELLS, DEFAULT_CHECKPOINT_DIR, DEFAULT_CORPUS, SUBWORD_MODELS, TOKENIZER_KINDS,
+    CELLS, DEFAULT_CHECKPOINT_DIR, DEFAULT_CORPUS, PRESETS, SHAPE_OPTIONS, SUBWORD_MODELS, TOKENIZER_KINDS,
+    apply_preset, preset_for_budget,
     ModelConfig, SampleConfig, TokenizerConfig, TrainConfig,
     check_model_config, check_sample_config, check_tokenizer_config, check_train_config,
 )
@@ -68,6 +69,7 @@ def _default_out(corpus_source: str | None) -> Path:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     corpus: Annotated[Optional[str], typer.Argument(
         help="A UTF-8 text file, or a corpus name (python-docs, shakespeare). Default: python-docs, built in.",
         show_default=False)] = None,
@@ -75,6 +77,12 @@ def train(
                                                 rich_help_panel=OUTPUT, show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="Allow --out to replace an existing checkpoint.",
                                             rich_help_panel=OUTPUT)] = False,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue the run saved in this checkpoint where it stopped (a new limit may extend it).",
+        rich_help_panel=OUTPUT, show_default=False)] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help=f"{' | '.join(PRESETS)}: a measured model and batch shape. Default: chosen from --max-time "
+             "unless you set a shape yourself.", rich_help_panel=MODEL, show_default=False)] = None,
     encoding: Annotated[str, typer.Option(help="Encoding of the text file.", rich_help_panel=CORPUS)] = "utf-8",
     val_fraction: Annotated[float, typer.Option(help="Share of the text, at its end, held out for validation.",
                                                 rich_help_panel=CORPUS)] = _train.val_fraction,
@@ -94,6 +102,11 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Parallel streams.", rich_help_panel=TRAINING)] = _train.batch_size,
     learning_rate: Annotated[float, typer.Option(rich_help_panel=TRAINING)] = _train.learning_rate,
     clip: Annotated[float, typer.Option(help="Gradient-norm clipping (0 = off).", rich_help_panel=TRAINING)] = _train.clip,
+    weight_decay: Annotated[float, typer.Option(rich_help_panel=TRAINING)] = _train.weight_decay,
+    ema_decay: Annotated[float, typer.Option(help="Keep and save a moving average of the weights (0 = off).",
+                                             rich_help_panel=TRAINING)] = _train.ema_decay,
+    precision: Annotated[str, typer.Option(help="auto (bfloat16 where the hardware has it) | float32 | bfloat16",
+                                           rich_help_panel=TRAINING)] = _train.precision,
     eval_every: Annotated[int, typer.Option(help="Steps between validations (0 = five per run).",
                                             rich_help_panel=TRAINING)] = _train.eval_every,
     seed: Annotated[int, typer.Option(help="Makes a run repeatable on the same machine.", rich_help_panel=TRAINING)] = _train.seed,
@@ -102,17 +115,30 @@ def train(
     epochs: Annotated[Optional[float], typer.Option(rich_help_panel=LIMITS, show_default=False)] = None,
     max_time: Annotated[Optional[float], typer.Option(help="Seconds of training, validations included (the final one comes after).",
                                                       rich_help_panel=LIMITS, show_default=False)] = None,
+    patience: Annotated[int, typer.Option(help="Stop after this many validations without a new best (0 = never).",
+                                          rich_help_panel=LIMITS)] = _train.patience,
 ) -> None:
     """Train a model on a text file and save its best-by-validation checkpoint."""
+    given = {name for name in ctx.params if _given(ctx, name)}
+    limits = {"max_steps": max_steps, "epochs": epochs, "max_time": max_time}
+    if resume is not None:
+        _resume_training(resume, corpus, {k: v for k, v in limits.items() if k in given}, device, given)
+        return
     tokenizer_config = TokenizerConfig(kind=tokenizer, max_vocab=max_vocab, min_count=min_count,
                                        vocab_size=vocab_size, subword_model=subword_model)
     model_config = ModelConfig(cell=cell, layers=layers, hidden_size=hidden_size,
                                embedding_size=embedding_size, dropout=dropout, tie_weights=tie_weights)
     train_config = TrainConfig(
-        seq_len=seq_len, batch_size=batch_size, learning_rate=learning_rate, clip=clip,
-        val_fraction=val_fraction, max_steps=max_steps, epochs=epochs, max_time=max_time,
-        eval_every=eval_every, seed=seed, device=device,
+        seq_len=seq_len, batch_size=batch_size, learning_rate=learning_rate, clip=clip, weight_decay=weight_decay,
+        val_fraction=val_fraction, eval_every=eval_every, seed=seed, device=device, precision=precision,
+        ema_decay=ema_decay, patience=patience, **limits,
     )
+    check_train_config(train_config)
+    chosen = preset
+    if chosen is None and not given & SHAPE_OPTIONS and max_steps is None and epochs is None:
+        chosen = preset_for_budget(max_time or train_config.default_max_time)
+    if chosen is not None:
+        model_config, train_config = apply_preset(chosen, model_config, train_config, keep=given)
     check_tokenizer_config(tokenizer_config)
     check_model_config(model_config)
     check_train_config(train_config)
@@ -122,23 +148,70 @@ def train(
         out = _default_out(corpus)
     check_output_directory(out, overwrite)
 
-    from textgen.console import TrainingDisplay, console, training_summary
+    from textgen.console import TrainingDisplay, console
     from textgen.corpus import load_corpus
     from textgen.devices import resolve_device
     from textgen.training import train as run_training
 
     resolve_device(device)  # a wrong --device fails before anything is drawn
     text = load_corpus(corpus, encoding=encoding)
-
+    if chosen is not None:
+        why = "as asked" if preset else f"for a {max_time or train_config.default_max_time:g} s budget; --preset to choose"
+        console.print(f"[bold]preset {chosen}[/] ({why}): {PRESETS[chosen].description}", soft_wrap=True)
     with TrainingDisplay() as display:
         result = run_training(text, out, model_config, tokenizer_config, train_config, callbacks=display)
+    _finish(result, "ROMEO:" if text.name == "shakespeare" else "")
+
+
+# Options a resumed run may take: its limits, where to run, and the text when it has moved.
+_RESUMABLE = {"resume", "corpus", "max_steps", "epochs", "max_time", "device", "encoding"}
+
+
+def _resume_training(checkpoint: Path, corpus: str | None, limits: dict, device: str, given: set[str]) -> None:
+    fixed = sorted(given - _RESUMABLE)
+    if fixed:
+        names = ", ".join("--" + name.replace("_", "-") for name in fixed)
+        raise TextgenError(f"{names} cannot change when resuming: a resumed run keeps its own settings "
+                           "(only --max-time, --max-steps, --epochs and --device may be given)")
+    check_train_config(TrainConfig(**limits))
+    from textgen.checkpoint import read_info
+    from textgen.console import TrainingDisplay
+    from textgen.corpus import load_corpus
+    from textgen.devices import resolve_device
+    from textgen.training import resume as resume_run
+
+    info = read_info(checkpoint)
+    resolve_device(device)
+    if "device" in given:
+        limits["device"] = device
+    text = load_corpus(corpus, encoding=info.corpus.get("encoding") or "utf-8") if corpus else None
+    with TrainingDisplay() as display:
+        result = resume_run(checkpoint, text, limits, callbacks=display)
+    _finish(result, "ROMEO:" if info.corpus.get("name") == "shakespeare" else "")
+
+
+def _finish(result, prompt: str) -> None:
+    """The run's report, then what to do next; exit 130 after an interruption."""
+    from textgen.checkpoint import load_checkpoint
+    from textgen.console import console, run_report, training_summary
+
     console.print(training_summary(result))
-    prompt = "ROMEO:" if text.name == "shakespeare" else ""
-    prompt_part = f" --prompt {json.dumps(prompt)}" if prompt else ""
-    console.print(f"\nnext, try:  [bold]textgen sample {shlex.quote(str(out))}{prompt_part} --length 500[/]",
-                  soft_wrap=True)
+    if result.metrics:
+        loaded = load_checkpoint(result.checkpoint)
+        console.print(run_report(result.checkpoint, loaded.info, loaded.model.num_parameters(), result.metrics))
+    where = shlex.quote(str(result.checkpoint))
     if result.interrupted:
+        console.print(f"\nsaved where the run stands in {where}; continue it with:  "
+                      f"[bold]textgen train --resume {where}[/]", soft_wrap=True)
         raise typer.Exit(130)
+    prompt_part = f" --prompt {json.dumps(prompt)}" if prompt else ""
+    console.print(f"\nnext, try:  [bold]textgen sample {where}{prompt_part} --length 500[/]", soft_wrap=True)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed this option, rather than leaving its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 @app.command()
@@ -207,11 +280,11 @@ def info(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory made by `textgen train`.", show_default=False)],
 ) -> None:
     """Show what a checkpoint holds: model, tokenizer, corpus and best figures."""
-    from textgen.checkpoint import load_checkpoint
-    from textgen.console import console, info_table
+    from textgen.checkpoint import load_checkpoint, read_metrics
+    from textgen.console import console, run_report
 
     loaded = load_checkpoint(checkpoint)
-    console.print(info_table(checkpoint, loaded.info, loaded.model.num_parameters()))
+    console.print(run_report(checkpoint, loaded.info, loaded.model.num_parameters(), read_metrics(checkpoint)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ from textgen.errors import TextgenError
 CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu")
 TOKENIZER_KINDS = ("char", "word", "subword")
 SUBWORD_MODELS = ("unigram", "bpe")
+PRECISIONS = ("auto", "float32", "bfloat16")
 DEFAULT_CORPUS = "python-docs"
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
@@ -68,8 +69,71 @@ class TrainConfig:
     eval_every: int = 0  # steps between validations; 0 spreads five over the run (the last at the end)
     seed: int = 1337
     device: str = "auto"
+    # auto: bfloat16 autocast where the hardware multiplies it natively (AVX-512 BF16, AMX, recent
+    # GPUs), float32 elsewhere. The weights and the optimiser always stay float32.
+    precision: str = "auto"
+    # Evaluate and save an exponential moving average of the weights (0 = off): it smooths
+    # the noise of the last steps for free.
+    ema_decay: float = 0.0
+    patience: int = 0  # stop after this many evaluations without a new best (0 = never)
+    preset: str | None = None  # the preset these settings came from, recorded for `textgen info`
     # used when no limit is given at all, so a bare `textgen train` ends
     default_max_time: float = 300.0
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model and training shape measured to do well in a given time on a 2-core laptop-class CPU."""
+
+    description: str
+    model: dict[str, Any]
+    train: dict[str, Any]
+    up_to_seconds: float  # --max-time budgets up to this pick this preset when no shape is given
+
+
+# Measured on tiny Shakespeare (benchmarks/README.md has the runs behind each choice).
+PRESETS: dict[str, Preset] = {
+    "small": Preset(
+        "2 x 512 LSTM, no dropout, batch 16: learns fastest in the first minutes",
+        model={"layers": 2, "hidden_size": 512, "embedding_size": 128, "dropout": 0.0},
+        train={"batch_size": 16, "seq_len": 64, "learning_rate": 6e-3},
+        up_to_seconds=240.0,
+    ),
+    "medium": Preset(
+        "2 x 512 LSTM with dropout 0.2: keeps improving over ten minutes without overfitting",
+        model={"layers": 2, "hidden_size": 512, "embedding_size": 128, "dropout": 0.2},
+        train={"batch_size": 16, "seq_len": 64, "learning_rate": 6e-3},
+        up_to_seconds=1800.0,
+    ),
+    "large": Preset(
+        "2 x 768 LSTM with dropout 0.25, for runs of half an hour and more",
+        model={"layers": 2, "hidden_size": 768, "embedding_size": 128, "dropout": 0.25},
+        train={"batch_size": 32, "seq_len": 64, "learning_rate": 4e-3},
+        up_to_seconds=math.inf,
+    ),
+}
+# Options that set a model's or run's shape: giving any of them turns the automatic preset off.
+SHAPE_OPTIONS = {"layers", "hidden_size", "embedding_size", "dropout", "batch_size", "seq_len", "learning_rate"}
+
+
+def preset_for_budget(seconds: float) -> str:
+    """The preset that did best on this kind of machine within `seconds` of training."""
+    return next(name for name, preset in PRESETS.items() if seconds <= preset.up_to_seconds)
+
+
+def apply_preset(
+    name: str, model_config: ModelConfig, train_config: TrainConfig, keep: set[str] = frozenset()
+) -> tuple[ModelConfig, TrainConfig]:
+    """The configs with preset `name` filled in, except the fields named in `keep` (the user's own)."""
+    if name not in PRESETS:
+        raise TextgenError(f"--preset must be one of {', '.join(PRESETS)}, not {name!r}")
+    preset = PRESETS[name]
+    model = {k: v for k, v in preset.model.items() if k not in keep}
+    train = {k: v for k, v in preset.train.items() if k not in keep}
+    return (
+        dataclasses.replace(model_config, **model),
+        dataclasses.replace(train_config, **train, preset=name),
+    )
 
 
 @dataclass
@@ -130,6 +194,9 @@ def check_train_config(config: TrainConfig) -> None:
         ("--max-time", config.max_time is None or 0 < config.max_time < math.inf, "greater than 0 seconds, and finite"),
         ("--eval-every", config.eval_every >= 0, "0 (automatic) or more"),
         ("--seed", 0 <= config.seed <= MAX_SEED, f"between 0 and {MAX_SEED}"),
+        ("--precision", config.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+        ("--ema-decay", 0.0 <= config.ema_decay < 1.0, "in [0, 1)"),
+        ("--patience", config.patience >= 0, "0 (off) or more"),
     ]
     for option, ok, requirement in checks:
         if not ok:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -74,6 +74,8 @@ class TrainingDisplay:
         self.progress.stop()
 
     def on_start(self, plan: Any) -> None:
+        if plan.resumed_at_step is not None:
+            self.progress.console.print(f"[bold]resuming[/] at step {plan.resumed_at_step:,}")
         limits = []
         if plan.max_steps:
             limits.append(f"{plan.max_steps} steps")
@@ -85,7 +87,7 @@ class TrainingDisplay:
             f"[bold]training[/] on {plan.device}: {plan.parameters / 1e6:.2f} M parameters, "
             f"vocabulary {plan.vocab_size}, {plan.train_tokens:,} training and {plan.val_tokens:,} "
             f"validation tokens, batch {plan.batch_size} x window {plan.seq_len} "
-            f"({plan.steps_per_epoch} steps per epoch), stopping at {' or '.join(limits)}",
+            f"({plan.steps_per_epoch} steps per epoch), {plan.precision}, stopping at {' or '.join(limits)}",
             soft_wrap=True,
         )
         for note in plan.notes:
@@ -116,8 +118,77 @@ class TrainingDisplay:
 
     def on_stop_requested(self) -> None:
         self.progress.console.print(
-            "[yellow]stopping after this step and saving; press Ctrl-C again to abandon the run[/]"
+            "[yellow]stopping after this step and saving where the run stands; "
+            "press Ctrl-C again to abandon the run[/]"
         )
+
+
+def loss_chart(metrics: list[dict[str, Any]], width: int = 60, height: int = 12) -> Text:
+    """Training and validation loss against step, drawn in text so it works in any terminal."""
+    series = [
+        ("training", "train_loss", "·", "yellow"),
+        ("validation", "val_loss", "•", "cyan"),
+    ]
+    points = {
+        key: [(row["step"], row[key]) for row in metrics
+              if isinstance(row.get(key), (int, float)) and math.isfinite(row[key]) and isinstance(row.get("step"), int)]
+        for _, key, _, _ in series
+    }
+    values = [loss for curve in points.values() for _, loss in curve]
+    steps = [step for curve in points.values() for step, _ in curve]
+    if not values:
+        return Text("no evaluations recorded yet", style="dim")
+    low, high = min(values), max(values)
+    if high - low < 1e-9:
+        low, high = low - 0.5, high + 0.5
+    first, last = min(steps), max(steps)
+    grid = [[" "] * width for _ in range(height)]
+    styles = [[""] * width for _ in range(height)]
+
+    def row_of(loss: float) -> int:
+        return round((high - loss) / (high - low) * (height - 1))
+
+    def column_of(step: float) -> int:
+        return round((step - first) / (last - first) * (width - 1)) if last > first else width // 2
+
+    for _, key, mark, style in series:
+        curve = sorted(points[key])
+        for (s0, l0), (s1, l1) in zip(curve, curve[1:]):  # straight segments between evaluations
+            previous_row = row_of(l0)
+            for column in range(column_of(s0), column_of(s1) + 1):
+                step = first + (last - first) * column / (width - 1)
+                share = (step - s0) / (s1 - s0) if s1 > s0 else 0.0
+                row = row_of(l0 + (l1 - l0) * min(1.0, max(0.0, share)))
+                for filled in range(min(row, previous_row + 1), max(row, previous_row - 1) + 1):
+                    grid[filled][column], styles[filled][column] = mark, style  # no gaps on steep parts
+                previous_row = row
+        for step, loss in curve:
+            grid[row_of(loss)][column_of(step)], styles[row_of(loss)][column_of(step)] = "●", style
+
+    chart = Text()
+    for index, (cells, cell_styles) in enumerate(zip(grid, styles)):
+        label = high - (high - low) * index / (height - 1)
+        chart.append(f"{label:7.3f} ┤" if index in (0, height // 2, height - 1) else "        │", style="dim")
+        for cell, style in zip(cells, cell_styles):
+            chart.append(cell, style=style)
+        chart.append("\n")
+    chart.append("        └" + "─" * width + "\n", style="dim")
+    left, right = f"step {first:,}", f"{last:,}"
+    chart.append(" " * 9 + left + " " * max(1, width - len(left) - len(right)) + right + "\n", style="dim")
+    chart.append(" " * 9)
+    for name, key, mark, style in series:
+        if points[key]:
+            chart.append(f"{mark} {name} loss   ", style=style)
+    chart.append("(nats/token)", style="dim")
+    return chart
+
+
+def run_report(path: Path, info: Any, parameters: int | None, metrics: list[dict[str, Any]]) -> Group:
+    """What a checkpoint holds and how its run went: the info table over the loss chart
+    (a chart needs two evaluations to show a trend)."""
+    if len(metrics) < 2:
+        return Group(info_table(path, info, parameters))
+    return Group(info_table(path, info, parameters), Text(), loss_chart(metrics))
 
 
 def training_summary(result: Any) -> Table:
@@ -162,7 +233,11 @@ def info_table(path: Path, info: Any, parameters: int | None = None) -> Table:
     table.add_row("corpus", f"{corpus.get('source')} ({corpus.get('characters', 0):,} characters, "
                             f"last {corpus.get('val_fraction', 0):g} held out)")
     if training.get("steps") is not None:
-        table.add_row("trained", f"{training['steps']:,} steps in {training.get('elapsed', 0):.0f} s")
+        shape = ""
+        if isinstance(training.get("batch_size"), int) and isinstance(training.get("seq_len"), int):
+            shape = f", batch {training['batch_size']} x window {training['seq_len']}"
+        preset = f", preset {training['preset']}" if isinstance(training.get("preset"), str) else ""
+        table.add_row("trained", f"{training['steps']:,} steps in {training.get('elapsed', 0):.0f} s{shape}{preset}")
     if best.get("val_loss") is not None:
         table.add_row("best validation", f"{best['val_loss']:.4f} nats/token, "
                                          f"{_figure(best.get('val_bits_per_char'), 4)} bits/char at step {best['step']:,}")

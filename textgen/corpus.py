@@ -157,27 +157,37 @@ def split_text(text: str, val_fraction: float) -> tuple[str, str]:
     return text[:split], text[split:]
 
 
-def held_out_text(record: dict) -> tuple[str, str, str]:
-    """(text just before the held-out part, the held-out part, a description) of the corpus a
-    checkpoint was trained on, provided that text is still where it was and unchanged."""
+def recorded_corpus(record: dict, why: str) -> Corpus:
+    """The corpus a checkpoint was trained on, provided it is still where it was and unchanged;
+    `why` finishes the error messages ("give a FILE to evaluate")."""
     source = record.get("name") or record.get("path")
     if not source:
-        raise TextgenError("this checkpoint does not say where its training text is; give a FILE to evaluate")
-    val_fraction = record.get("val_fraction") or 0.0
-    if val_fraction <= 0:
-        raise TextgenError("this model was trained with no held-out text (--val-fraction 0); give a FILE to evaluate")
+        raise TextgenError(f"this checkpoint does not say where its training text is; {why}")
     try:
         if record.get("name"):
             corpus = load_named_corpus(record["name"])
         else:
-            text = read_text_file(Path(record["path"]), record.get("encoding") or "utf-8")
-            corpus = Corpus(text, source, None, Path(record["path"]), _sha256_of_text(text))
+            encoding = record.get("encoding") or "utf-8"
+            text = read_text_file(Path(record["path"]), encoding)
+            corpus = Corpus(text, record.get("source") or source, None, Path(record["path"]),
+                            _sha256_of_text(text), encoding)
     except TextgenError as error:
-        raise TextgenError(f"the training text can no longer be read ({error}); give a FILE to evaluate") from None
+        raise TextgenError(f"the training text can no longer be read ({error}); {why}") from None
     if corpus.sha256 != record.get("sha256"):
-        raise TextgenError(f"the training text {source} has changed since training; give a FILE to evaluate")
+        raise TextgenError(f"the training text {source} has changed since training; {why}")
+    return corpus
+
+
+def held_out_text(record: dict) -> tuple[str, str, str]:
+    """(text just before the held-out part, the held-out part, a description) of the corpus a
+    checkpoint was trained on, provided that text is still where it was and unchanged."""
+    val_fraction = record.get("val_fraction") or 0.0
+    if record.get("name") or record.get("path"):
+        if val_fraction <= 0:
+            raise TextgenError("this model was trained with no held-out text (--val-fraction 0); give a FILE to evaluate")
+    corpus = recorded_corpus(record, "give a FILE to evaluate")
     train, held_out = split_text(corpus.text, val_fraction)
-    return train, held_out, f"the held-out last {val_fraction:g} of {source}"
+    return train, held_out, f"the held-out last {val_fraction:g} of {record.get('name') or record.get('path')}"
 
 
 def corpus_cache_dir() -> Path:

@@ -27,7 +27,7 @@ class RNNLanguageModel(nn.Module):
         check_model_config(config)
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_size)
-        self.input_dropout = nn.Dropout(config.dropout)
+        self.input_dropout = LockedDropout(config.dropout)
         self.rnn = _CELL_MODULES[config.cell](
             input_size=config.embedding_size,
             hidden_size=config.hidden_size,
@@ -35,7 +35,7 @@ class RNNLanguageModel(nn.Module):
             dropout=config.dropout if config.layers > 1 else 0.0,
             batch_first=True,
         )
-        self.output_dropout = nn.Dropout(config.dropout)
+        self.output_dropout = LockedDropout(config.dropout)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
         if config.tie_weights:
             # Sharing the input and output matrices saves parameters and helps word models generalise.
@@ -83,6 +83,22 @@ class RNNLanguageModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class LockedDropout(nn.Module):
+    """Dropout with one mask per sequence, shared by every time step (Gal & Ghahramani's
+    variational dropout): the network cannot route around noise that changes at every step."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, time, features)
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = torch.empty(x.shape[0], 1, x.shape[2], device=x.device, dtype=x.dtype).bernoulli_(keep)
+        return x * mask / keep
 
 
 def detach_state(state: State) -> State:

@@ -1,0 +1,136 @@
+"""Training tokens per second: textgen's loop beside a bare PyTorch nn.LSTM loop, in one run.
+
+    python benchmarks/throughput.py [--hidden 512] [--layers 2] [--batch 64] [--window 64] [--steps 40] [--rounds 3]
+
+The bare loop is what a tutorial writes: Embedding -> nn.LSTM -> Linear, float32, cross-entropy,
+AdamW, gradient clipping, the state carried and detached between windows. textgen runs its real
+training loop (`textgen.training.train`) with the same shape, batch and window, once with its
+default precision (bfloat16 autocast on CPUs that multiply it natively) and once in float32, the
+way it runs on a CPU without bfloat16. Each round times every contender once, in turn, so a
+noisy neighbour hurts them alike; the figures are medians over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from _common import SHAKESPEARE
+from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
+from textgen.corpus import Corpus
+from textgen.devices import training_dtype
+from textgen.training import TrainingCallbacks, train
+
+WARMUP_STEPS = 5
+
+
+def corpus_text() -> str:
+    if SHAKESPEARE.is_file():
+        return SHAKESPEARE.read_text(encoding="utf-8")
+    import pydoc_data.topics  # the same kind of English prose, always at hand
+
+    return "\n".join(pydoc_data.topics.topics.values())
+
+
+def bare_loop(ids: torch.Tensor, vocab: int, args: argparse.Namespace, autocast: bool) -> float:
+    """Tokens per second of the plain loop over `args.steps` windows, after a short warm-up."""
+    embedding = nn.Embedding(vocab, 128)
+    lstm = nn.LSTM(128, args.hidden, args.layers, batch_first=True)
+    decoder = nn.Linear(args.hidden, vocab)
+    params = [*embedding.parameters(), *lstm.parameters(), *decoder.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=2e-3)
+    length = (ids.numel() - 1) // args.batch
+    inputs = ids[: args.batch * length].view(args.batch, length)
+    targets = ids[1 : args.batch * length + 1].view(args.batch, length)
+    state = None
+    started = 0.0
+    for step in range(WARMUP_STEPS + args.steps):
+        if step == WARMUP_STEPS:
+            started = time.perf_counter()
+        start = (step * args.window) % (length - args.window)
+        x, y = inputs[:, start : start + args.window], targets[:, start : start + args.window]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            output, state = lstm(embedding(x), state)
+            logits = decoder(output)
+        loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
+        state = tuple(s.detach() for s in state)
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+    return args.batch * args.window * args.steps / (time.perf_counter() - started)
+
+
+class _Timing(TrainingCallbacks):
+    """Tokens per second over the steps after the warm-up, from the loop's own step reports."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step(self, report) -> None:
+        self.times.append(time.perf_counter())
+
+
+def textgen_loop(corpus: Corpus, args: argparse.Namespace, precision: str) -> float:
+    timing = _Timing()
+    model = ModelConfig(layers=args.layers, hidden_size=args.hidden, embedding_size=128)
+    config = TrainConfig(batch_size=args.batch, seq_len=args.window, max_steps=WARMUP_STEPS + args.steps,
+                         eval_every=10**9, val_fraction=0.001, precision=precision, device="cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        train(corpus, Path(folder) / "model", model, TokenizerConfig(kind="char"), config, timing)
+    # Step reports are taken after each step, so steps WARMUP+1 .. WARMUP+STEPS lie between these two.
+    seconds = timing.times[-1] - timing.times[WARMUP_STEPS - 1]
+    return args.batch * args.window * args.steps / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    text = corpus_text()
+    corpus = Corpus(text, "benchmark", None, None, hashlib.sha256(text.encode("utf-8")).hexdigest())
+    vocab = sorted(set(text))
+    index = {symbol: i for i, symbol in enumerate(vocab)}
+    ids = torch.tensor([index[c] for c in text[:400_000]])
+    has_bf16 = training_dtype("auto", torch.device("cpu")) is not None
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bfloat16 natively: {has_bf16}; "
+          f"{args.layers} x {args.hidden} LSTM, batch {args.batch}, window {args.window}, {args.steps} steps per timing")
+    contenders = {
+        "bare nn.LSTM loop, float32": lambda: bare_loop(ids, len(vocab), args, autocast=False),
+        "bare nn.LSTM loop, bfloat16 autocast": lambda: bare_loop(ids, len(vocab), args, autocast=True),
+        "textgen, default precision": lambda: textgen_loop(corpus, args, "auto"),
+        "textgen, float32": lambda: textgen_loop(corpus, args, "float32"),
+    }
+    if not has_bf16:
+        del contenders["bare nn.LSTM loop, bfloat16 autocast"]  # emulated bfloat16 says nothing useful
+    figures: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_number in range(args.rounds):
+        for name, run in contenders.items():
+            figures[name].append(run())
+        print(f"round {round_number + 1}: " + ", ".join(f"{name} {values[-1]:,.0f}" for name, values in figures.items()),
+              flush=True)
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    bare = median["bare nn.LSTM loop, float32"]
+    print()
+    for name, value in median.items():
+        print(f"{name:<38} {value:>9,.0f} tokens/s   {value / bare:5.2f} x bare float32")
+    print(f"\ntarget: textgen default >= 1.5 x bare float32 where bfloat16 is native, and >= 0.95 x everywhere "
+          f"(textgen float32 stands for a CPU without bfloat16)")
+
+
+if __name__ == "__main__":
+    main()
