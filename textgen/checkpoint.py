@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from textgen.config import ModelConfig, TokenizerConfig, from_dict, to_dict
+from textgen.config import DOCUMENT_MODES, ModelConfig, TokenizerConfig, from_dict, to_dict
 from textgen.errors import TextgenError
 
 FORMAT_NAME = "textgen-checkpoint"
@@ -38,7 +38,7 @@ _NUMBER = (int, float)
 _FIELD_TYPES = [
     ("model", "vocab_size", (int,)), ("model", "layers", (int,)), ("model", "hidden_size", (int,)),
     ("model", "embedding_size", (int,)), ("model", "dropout", _NUMBER), ("model", "tie_weights", (bool,)),
-    ("model", "cell", (str,)), ("tokenizer", "kind", (str,)),
+    ("model", "cell", (str,)), ("tokenizer", "kind", (str,)), ("tokenizer", "documents", (str,)),
     ("corpus", "source", (str,)), ("corpus", "name", (str,)), ("corpus", "path", (str,)),
     ("corpus", "sha256", (str,)), ("corpus", "encoding", (str,)), ("corpus", "val_fraction", _NUMBER),
     ("corpus", "characters", (int,)), ("training", "steps", (int,)), ("training", "elapsed", _NUMBER),
@@ -136,6 +136,9 @@ def read_info(directory: Path) -> CheckpointInfo:
         value = (sections[name] or {}).get(key)
         if value is not None and (not isinstance(value, types) or isinstance(value, bool) and bool not in types):
             raise TextgenError(f"{config_path} is corrupt: {name}.{key} has the wrong type")
+    documents = (sections["tokenizer"] or {}).get("documents", "none")
+    if documents not in DOCUMENT_MODES:
+        raise TextgenError(f"{config_path} is corrupt: tokenizer.documents is {documents!r}")
     try:
         return CheckpointInfo(
             model=from_dict(ModelConfig, sections["model"]),

@@ -86,6 +86,10 @@ def train(
     encoding: Annotated[str, typer.Option(help="Encoding of the text file.", rich_help_panel=CORPUS)] = "utf-8",
     val_fraction: Annotated[float, typer.Option(help="Share of the text, at its end, held out for validation.",
                                                 rich_help_panel=CORPUS)] = _train.val_fraction,
+    documents: Annotated[str, typer.Option(
+        help="none | lines | blank-lines: the file is many short texts (one per line, or per paragraph), "
+             "each learnt and generated whole, from its own start to its end.",
+        rich_help_panel=CORPUS)] = _tok.documents,
     tokenizer: Annotated[str, typer.Option(help=f"{' | '.join(TOKENIZER_KINDS)}", rich_help_panel=TOKENIZER)] = _tok.kind,
     max_vocab: Annotated[int, typer.Option(help="word: keep at most this many tokens.", rich_help_panel=TOKENIZER)] = _tok.max_vocab,
     min_count: Annotated[int, typer.Option(help="word: drop tokens seen fewer times.", rich_help_panel=TOKENIZER)] = _tok.min_count,
@@ -125,7 +129,7 @@ def train(
         _resume_training(resume, corpus, {k: v for k, v in limits.items() if k in given}, device, given)
         return
     tokenizer_config = TokenizerConfig(kind=tokenizer, max_vocab=max_vocab, min_count=min_count,
-                                       vocab_size=vocab_size, subword_model=subword_model)
+                                       vocab_size=vocab_size, subword_model=subword_model, documents=documents)
     model_config = ModelConfig(cell=cell, layers=layers, hidden_size=hidden_size,
                                embedding_size=embedding_size, dropout=dropout, tie_weights=tie_weights)
     train_config = TrainConfig(

@@ -18,6 +18,7 @@ CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu")
 TOKENIZER_KINDS = ("char", "word", "subword")
 SUBWORD_MODELS = ("unigram", "bpe")
 PRECISIONS = ("auto", "float32", "bfloat16")
+DOCUMENT_MODES = ("none", "lines", "blank-lines")
 DEFAULT_CORPUS = "python-docs"
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
@@ -40,6 +41,9 @@ class TokenizerConfig:
     # subword level (sentencepiece)
     vocab_size: int = 2000
     subword_model: str = "unigram"
+    # "lines" or "blank-lines": the text is many short independent documents, each read from a
+    # fresh state between end markers (textgen/documents.py); "none": one continuous text.
+    documents: str = "none"
 
 
 @dataclass
@@ -159,6 +163,8 @@ def check_tokenizer_config(config: TokenizerConfig) -> None:
         raise TextgenError(f"--min-count must be at least 1, got {config.min_count}")
     if not MIN_SUBWORD_VOCAB <= config.vocab_size <= MAX_VOCAB:
         raise TextgenError(f"--vocab-size must be between {MIN_SUBWORD_VOCAB} and {MAX_VOCAB:,}, got {config.vocab_size}")
+    if config.documents not in DOCUMENT_MODES:
+        raise TextgenError(f"--documents must be one of {', '.join(DOCUMENT_MODES)}, not {config.documents!r}")
     if config.max_vocab > MAX_VOCAB:
         raise TextgenError(f"--max-vocab must be at most {MAX_VOCAB:,}, got {config.max_vocab}")
 

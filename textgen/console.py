@@ -229,7 +229,9 @@ def info_table(path: Path, info: Any, parameters: int | None = None) -> Table:
                            f"dropout {model.dropout:g}{', tied' if model.tie_weights else ''}")
     if parameters is not None:
         table.add_row("parameters", f"{parameters:,}")
-    table.add_row("tokenizer", f"{tok.kind}, vocabulary {model.vocab_size:,}")
+    documents = getattr(tok, "documents", "none")
+    per_document = f", one document per {'line' if documents == 'lines' else 'paragraph'}" if documents != "none" else ""
+    table.add_row("tokenizer", f"{tok.kind}, vocabulary {model.vocab_size:,}{per_document}")
     table.add_row("corpus", f"{corpus.get('source')} ({corpus.get('characters', 0):,} characters, "
                             f"last {corpus.get('val_fraction', 0):g} held out)")
     if training.get("steps") is not None:

@@ -142,11 +142,12 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     return text
 
 
-def split_text(text: str, val_fraction: float) -> tuple[str, str]:
+def split_text(text: str, val_fraction: float, documents: str = "none") -> tuple[str, str]:
     """Split into (train, validation): the first characters train, the last `val_fraction` validate.
 
     Train gets floor(n * (1 - f)) characters, nanoGPT's int(n * 0.9), so tiny Shakespeare's
-    figures compare with published ones.
+    figures compare with published ones; with `documents`, the split moves on to the end of the
+    document it falls in.
     """
     if not 0.0 <= val_fraction <= 0.5:  # also rejects NaN
         raise TextgenError(f"validation fraction must be between 0 and 0.5, got {val_fraction}")
@@ -154,6 +155,10 @@ def split_text(text: str, val_fraction: float) -> tuple[str, str]:
     # so the split never lands a character off from the same sum done by hand.
     train_share = 1 - Fraction(str(float(val_fraction)))
     split = math.floor(len(text) * train_share)
+    if val_fraction > 0:
+        from textgen.documents import document_split_point
+
+        split = document_split_point(text, split, documents)
     return text[:split], text[split:]
 
 
@@ -186,7 +191,7 @@ def held_out_text(record: dict) -> tuple[str, str, str]:
         if val_fraction <= 0:
             raise TextgenError("this model was trained with no held-out text (--val-fraction 0); give a FILE to evaluate")
     corpus = recorded_corpus(record, "give a FILE to evaluate")
-    train, held_out = split_text(corpus.text, val_fraction)
+    train, held_out = split_text(corpus.text, val_fraction, record.get("documents") or "none")
     return train, held_out, f"the held-out last {val_fraction:g} of {record.get('name') or record.get('path')}"
 
 

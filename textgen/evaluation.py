@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from textgen.model import RNNLanguageModel
-
-IGNORE = -100
+from textgen.documents import IGNORE, lay_out, window_for
+from textgen.model import RNNLanguageModel, reset_rows
 
 
 @dataclass
@@ -89,6 +88,32 @@ def total_loss(
     return float(total), count
 
 
+def documents_loss(
+    model: RNNLanguageModel, documents: list[list[int]], end_id: int, rows: int = 32, window: int = 256
+) -> tuple[float, int]:
+    """Sum of next-token losses over documents, each read from a fresh state: every token and the
+    end marker after the last one are predicted, the opening marker is given."""
+    if not documents:
+        return 0.0, 0
+    layout = lay_out(documents, end_id, rows, window_for(documents, window))
+    device = model.decoder.weight.device
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    try:
+        with torch.inference_mode():
+            state = model.init_state(layout.inputs.shape[1], device)
+            for index in range(layout.windows):
+                state = reset_rows(state, layout.starts[index].to(device))
+                logits, state = model(layout.inputs[index].to(device), state)
+                total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                         layout.targets[index].to(device).reshape(-1),
+                                         ignore_index=IGNORE, reduction="sum").double()
+    finally:
+        model.train(was_training)
+    return float(total), int((layout.targets != IGNORE).sum())
+
+
 def summarise(total_nats: float, tokens: int, characters: int) -> EvaluationResult:
     loss = total_nats / tokens if tokens else float("nan")
     return EvaluationResult(
@@ -102,7 +127,17 @@ def summarise(total_nats: float, tokens: int, characters: int) -> EvaluationResu
 
 def evaluate_text(model: RNNLanguageModel, tokenizer, text: str, context: str = "") -> EvaluationResult:
     """Score `text`. With `context` (the text just before it), the last token of the context
-    primes the model so every token of `text` is scored; without, the first token is not."""
+    primes the model so every token of `text` is scored; without, the first token is not.
+    A document-mode model scores each document of `text` on its own, end marker included."""
+    from textgen.tokenizers import end_marker
+
+    end_id = end_marker(tokenizer)
+    if end_id is not None:
+        from textgen.documents import split_documents
+
+        documents = [tokenizer.encode(d) for d in split_documents(text, tokenizer.mode)]
+        total, count = documents_loss(model, documents, end_id)
+        return summarise(total, count, len(text))
     ids = tokenizer.encode(text)
     if not ids:
         return summarise(0.0, 0, 0)

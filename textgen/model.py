@@ -108,6 +108,14 @@ def detach_state(state: State) -> State:
     return state.detach()
 
 
+def reset_rows(state: State, starts: torch.Tensor) -> State:
+    """Zero the state of the rows where `starts` (one bool per row) is set: a new document begins."""
+    keep = (~starts).to(dtype=torch.float32).view(1, -1, 1)
+    if isinstance(state, tuple):
+        return tuple(s * keep.to(s.device, s.dtype) for s in state)  # type: ignore[return-value]
+    return state * keep.to(state.device, state.dtype)
+
+
 def select_state(state: State, rows: torch.Tensor | slice) -> State:
     """The state of some batch rows (the batch is dimension 1)."""
     if isinstance(state, tuple):

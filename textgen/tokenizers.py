@@ -295,6 +295,48 @@ class SentencePieceTokenizer:
         (Path(directory) / MODEL_FILE).write_bytes(self._model)
 
 
+class DocumentTokenizer:
+    """A tokenizer for a text of separate documents: the base vocabulary plus one id, the end
+    marker, which closes one document and opens the next. It has no text: decoding drops it."""
+
+    END = "<end>"
+
+    def __init__(self, base: Tokenizer, mode: str) -> None:
+        self.base = base
+        self.kind = base.kind
+        self.mode = mode  # "lines" or "blank-lines": how the text splits into documents
+        self.end_id = base.vocab_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size + 1
+
+    @property
+    def unk_id(self) -> int | None:
+        return self.base.unk_id
+
+    def encode(self, text: str) -> list[int]:
+        return self.base.encode(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = _checked_ids(ids, self.vocab_size)
+        return self.base.decode(i for i in ids if i != self.end_id)
+
+    def unknown_symbols(self, text: str) -> list[str]:
+        return self.base.unknown_symbols(text)
+
+    def token_text(self, token_id: int) -> str:
+        return self.END if token_id == self.end_id else self.base.token_text(token_id)
+
+    def save(self, directory: Path) -> None:
+        self.base.save(directory)
+
+
+def end_marker(tokenizer: Tokenizer) -> int | None:
+    """The id that ends a document, for tokenizers of document-mode models; None otherwise."""
+    return tokenizer.end_id if isinstance(tokenizer, DocumentTokenizer) else None
+
+
 class StreamDecoder:
     """Turns ids into text one token at a time, as a sampler makes them.
 
@@ -304,12 +346,16 @@ class StreamDecoder:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tokenizer = tokenizer
-        self._subword = tokenizer if isinstance(tokenizer, SentencePieceTokenizer) else None
+        base = tokenizer.base if isinstance(tokenizer, DocumentTokenizer) else tokenizer
+        self._subword = base if isinstance(base, SentencePieceTokenizer) else None
+        self._end_id = end_marker(tokenizer)
         # The incremental decoder gives the same replacement characters as a
         # one-shot decode, so feed() pieces always add up to decode().
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def feed(self, token_id: int) -> str:
+        if token_id == self._end_id:
+            return ""
         if self._subword is None:
             return self._tokenizer.decode([token_id])
         return self._utf8.decode(self._subword.token_bytes(token_id))
@@ -331,7 +377,18 @@ def _check_kind(kind: str) -> None:
 
 
 def build_tokenizer(config: TokenizerConfig, text: str) -> Tokenizer:
-    """Learn a vocabulary of `config.kind` from `text`."""
+    """Learn a vocabulary of `config.kind` from `text` (with the end marker in document mode)."""
+    tokenizer = _build_base(config, text)
+    return DocumentTokenizer(tokenizer, config.documents) if config.documents != "none" else tokenizer
+
+
+def load_tokenizer(directory: Path, config: TokenizerConfig) -> Tokenizer:
+    """Read back what `save` wrote into `directory` for a tokenizer of `config.kind`."""
+    tokenizer = _load_base(directory, config)
+    return DocumentTokenizer(tokenizer, config.documents) if config.documents != "none" else tokenizer
+
+
+def _build_base(config: TokenizerConfig, text: str) -> Tokenizer:
     _check_kind(config.kind)
     if not text:
         raise TextgenError("cannot learn a vocabulary from empty text")
@@ -342,8 +399,7 @@ def build_tokenizer(config: TokenizerConfig, text: str) -> Tokenizer:
     return SentencePieceTokenizer.from_text(text, config.vocab_size, config.subword_model)
 
 
-def load_tokenizer(directory: Path, config: TokenizerConfig) -> Tokenizer:
-    """Read back what `save` wrote into `directory` for a tokenizer of `config.kind`."""
+def _load_base(directory: Path, config: TokenizerConfig) -> Tokenizer:
     _check_kind(config.kind)
     if config.kind == "subword":
         path = Path(directory) / MODEL_FILE

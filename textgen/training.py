@@ -27,10 +27,11 @@ from textgen.checkpoint import (
 )
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, check_train_config, from_dict, to_dict
 from textgen.corpus import Corpus, recorded_corpus, split_text
+from textgen.documents import IGNORE, DocumentBatches, split_documents
 from textgen.devices import resolve_device, training_dtype
 from textgen.errors import TextgenError
-from textgen.evaluation import summarise, total_loss
-from textgen.model import RNNLanguageModel, State, detach_state
+from textgen.evaluation import documents_loss, summarise, total_loss
+from textgen.model import RNNLanguageModel, State, detach_state, reset_rows
 from textgen.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 
 EVALUATIONS_PER_RUN = 5  # when --eval-every is 0: validate at 20%, 40%, ... of the run
@@ -110,6 +111,7 @@ class Progress:
     """Where a run stands. It is saved with every checkpoint, so --resume picks up exactly here."""
 
     step: int = 0
+    epoch: int = 0
     epoch_position: int = 0  # windows done in the current epoch
     elapsed: float = 0.0  # seconds of the budget spent, evaluations included
     training_seconds: float = 0.0  # of which in training steps, for tokens per second
@@ -201,7 +203,7 @@ def train(
     tokenizer_config = tokenizer_config or TokenizerConfig()
     config = train_config or TrainConfig()
     check_train_config(config)
-    train_text, _ = split_text(corpus.text, config.val_fraction)
+    train_text, _ = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
     # Char vocabularies come from the whole file so held-out text never holds an unseen character;
     # word and subword vocabularies are learnt from the training part only.
     tokenizer = build_tokenizer(tokenizer_config, corpus.text if tokenizer_config.kind == "char" else train_text)
@@ -252,21 +254,17 @@ class _Run:
         saved: TrainerState | None = None,
     ) -> None:
         self.out, self.config, self.tokenizer = out, config, tokenizer
-        train_text, val_text = split_text(corpus.text, config.val_fraction)
-        self.val_characters = len(val_text)
-        self.train_ids = torch.from_numpy(np.asarray(tokenizer.encode(train_text), dtype=np.int64))
-        self.val_ids = torch.from_numpy(np.asarray(tokenizer.encode(val_text), dtype=np.int64))
-        if self.train_ids.numel() < config.seq_len + 1:
-            raise TextgenError(
-                f"the training text is {self.train_ids.numel()} tokens long, shorter than one training window "
-                f"(--seq-len {config.seq_len}); use a longer text or a smaller --seq-len"
-            )
-        self.notes: list[str] = []
-        self.batch_size = min(config.batch_size, (self.train_ids.numel() - 1) // config.seq_len)
-        if self.batch_size < config.batch_size:
-            self.notes.append(f"batch size lowered to {self.batch_size} so every row holds at least one window")
-
         self.device = resolve_device(config.device)
+        mode = tokenizer_config.documents
+        train_text, val_text = split_text(corpus.text, config.val_fraction, mode)
+        self.val_characters = len(val_text)
+        self.notes: list[str] = []
+        self.documents: DocumentBatches | None = None
+        if mode == "none":
+            self._lay_out_stream(train_text, val_text)
+        else:
+            self._lay_out_documents(train_text, val_text, mode)
+
         model_config = ModelConfig(**{**to_dict(model_config), "vocab_size": tokenizer.vocab_size})
         try:
             self.model = RNNLanguageModel(model_config).to(self.device)
@@ -277,9 +275,6 @@ class _Run:
         self.optimizer = _make_optimizer(self.model, config)
         self.autocast_dtype = training_dtype(config.precision, self.device)
         self.average = _WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
-        self.inputs, self.targets = (t.to(self.device) for t in batchify(self.train_ids, self.batch_size))
-        self.steps_per_epoch = math.ceil(self.inputs.shape[1] / config.seq_len)
-        self.context_id = int(self.train_ids[-1])
         self.info = CheckpointInfo(
             model=model_config,
             tokenizer=tokenizer_config,
@@ -289,6 +284,7 @@ class _Run:
                 "encoding": corpus.encoding,
                 "characters": len(corpus.text), "val_fraction": config.val_fraction,
                 "train_characters": len(train_text), "val_characters": len(val_text),
+                "documents": mode,
             },
             training=to_dict(config),
         )
@@ -299,6 +295,37 @@ class _Run:
         if saved is not None:
             self._restore(saved)
 
+    def _lay_out_stream(self, train_text: str, val_text: str) -> None:
+        config = self.config
+        self.train_ids = torch.from_numpy(np.asarray(self.tokenizer.encode(train_text), dtype=np.int64))
+        self.val_ids = torch.from_numpy(np.asarray(self.tokenizer.encode(val_text), dtype=np.int64))
+        if self.train_ids.numel() < config.seq_len + 1:
+            raise TextgenError(
+                f"the training text is {self.train_ids.numel()} tokens long, shorter than one training window "
+                f"(--seq-len {config.seq_len}); use a longer text or a smaller --seq-len"
+            )
+        self.batch_size = min(config.batch_size, (self.train_ids.numel() - 1) // config.seq_len)
+        if self.batch_size < config.batch_size:
+            self.notes.append(f"batch size lowered to {self.batch_size} so every row holds at least one window")
+        self.window = config.seq_len
+        self.inputs, self.targets = (t.to(self.device) for t in batchify(self.train_ids, self.batch_size))
+        self.steps_per_epoch = math.ceil(self.inputs.shape[1] / config.seq_len)
+        self.context_id = int(self.train_ids[-1])
+        self.train_tokens, self.val_tokens = self.train_ids.numel(), self.val_ids.numel()
+
+    def _lay_out_documents(self, train_text: str, val_text: str, mode: str) -> None:
+        encode = self.tokenizer.encode
+        train_documents = [encode(d) for d in split_documents(train_text, mode)]
+        self.val_documents = [encode(d) for d in split_documents(val_text, mode)]
+        self.documents = DocumentBatches(train_documents, self.tokenizer.end_id, self.config.batch_size,
+                                         self.config.seq_len, self.config.seed)
+        self.batch_size, self.window = self.documents.rows, self.documents.window
+        self.steps_per_epoch = self.documents.steps_in_epoch(0)
+        self.train_tokens = self.documents.tokens
+        self.val_tokens = sum(len(ids) + 1 for ids in self.val_documents)
+        self.notes.append(f"{len(train_documents):,} training and {len(self.val_documents):,} validation "
+                          f"documents ({mode}), each read from a fresh state")
+
     # --- the loop -------------------------------------------------------------------------
 
     def loop(self, callbacks: TrainingCallbacks) -> TrainingResult:
@@ -308,8 +335,8 @@ class _Run:
             self.notes.append(f"no limit given: training for {self.max_time:.0f} s (set --max-time, --max-steps or --epochs)")
         callbacks.on_start(RunPlan(
             device=str(self.device), parameters=self.model.num_parameters(), vocab_size=self.tokenizer.vocab_size,
-            train_tokens=self.train_ids.numel(), val_tokens=self.val_ids.numel(), batch_size=self.batch_size,
-            seq_len=config.seq_len, steps_per_epoch=self.steps_per_epoch, max_steps=self.max_steps,
+            train_tokens=self.train_tokens, val_tokens=self.val_tokens, batch_size=self.batch_size,
+            seq_len=self.window, steps_per_epoch=self.steps_per_epoch, max_steps=self.max_steps,
             epochs=self.epochs, max_time=self.max_time, notes=self.notes, resumed_at_step=self.resumed_at,
             precision="bfloat16 autocast" if self.autocast_dtype else "float32",
         ))
@@ -367,13 +394,7 @@ class _Run:
 
     def _step(self, done: float, callbacks: TrainingCallbacks) -> None:
         config, progress, model = self.config, self.progress, self.model
-        if progress.epoch_position == self.steps_per_epoch:
-            progress.epoch_position, self.state = 0, None
-        if self.state is None:
-            self.state = model.init_state(self.batch_size, self.device)
-        start = progress.epoch_position * config.seq_len
-        x = self.inputs[:, start : start + config.seq_len]
-        y = self.targets[:, start : start + config.seq_len]
+        x, y = self._next_window()
 
         step_started = time.perf_counter()
         lr = learning_rate_at(config, progress.step, done)
@@ -382,7 +403,7 @@ class _Run:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
             logits, state = model(x, self.state)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip if config.clip > 0 else math.inf)
@@ -400,7 +421,7 @@ class _Run:
         progress.step += 1
         progress.epoch_position += 1
         progress.training_seconds += time.perf_counter() - step_started
-        progress.tokens_seen += x.numel()
+        progress.tokens_seen += x.numel() if self.documents is None else int((y != IGNORE).sum())
         progress.loss_since_eval.append(loss_value)
         smoothed = progress.smoothed_loss
         progress.smoothed_loss = loss_value if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss_value
@@ -411,6 +432,22 @@ class _Run:
             tokens_per_second=progress.tokens_seen / progress.training_seconds,
             elapsed=progress.elapsed, fraction_done=self.fraction_done(),
         ))
+
+    def _next_window(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next window's inputs and targets, with the state zeroed where a stream or document starts."""
+        progress = self.progress
+        steps = self.steps_per_epoch if self.documents is None else self.documents.steps_in_epoch(progress.epoch)
+        if progress.epoch_position >= steps:
+            progress.epoch, progress.epoch_position, self.state = progress.epoch + 1, 0, None
+        if self.state is None:
+            self.state = self.model.init_state(self.batch_size, self.device)
+        position = progress.epoch_position
+        if self.documents is None:
+            columns = slice(position * self.window, (position + 1) * self.window)
+            return self.inputs[:, columns], self.targets[:, columns]
+        layout = self.documents.layout(progress.epoch)
+        self.state = reset_rows(self.state, layout.starts[position].to(self.device))
+        return layout.inputs[position].to(self.device), layout.targets[position].to(self.device)
 
     # --- evaluation and saving -------------------------------------------------------------
 
@@ -425,9 +462,12 @@ class _Run:
             "tokens_per_second": progress.tokens_seen / progress.training_seconds if progress.training_seconds else None,
         }
         progress.loss_since_eval.clear()
-        if self.val_ids.numel():
+        if self.val_tokens:
             with _averaged_weights(self.average):
-                nats, count = total_loss(self.model, self.val_ids, self.context_id)
+                if self.documents is None:
+                    nats, count = total_loss(self.model, self.val_ids, self.context_id)
+                else:
+                    nats, count = documents_loss(self.model, self.val_documents, self.tokenizer.end_id)
             result = summarise(nats, count, self.val_characters)
             row.update(val_loss=result.loss, val_bits_per_char=result.bits_per_char, val_perplexity=result.perplexity)
             score = result.loss

@@ -1,0 +1,123 @@
+"""Training on a file of short independent texts: names, headlines, song titles, paragraphs.
+
+`--documents lines` makes every non-empty line a document; `--documents blank-lines` every
+paragraph. Each document is read as  <end> d o c <end>  (one marker both ends one document and
+starts the next), and no recurrent state ever flows from one document into another.
+
+Documents are laid out in batch rows, one after another, each starting at the top of a window:
+
+    window      0         1         2             rows = 2, window = 4, `.` is padding (no loss)
+    row 0   | E a b E | E c d e | f E . . |      resets: row 0 at windows 0 and 1
+    row 1   | E g h i | j k E . | E l E . |              row 1 at windows 0 and 2
+
+A row's state is zeroed where a document starts and carried through the windows of a long one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from textgen.config import DOCUMENT_MODES
+from textgen.errors import TextgenError
+
+IGNORE = -100  # the target id cross_entropy skips
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n\s*")
+
+
+def split_documents(text: str, mode: str) -> list[str]:
+    """The documents of `text`: its non-blank lines, or its paragraphs, with outer whitespace kept
+    inside each (only the line break that separates them goes)."""
+    if mode == "lines":
+        pieces = text.split("\n")
+        return [p.removesuffix("\r") for p in pieces if p.strip()]
+    if mode == "blank-lines":
+        return [p.strip("\n\r") for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
+    raise TextgenError(f"--documents must be one of {', '.join(DOCUMENT_MODES)}, not {mode!r}")
+
+
+def document_split_point(text: str, split: int, mode: str) -> int:
+    """Move a train/validation split forward to the next document boundary, so no document is cut."""
+    if mode == "none" or split >= len(text):
+        return split
+    if mode == "lines":
+        newline = text.find("\n", split - 1 if split > 0 else 0)
+        return len(text) if newline < 0 else newline + 1
+    match = _PARAGRAPH_BREAK.search(text, max(0, split - 1))
+    return len(text) if match is None else match.end()
+
+
+@dataclass
+class Layout:
+    """Windows of token ids ready for the model, with where each row starts a new document."""
+
+    inputs: torch.Tensor  # (windows, rows, window) int64
+    targets: torch.Tensor  # same shape; IGNORE where there is no next token to predict
+    starts: torch.Tensor  # (windows, rows) bool: the row begins a document with this window
+
+    @property
+    def windows(self) -> int:
+        return self.inputs.shape[0]
+
+
+def lay_out(documents: list[list[int]], boundary_id: int, rows: int, window: int) -> Layout:
+    """Deal documents (already in the order wanted) to the row with the fewest windows so far."""
+    if not documents:
+        raise TextgenError("there are no documents to lay out")
+    rows = max(1, min(rows, len(documents)))
+    row_windows: list[list[tuple[list[int], list[int], bool]]] = [[] for _ in range(rows)]
+    for ids in documents:
+        sequence = [boundary_id, *ids, boundary_id]
+        inputs, targets = sequence[:-1], sequence[1:]
+        row = min(range(rows), key=lambda r: len(row_windows[r]))
+        for start in range(0, len(inputs), window):
+            chunk_in = inputs[start : start + window]
+            chunk_out = targets[start : start + window]
+            padding = window - len(chunk_in)
+            row_windows[row].append((chunk_in + [0] * padding, chunk_out + [IGNORE] * padding, start == 0))
+    count = max(len(r) for r in row_windows)
+    empty = ([0] * window, [IGNORE] * window, True)
+    for r in row_windows:
+        r.extend([empty] * (count - len(r)))
+    inputs = torch.tensor([[r[w][0] for r in row_windows] for w in range(count)], dtype=torch.long)
+    targets = torch.tensor([[r[w][1] for r in row_windows] for w in range(count)], dtype=torch.long)
+    starts = torch.tensor([[r[w][2] for r in row_windows] for w in range(count)], dtype=torch.bool)
+    return Layout(inputs, targets, starts)
+
+
+def shuffled(documents: list[list[int]], seed: int, epoch: int) -> list[list[int]]:
+    """This epoch's order: a permutation fixed by the run's seed and the epoch number, so a resumed
+    run deals exactly the documents the interrupted one would have."""
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+    order = torch.randperm(len(documents), generator=generator).tolist()
+    return [documents[i] for i in order]
+
+
+class DocumentBatches:
+    """The training windows of a document corpus, epoch by epoch, each epoch in its own order."""
+
+    def __init__(self, documents: list[list[int]], end_id: int, rows: int, seq_len: int, seed: int) -> None:
+        if not documents:
+            raise TextgenError("the training part holds no documents; check --documents and --val-fraction")
+        self.documents, self.end_id, self.seed = documents, end_id, seed
+        self.rows = max(1, min(rows, len(documents)))
+        self.window = window_for(documents, seq_len)
+        self.tokens = sum(len(ids) + 1 for ids in documents)
+        self._epoch, self._layout = -1, None
+
+    def layout(self, epoch: int) -> Layout:
+        if epoch != self._epoch:
+            order = shuffled(self.documents, self.seed, epoch)
+            self._epoch, self._layout = epoch, lay_out(order, self.end_id, self.rows, self.window)
+        return self._layout
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        return self.layout(epoch).windows
+
+
+def window_for(documents: list[list[int]], seq_len: int) -> int:
+    """Short documents (names, titles) get windows just long enough for the longest, not seq_len."""
+    longest = max(len(ids) for ids in documents) + 1
+    return max(1, min(seq_len, longest))
