@@ -35,6 +35,9 @@ from textgen.model import RNNLanguageModel, State, detach_state, reset_rows
 from textgen.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 
 EVALUATIONS_PER_RUN = 5  # when --eval-every is 0: validate at 20%, 40%, ... of the run
+# ... unless validating has already taken this share of a time budget: in a short run the
+# seconds are worth more as training steps (the final validation always happens).
+EVALUATION_SHARE = 0.05
 
 
 @dataclass
@@ -116,6 +119,7 @@ class Progress:
     elapsed: float = 0.0  # seconds of the budget spent, evaluations included
     training_seconds: float = 0.0  # of which in training steps, for tokens per second
     tokens_seen: int = 0
+    evaluation_seconds: float = 0.0
     best_score: float = math.inf
     evaluations_since_best: int = 0
     next_eval_fraction: float = 1.0 / EVALUATIONS_PER_RUN
@@ -352,7 +356,7 @@ class _Run:
                     break
                 if config.eval_every and progress.step and progress.step % config.eval_every == 0:
                     stop_reason = self._evaluate_and_save(callbacks)
-                elif not config.eval_every and done >= progress.next_eval_fraction:
+                elif not config.eval_every and done >= progress.next_eval_fraction and self._may_evaluate():
                     # Skip thresholds a slow step or evaluation jumped over, rather than evaluating back to back.
                     progress.next_eval_fraction = (math.floor(done * EVALUATIONS_PER_RUN) + 1) / EVALUATIONS_PER_RUN
                     stop_reason = self._evaluate_and_save(callbacks)
@@ -379,6 +383,9 @@ class _Run:
         if self.max_time:
             fractions.append((time.perf_counter() - self.started) / self.max_time)
         return max(fractions)
+
+    def _may_evaluate(self) -> bool:
+        return not self.max_time or self.progress.evaluation_seconds < EVALUATION_SHARE * self.max_time
 
     def _stop_reason(self, done: float) -> str:
         step = self.progress.step
@@ -463,11 +470,13 @@ class _Run:
         }
         progress.loss_since_eval.clear()
         if self.val_tokens:
+            evaluation_started = time.perf_counter()
             with _averaged_weights(self.average):
                 if self.documents is None:
                     nats, count = total_loss(self.model, self.val_ids, self.context_id)
                 else:
                     nats, count = documents_loss(self.model, self.val_documents, self.tokenizer.end_id)
+            progress.evaluation_seconds += time.perf_counter() - evaluation_started
             result = summarise(nats, count, self.val_characters)
             row.update(val_loss=result.loss, val_bits_per_char=result.bits_per_char, val_perplexity=result.perplexity)
             score = result.loss
