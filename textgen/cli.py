@@ -158,16 +158,17 @@ def sample(
     from textgen.checkpoint import load_checkpoint
     from textgen.console import console, write_piece
     from textgen.devices import resolve_device
-    from textgen.sampling import generate, make_generator, prompt_ids
+    from textgen.sampling import generate, make_step, prompt_ids, resolve_seed
 
     loaded = load_checkpoint(checkpoint, resolve_device(device))
     prompt_ids(loaded.tokenizer, prompt)  # unknown symbols fail before anything is printed
-    generator = make_generator(seed)
-    for index in range(num_samples):
+    step, first_seed = make_step(loaded.model), resolve_seed(seed)
+    for index in range(num_samples):  # one at a time for now; batched with the new options next
         if num_samples > 1:
             console.rule(f"sample {index + 1} of {num_samples}", style="dim")
         write_piece(prompt)
-        for piece in generate(loaded.model, loaded.tokenizer, prompt, config, generator):
+        config.seed = first_seed + index
+        for piece in generate(loaded.model, loaded.tokenizer, prompt, config, step):
             write_piece(piece)
         write_piece("\n")
 
