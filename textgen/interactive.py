@@ -120,7 +120,7 @@ class Session:
             self.warn(str(error))
             return
         if prompt is not None:
-            self.console.print(Text(prompt, style="bold"), end="")
+            self.console.print(Text(prompt, style="bold"), end="", soft_wrap=True)
         written = ""
         try:
             for piece in self.model.stream(seed_phrase, **self.sample_settings()):
@@ -209,15 +209,23 @@ class Session:
             return
         self.config = config
         name, value = next(iter(changes.items()))
-        shown = {"stop": lambda v: ", ".join(map(repr, v)) or "none", "seed": lambda v: "fresh each turn" if v is None else v,
-                 "greedy": lambda v: "on" if v else "off"}.get(name, lambda v: f"{v:g}" if isinstance(v, float) else v)
-        self.say(f"{name.replace('_', ' ')}: {shown(value)}")
+        self.say(f"{name.replace('_', ' ')}: {_shown(name, value)}")
 
     def say(self, message: str) -> None:
         self.console.print(Text(message, style="dim"), soft_wrap=True)
 
     def warn(self, message: str) -> None:
         self.console.print(Text(message, style="yellow"), soft_wrap=True)
+
+
+def _shown(name: str, value: Any) -> str:
+    if name == "stop":
+        return ", ".join(map(repr, value)) or "none"
+    if name == "seed":
+        return "fresh each turn" if value is None else str(value)
+    if name == "greedy":
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _command_for(field: str) -> str:

@@ -37,6 +37,7 @@ _ONEDNN_PROMPT_TOKENS = 64
 # The first layer's input projection becomes a per-token lookup table when it is at most this
 # many numbers (64 MB): all of a char model, not a 20,000-word vocabulary at 512 wide.
 _MAX_TABLE_ELEMENTS = 16_000_000
+# A draw's uniform number is scaled by this so that u * total stays below total after rounding.
 _BELOW_ONE = 1.0 - 2.0**-50
 # Logits are float32 (at most 3.4e38): below this temperature, a logit of 1e8 / T could overflow.
 _SHIFT_BELOW_TEMPERATURE = 1e-20
@@ -234,6 +235,7 @@ class _Linear:
                 got = torch.ops.mkldnn._linear_pointwise(probe, packed, self.bias, "none", [], "")
                 if torch.allclose(got, self._addmm(probe), rtol=1e-4, atol=1e-4):
                     self.packed, self.mode = packed, "packed"
+                    self.transposed = None  # not needed any more: keep one copy of the weights
             except (AttributeError, RuntimeError, NotImplementedError):
                 pass  # a torch without these internal kernels: addmm it is
 
