@@ -127,7 +127,7 @@ class TextModel:
         config = config or SampleConfig()
         ids = prompt_ids(self.tokenizer, prompt, config.unknown)
         logits, _ = prime(self.model, ids)
-        logits = logits.float()
+        logits = logits.float().cpu()  # a small table: the CPU does it anywhere (MPS has no float64)
         if config.repetition_penalty != 1.0:
             seen = torch.zeros_like(logits, dtype=torch.bool)
             seen[:, torch.tensor(ids, device=logits.device)] = True

@@ -162,7 +162,10 @@ def choose_tokens(
     banned: int | None = None,
 ) -> torch.Tensor:
     """The next token of each row of `logits` (batch, vocab), drawing with that row's stream
-    (greedy decoding draws nothing)."""
+    (greedy decoding draws nothing). The tokens are on `logits`' device, except for Apple's MPS,
+    which has no float64 for the draw: there the choice is made on the CPU."""
+    if logits.device.type == "mps":
+        logits, seen = logits.cpu(), None if seen is None else seen.cpu()
     logits = logits.float()
     if seen is not None:
         logits = penalize_repeats(logits, seen, config.repetition_penalty)
@@ -570,7 +573,7 @@ class _Batch:
         return self._choose(streams)
 
     def _choose(self, streams: list[random.Random]) -> list[int]:
-        self.tokens = choose_tokens(self.logits, self.config, streams, self.seen, self.banned)
+        self.tokens = choose_tokens(self.logits, self.config, streams, self.seen, self.banned).to(self.logits.device)
         if self.seen is not None:
             self.seen[torch.arange(len(self.tokens), device=self.seen.device), self.tokens] = True
         return self.tokens.tolist()
