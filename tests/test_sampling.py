@@ -4,6 +4,7 @@ repetition penalty, stop texts, the length rule, unseen seed symbols and the cos
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -341,8 +342,26 @@ def test_candidates_are_the_likeliest_first_when_filtered():
 def test_draw_inverts_the_cumulative_distribution_and_never_picks_a_zero():
     probabilities = torch.tensor([[0.0, 0.25, 0.0, 0.75, 0.0]] * 6)
     uniforms = [0.0, 0.2499, 0.2501, 0.9, 1.0 - 2**-53, 0.5]
-    assert draw(probabilities, uniforms).view(-1).tolist() == [1, 1, 3, 3, 3, 3]
-    assert draw(probabilities[:1], [1.0 - 2**-53]).tolist() == [[3]]
+    for python_up_to in (0, 1000):  # drawn by torch, and in Python
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("textgen.sampling._PYTHON_DRAW_MAX_CANDIDATES", python_up_to)
+            assert draw(probabilities, uniforms) == [1, 1, 3, 3, 3, 3]
+            assert draw(probabilities[:1], [1.0 - 2**-53]) == [3]
+
+
+def test_the_python_and_torch_draws_agree_to_the_last_bit(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 300, generator=generator) * 3
+    logits[:, ::7] = float("-inf")  # tokens cut by top-k or top-p
+    probabilities = torch.softmax(logits, dim=-1)
+    uniforms = torch.rand(64, generator=generator, dtype=torch.float64).tolist()
+    in_python = [draw(row.view(1, -1), [u])[0] for row, u in zip(probabilities, uniforms)]
+    monkeypatch.setattr("textgen.sampling._PYTHON_DRAW_MAX_CANDIDATES", 0)
+    assert draw(probabilities, uniforms) == in_python
+    # at the boundaries themselves: u * total exactly on a cumulative sum
+    cumulative = list(itertools.accumulate(probabilities[0].tolist()))
+    edges = [c / cumulative[-1] for c in cumulative[:-1:5]]
+    assert draw(probabilities[:1].repeat(len(edges), 1), edges) == [draw(probabilities[:1], [u])[0] for u in edges]
 
 
 def test_the_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_seen_tokens():
@@ -350,8 +369,8 @@ def test_the_repetition_penalty_divides_positive_and_multiplies_negative_logits_
     seen = torch.tensor([[True, False, True, False, False]])
     torch.testing.assert_close(penalize_repeats(logits, seen, 2.0), torch.tensor([[1.5, 2.0, -2.0, 1.0, -2.0]]))
     greedy = SampleConfig(greedy=True, repetition_penalty=2.0)
-    assert choose_tokens(logits, greedy, [random.Random(0)], seen).tolist() == [1]
-    assert choose_tokens(logits, SampleConfig(greedy=True), [random.Random(0)]).tolist() == [0]
+    assert choose_tokens(logits, greedy, [random.Random(0)], seen) == [1]
+    assert choose_tokens(logits, SampleConfig(greedy=True), [random.Random(0)]) == [0]
 
 
 def test_a_repetition_penalty_breaks_a_greedy_loop(word_setup):

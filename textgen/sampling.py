@@ -16,6 +16,8 @@ Yields text pieces as they are made; knows nothing of files or terminals.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
 import secrets
 from collections.abc import Iterator, Sequence
@@ -39,6 +41,8 @@ _ONEDNN_PROMPT_TOKENS = 64
 _MAX_TABLE_ELEMENTS = 16_000_000
 # A draw's uniform number is scaled by this so that u * total stays below total after rounding.
 _BELOW_ONE = 1.0 - 2.0**-50
+# Up to this many candidates in all (one sample at top-k 40 is 40), the draw is done in Python.
+_PYTHON_DRAW_MAX_CANDIDATES = 256
 # Logits are float32 (at most 3.4e38): below this temperature, a logit of 1e8 / T could overflow.
 _SHIFT_BELOW_TEMPERATURE = 1e-20
 
@@ -138,20 +142,27 @@ def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
     return torch.where(seen, penalized, logits)
 
 
-def draw(probabilities: torch.Tensor, uniforms: Sequence[float]) -> torch.Tensor:
+def draw(probabilities: torch.Tensor, uniforms: Sequence[float]) -> list[int]:
     """One index per row of `probabilities` by inverting its cumulative distribution at that row's
     number u in [0, 1): each row uses exactly one number, and an entry of probability 0 is never
-    drawn (the first entry whose cumulative probability exceeds u * total has a probability above 0)."""
-    cumulative = probabilities.double().cumsum(dim=-1)
-    total = cumulative.narrow(-1, cumulative.shape[-1] - 1, 1)
+    drawn (the first entry whose cumulative probability exceeds u * total has a probability above 0).
+
+    The cumulative sums are float64, added left to right, in Python for a few candidates (one
+    sample, top-k 40: a third of the tensor calls) and by torch otherwise, with the same result.
+    """
+    if probabilities.numel() <= _PYTHON_DRAW_MAX_CANDIDATES:
+        return [_invert(row, u) for row, u in zip(probabilities.tolist(), uniforms)]
+    cumulative = torch.cumsum(probabilities, dim=-1, dtype=torch.float64)
+    scaled = torch.tensor([u * _BELOW_ONE for u in uniforms], dtype=torch.float64, device=cumulative.device)
+    target = scaled.view(-1, 1) * cumulative[:, -1:]
+    indices = torch.searchsorted(cumulative, target, right=True).view(-1)
+    return indices.clamp_(max=probabilities.shape[-1] - 1).tolist()  # only a NaN row could reach past the end
+
+
+def _invert(probabilities: list[float], u: float) -> int:
+    cumulative = list(itertools.accumulate(probabilities))
     # u is scaled just below 1 so that u * total, rounded, stays below total.
-    if len(uniforms) == 1:
-        target = total * (uniforms[0] * _BELOW_ONE)  # one sample: no tensor to build
-    else:
-        scaled = torch.tensor([u * _BELOW_ONE for u in uniforms], dtype=torch.float64, device=cumulative.device)
-        target = scaled.view(-1, 1) * total
-    indices = torch.searchsorted(cumulative, target, right=True)
-    return indices.clamp_(max=probabilities.shape[-1] - 1)  # only a NaN model could reach past the end
+    return min(bisect.bisect_right(cumulative, u * _BELOW_ONE * cumulative[-1]), len(cumulative) - 1)
 
 
 def choose_tokens(
@@ -160,10 +171,10 @@ def choose_tokens(
     streams: Sequence[random.Random],
     seen: torch.Tensor | None = None,
     banned: int | None = None,
-) -> torch.Tensor:
+) -> list[int]:
     """The next token of each row of `logits` (batch, vocab), drawing with that row's stream
-    (greedy decoding draws nothing). The tokens are on `logits`' device, except for Apple's MPS,
-    which has no float64 for the draw: there the choice is made on the CPU."""
+    (greedy decoding draws nothing). Apple's MPS has no float64 for the draw: there the choice is
+    made on the CPU."""
     if logits.device.type == "mps":
         logits, seen = logits.cpu(), None if seen is None else seen.cpu()
     logits = logits.float()
@@ -173,10 +184,12 @@ def choose_tokens(
         logits = logits.clone() if seen is None else logits
         logits[:, banned] = float("-inf")  # a model should write words, not "<unk>"
     if config.greedy:
-        return logits.argmax(dim=-1)
+        return logits.argmax(dim=-1).tolist()
     probabilities, ids = candidates(logits, config.temperature, config.top_k, config.top_p)
     chosen = draw(probabilities, [stream.random() for stream in streams])
-    return (chosen if ids is None else ids.gather(1, chosen)).view(-1)
+    if ids is None:
+        return chosen
+    return [row[index] for row, index in zip(ids.tolist(), chosen)]
 
 
 # --- one token a step ---------------------------------------------------------------------------
@@ -573,10 +586,11 @@ class _Batch:
         return self._choose(streams)
 
     def _choose(self, streams: list[random.Random]) -> list[int]:
-        self.tokens = choose_tokens(self.logits, self.config, streams, self.seen, self.banned).to(self.logits.device)
+        tokens = choose_tokens(self.logits, self.config, streams, self.seen, self.banned)
+        self.tokens = torch.tensor(tokens, device=self.logits.device)
         if self.seen is not None:
-            self.seen[torch.arange(len(self.tokens), device=self.seen.device), self.tokens] = True
-        return self.tokens.tolist()
+            self.seen[torch.arange(len(tokens), device=self.seen.device), self.tokens] = True
+        return tokens
 
     def keep(self, rows: list[int]) -> None:
         """Go on with these rows only (the others' samples are finished)."""
