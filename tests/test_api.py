@@ -138,3 +138,17 @@ def test_next_tokens_never_offer_unk_to_a_word_model(tmp_path, prose, make_check
 def test_loading_what_is_not_a_checkpoint_is_a_textgen_error(tmp_path):
     with pytest.raises(TextgenError, match="no such checkpoint"):
         textgen.load(tmp_path / "nowhere")
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch, capsys, prose, make_checkpoint):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    example = next(block for block in readme.split("```python\n")[1:] if "from textgen import load" in block)
+    example = example.split("```")[0]
+    text = prose + "\nROMEO: To be, or not to be, that is the question.\nJULIET: Romeo.\n\n"
+    make_checkpoint(tmp_path / "checkpoints" / "shakespeare", text)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    model = textgen.load("checkpoints/shakespeare")
+    assert printed.startswith(model.generate("ROMEO:", length=300, temperature=0.8, top_k=40, seed=7) + "\n")
+    assert f"{model.perplexity('To be, or not to be, that is the question.')}\n" in printed
