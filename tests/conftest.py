@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,5 +74,34 @@ def make_model() -> Callable[..., RNNLanguageModel]:
             embedding_size=embedding_size, **kw,
         )
         return RNNLanguageModel(config).eval()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint() -> Callable[..., Path]:
+    """Save a tiny model, fitted for a moment to `text`, as a checkpoint directory (no CLI run)."""
+    from textgen.checkpoint import CheckpointInfo, save_checkpoint
+    from textgen.config import TokenizerConfig
+    from textgen.tokenizers import build_tokenizer
+
+    def make(directory: Path, text: str, kind: str = "char", steps: int = 60) -> Path:
+        tokenizer_config = TokenizerConfig(kind=kind, min_count=1, vocab_size=300)
+        tokenizer = build_tokenizer(tokenizer_config, text)
+        torch.manual_seed(0)
+        config = ModelConfig(vocab_size=tokenizer.vocab_size, layers=1, hidden_size=48, embedding_size=16)
+        model = RNNLanguageModel(config)
+        ids = tokenizer.encode(text)
+        data = torch.tensor(ids[: len(ids) // 4 * 4]).view(4, -1)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+        for _ in range(steps):
+            logits, _ = model(data[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        save_checkpoint(directory, model.eval(), tokenizer,
+                        CheckpointInfo(model=config, tokenizer=tokenizer_config), [])
+        return directory
 
     return make

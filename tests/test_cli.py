@@ -351,6 +351,150 @@ def test_num_samples_prints_that_many_samples_each_from_the_prompt(
     assert samples[0] != samples[1]
 
 
+def sample_json(cli: Callable[..., CliResult], checkpoint: Path, *options: str) -> dict:
+    result = cli("sample", checkpoint, "--json", *options)
+    assert result.code == 0, result.output
+    assert result.stdout.count("\n") == 1 and result.stderr == ""
+    return json.loads(result.stdout)
+
+
+def test_sample_json_reports_samples_settings_and_the_seed_for_every_tokenizer(
+    english_run: TrainedRun, cli: Callable[..., CliResult]
+) -> None:
+    report = sample_json(cli, english_run.checkpoint, "--prompt", "It was", "--length", "90", "--num-samples", "3",
+                         "--seed", "12", "--top-p", "0.95", "--temperature", "0.9")
+    assert report["prompt"] == "It was" and report["seed"] == 12
+    assert report["settings"] == {"length": 90, "temperature": 0.9, "top_k": 40, "top_p": 0.95, "greedy": False,
+                                  "repetition_penalty": 1.0, "stop": [], "num_samples": 3, "unknown": "error"}
+    assert [len(text) for text in report["samples"]] == [90, 90, 90]  # characters, whatever the tokenizer
+    # the CLI is a shell over the API: the same samples
+    model = textgen.load(english_run.checkpoint, device="cpu")
+    assert report["samples"] == model.generate_many("It was", 3, length=90, seed=12, top_p=0.95, temperature=0.9)
+
+
+def test_sample_without_a_seed_reports_the_one_it_drew_and_that_repeats_it(
+    char_run: TrainedRun, cli: Callable[..., CliResult]
+) -> None:
+    first = sample_json(cli, char_run.checkpoint, "--length", "60")
+    again = sample_json(cli, char_run.checkpoint, "--length", "60", "--seed", str(first["seed"]))
+    assert again["samples"] == first["samples"]
+    assert sample_json(cli, char_run.checkpoint, "--length", "60")["seed"] != first["seed"]
+
+
+def test_the_first_of_four_samples_is_the_single_sample_of_the_same_seed(
+    english_run: TrainedRun, cli: Callable[..., CliResult]
+) -> None:
+    one = sample_json(cli, english_run.checkpoint, "--length", "150", "--seed", "31")["samples"]
+    four = sample_json(cli, english_run.checkpoint, "--length", "150", "--seed", "31", "--num-samples", "4")["samples"]
+    assert len(four) == 4 and four[0] == one[0] and len(set(four)) == 4
+
+
+def test_top_k_one_is_greedy_and_top_p_one_filters_nothing(char_run: TrainedRun, cli: Callable[..., CliResult]) -> None:
+    greedy = sample_json(cli, char_run.checkpoint, "--length", "80", "--greedy")["samples"]
+    assert sample_json(cli, char_run.checkpoint, "--length", "80", "--top-k", "1", "--seed", "5")["samples"] == greedy
+    free = sample_json(cli, char_run.checkpoint, "--length", "80", "--top-k", "0", "--seed", "5")["samples"]
+    assert sample_json(cli, char_run.checkpoint, "--length", "80", "--top-k", "0", "--top-p", "1.0",
+                       "--seed", "5")["samples"] == free
+    assert sample_json(cli, char_run.checkpoint, "--length", "80", "--top-k", "0", "--top-p", "0.5",
+                       "--seed", "5")["samples"] != free
+
+
+def test_stop_ends_each_sample_before_the_first_stop_text_with_backslash_escapes(
+    english_run: TrainedRun, cli: Callable[..., CliResult]
+) -> None:
+    options = ["--prompt", "It was", "--length", "300", "--seed", "8", "--num-samples", "3"]
+    whole = sample_json(cli, english_run.checkpoint, *options)["samples"]
+    stopped = sample_json(cli, english_run.checkpoint, *options, "--stop", "\\n", "--stop", "the")
+    assert stopped["settings"]["stop"] == ["\n", "the"]
+    for text, cut in zip(whole, stopped["samples"]):
+        ends = [text.index(stop) for stop in ("\n", "the") if stop in text]
+        assert cut == text[: min(ends)] if ends else cut == text
+    plain = cli("sample", english_run.checkpoint, *options[:-2], "--stop", "\\n")  # one sample, streamed
+    first = whole[0]
+    assert plain.stdout == "It was" + (first[: first.index("\n")] if "\n" in first else first) + "\n"
+
+
+def test_repetition_penalty_changes_a_greedy_sample(char_run: TrainedRun, cli: Callable[..., CliResult]) -> None:
+    greedy = sample_json(cli, char_run.checkpoint, "--length", "200", "--greedy")["samples"][0]
+    penalized = sample_json(cli, char_run.checkpoint, "--length", "200", "--greedy",
+                            "--repetition-penalty", "1.3")["samples"][0]
+    assert len(penalized) == 200 and penalized != greedy
+
+
+def test_unknown_symbols_can_be_skipped_or_replaced(char_run: TrainedRun, cli: Callable[..., CliResult]) -> None:
+    assert_one_line_error(cli("sample", char_run.checkpoint, "--prompt", "It was 日本"),
+                          "never saw", "'日'", "'本'", "--unknown skip")
+    skipped = cli("sample", char_run.checkpoint, "--prompt", "It was 日本", "--unknown", "skip", "--length", "30",
+                  "--seed", "2")
+    assert skipped.code == 0 and skipped.stdout.startswith("It was 日本")  # the prompt is echoed as typed
+    same = cli("sample", char_run.checkpoint, "--prompt", "It was ", "--length", "30", "--seed", "2")
+    assert skipped.stdout[len("It was 日本"):] == same.stdout[len("It was "):]
+    replaced = cli("sample", char_run.checkpoint, "--prompt", "It wäs", "--unknown", "replace", "--length", "30",
+                   "--seed", "2")
+    assert replaced.stdout[len("It wäs"):] == cli("sample", char_run.checkpoint, "--prompt", "It was", "--length",
+                                                  "30", "--seed", "2").stdout[len("It was"):]
+
+
+def test_output_writes_the_samples_to_a_file_and_only_a_note_to_the_terminal(
+    char_run: TrainedRun, cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    options = ["--prompt", "It was", "--length", "50", "--seed", "4", "--num-samples", "2"]
+    samples = sample_json(cli, char_run.checkpoint, *options)["samples"]
+    (tmp_path / "old.txt").write_text("an earlier file", encoding="utf-8")
+    result = cli("sample", char_run.checkpoint, *options, "--output", "old.txt")
+    assert result.code == 0 and result.stdout == "" and result.stderr == "wrote 2 samples to old.txt\n"
+    assert (tmp_path / "old.txt").read_text(encoding="utf-8") == "".join(
+        f"--- sample {i + 1} of 2 ---\nIt was{text}\n" for i, text in enumerate(samples))
+    as_json = cli("sample", char_run.checkpoint, *options, "--output", "out.json", "--json")
+    assert as_json.code == 0 and as_json.stdout == ""
+    assert json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))["samples"] == samples
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+def test_samples_grow_side_by_side_in_a_terminal(char_run: TrainedRun, cli: Callable[..., CliResult]) -> None:
+    import pty
+    import select
+
+    options = ["--prompt", "It was", "--length", "60", "--seed", "6", "--num-samples", "3"]
+    samples = sample_json(cli, char_run.checkpoint, *options)["samples"]
+    master, slave = pty.openpty()
+    env = process_env(char_run.workdir / "cache", TERM="xterm", COLUMNS="120", LINES="40")
+    process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", char_run.out_arg, *options],
+                               cwd=char_run.workdir, env=env, stdin=slave, stdout=slave, stderr=slave,
+                               close_fds=True)
+    os.close(slave)
+    output = b""
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal closed: the process has ended
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    screen = ANSI.sub("", output.decode("utf-8", errors="replace")).replace("\r\n", "\n")
+    final = screen[screen.rindex("sample 1 ✓") :]  # the whole table, printed once the samples are done
+    assert "sample 2 ✓" in final and "sample 3 ✓" in final and "seed 6" in final
+    lines = screen.splitlines()
+    top = max(i for i, line in enumerate(lines) if "sample 1 ✓" in line)
+    header, first_row = lines[top], lines[top + 2]
+    starts = [header.index(f"sample {n}") for n in (1, 2, 3)] + [len(first_row)]
+    cells = [first_row[a:b].strip() for a, b in zip(starts, starts[1:])]
+    for cell, text in zip(cells, samples):  # each column begins with its own sample, word-wrapped
+        assert len(cell) >= 10 and ("It was" + text).startswith(cell)
+
+
 def test_evaluate_json_reproduces_the_best_validation_figures(
     english_run: TrainedRun, cli: Callable[..., CliResult]
 ) -> None:
@@ -551,6 +695,16 @@ BAD_INPUTS = [
     ("evaluate-unseen-characters", ["evaluate", CK, "unseen.txt"], ["never saw", "'Z'", "'5'"]),
     ("train-seed-too-large", ["train", "prose.txt", "--seed", str(2**80)], ["--seed", "between 0 and"]),
     ("sample-seed-too-large", ["sample", CK, "--seed", str(2**80)], ["--seed", "between 0 and"]),
+    ("top-p", ["sample", CK, "--top-p", "1.5"], ["--top-p", "at most 1", "1.5"]),
+    ("top-p-zero", ["sample", CK, "--top-p", "0"], ["--top-p", "greater than 0"]),
+    ("repetition-penalty", ["sample", CK, "--repetition-penalty", "0.5"], ["--repetition-penalty", "at least 1"]),
+    ("temperature-inf", ["sample", CK, "--temperature", "inf"], ["--temperature", "finite"]),
+    ("stop-empty", ["sample", CK, "--stop", ""], ["--stop", "non-empty"]),
+    ("unknown-policy", ["sample", CK, "--unknown", "ignore"], ["--unknown", "error, skip, replace", "ignore"]),
+    ("num-samples-huge", ["sample", CK, "--num-samples", "5000"], ["--num-samples", "at most 1000"]),
+    ("output-a-folder", ["sample", CK, "--output", "notes"], ["--output notes is a folder"]),
+    ("output-no-folder", ["sample", CK, "--output", "missing/out.txt"], ["there is no folder missing"]),
+    ("interactive-json", ["sample", CK, "--interactive", "--json"], ["--interactive", "--json"]),
     ("vocab-size", ["train", "prose.txt", "--tokenizer", "subword", "--vocab-size", "0"], ["--vocab-size", "between"]),
     ("hidden-size-typo", ["train", "prose.txt", "--hidden-size", "100000000000"], ["--hidden-size", "at most"]),
     ("out-below-a-file", ["train", "prose.txt", "--out", "prose.txt/model"], ["prose.txt is a file"]),
@@ -567,7 +721,8 @@ def test_bad_input_gives_one_error_line_and_exit_2(
     assert_one_line_error(result, *fragments)
 
 
-REAL_PROCESS_CASES = ["not-utf8", "binary-file", "length-not-a-number", "unseen-symbols", "evaluate-garbage-weights"]
+REAL_PROCESS_CASES = ["not-utf8", "binary-file", "length-not-a-number", "unseen-symbols", "evaluate-garbage-weights",
+                      "top-p", "output-a-folder"]
 
 
 @pytest.mark.parametrize("case", REAL_PROCESS_CASES)

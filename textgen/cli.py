@@ -5,20 +5,23 @@ Torch is imported inside the commands so that `textgen --help` answers at once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from textgen import __version__
 from textgen.config import (
     CELLS, DEFAULT_CHECKPOINT_DIR, DEFAULT_CORPUS, PRESETS, SHAPE_OPTIONS, SUBWORD_MODELS, TOKENIZER_KINDS,
-    apply_preset, preset_for_budget,
+    UNKNOWN_POLICIES, apply_preset, preset_for_budget,
     ModelConfig, SampleConfig, TokenizerConfig, TrainConfig,
-    check_model_config, check_sample_config, check_tokenizer_config, check_train_config,
+    check_model_config, check_sample_config, check_tokenizer_config, check_train_config, unescape,
 )
 from textgen.errors import TextgenError
 
@@ -218,35 +221,150 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
+SAMPLING, STOPPING, SAMPLE_OUTPUT = "Sampling", "Length and stops", "Output"
+
+
 @app.command()
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory made by `textgen train`.", show_default=False)],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Seed phrase the text continues.")] = "",
-    length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate.")] = _sample.length,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Above 0; lower is safer, higher wilder.")] = _sample.temperature,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Draw from the k likeliest tokens (0 = all).")] = _sample.top_k,
-    num_samples: Annotated[int, typer.Option(help="How many samples.")] = _sample.num_samples,
-    seed: Annotated[Optional[int], typer.Option(help="Makes sampling repeatable.", show_default=False)] = None,
+    length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate per sample, whatever the tokenizer.",
+                                        rich_help_panel=STOPPING)] = _sample.length,
+    stop: Annotated[Optional[list[str]], typer.Option(
+        "--stop", help="End a sample where this text first appears, leaving it out (repeatable; \\n is a line break).",
+        rich_help_panel=STOPPING, show_default=False)] = None,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Above 0; lower is safer, higher wilder.",
+                                               rich_help_panel=SAMPLING)] = _sample.temperature,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Draw from the k likeliest tokens (0 = all).",
+                                       rich_help_panel=SAMPLING)] = _sample.top_k,
+    top_p: Annotated[float, typer.Option("--top-p", help="Then from the likeliest tokens that together reach this probability (1 = all).",
+                                         rich_help_panel=SAMPLING)] = _sample.top_p,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Always the likeliest token (temperature, top-k and top-p unused).",
+                                         rich_help_panel=SAMPLING)] = _sample.greedy,
+    repetition_penalty: Annotated[float, typer.Option(
+        "--repetition-penalty", help="Above 1 makes tokens already in the text less likely (1 = off); for word and "
+        "subword models that loop.", rich_help_panel=SAMPLING)] = _sample.repetition_penalty,
+    seed: Annotated[Optional[int], typer.Option(help="Makes sampling repeatable.", rich_help_panel=SAMPLING,
+                                                show_default=False)] = None,
+    unknown: Annotated[str, typer.Option(help="Seed-text symbols the model never saw (char, word): "
+                                              f"{' | '.join(UNKNOWN_POLICIES)}.", rich_help_panel=SAMPLING)] = _sample.unknown,
+    num_samples: Annotated[int, typer.Option(help="Samples, made together as one batch.",
+                                             rich_help_panel=SAMPLE_OUTPUT)] = _sample.num_samples,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the samples to this file instead.",
+                                                   rich_help_panel=SAMPLE_OUTPUT, show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: samples, settings, seed.",
+                                          rich_help_panel=SAMPLE_OUTPUT)] = False,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="A prompt loop: type seed phrases, "
+                                              "change settings with :commands (:help lists them).",
+                                              rich_help_panel=SAMPLE_OUTPUT)] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
 ) -> None:
     """Generate text from a checkpoint, continuing a seed phrase."""
-    config = SampleConfig(length=length, temperature=temperature, top_k=top_k, num_samples=num_samples, seed=seed)
+    config = SampleConfig(
+        length=length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+        repetition_penalty=repetition_penalty, stop=tuple(unescape(text) for text in stop or ()),
+        num_samples=num_samples, seed=seed, unknown=unknown,
+    )
     check_sample_config(config)
-    from textgen.checkpoint import load_checkpoint
-    from textgen.console import console, write_piece
-    from textgen.devices import resolve_device
-    from textgen.sampling import generate, make_generator, prompt_ids
+    if interactive and (as_json or output is not None or num_samples > 1):
+        raise TextgenError("--interactive writes one sample at a time to the terminal; leave out "
+                           "--json, --output and --num-samples")
+    if output is not None:
+        _check_output_file(output)
+    from textgen.api import load
+    from textgen.sampling import resolve_seed
 
-    loaded = load_checkpoint(checkpoint, resolve_device(device))
-    prompt_ids(loaded.tokenizer, prompt)  # unknown symbols fail before anything is printed
-    generator = make_generator(seed)
-    for index in range(num_samples):
-        if num_samples > 1:
-            console.rule(f"sample {index + 1} of {num_samples}", style="dim")
+    model = load(checkpoint, device)
+    model.check_prompt(prompt, config.unknown)  # unseen symbols fail before anything is printed
+    if interactive:
+        from textgen.interactive import run_interactive
+
+        run_interactive(model, config, first_prompt=prompt or None)
+        return
+    config = dataclasses.replace(config, seed=resolve_seed(config.seed))  # known, so it can be reported
+    pieces = model.stream_samples(prompt, config)
+    if as_json or output is not None:
+        texts = [""] * num_samples
+        for piece in pieces:
+            texts[piece.index] += piece.text
+        _write_samples(texts, checkpoint, prompt, config, as_json, output)
+    else:
+        _show_samples(pieces, prompt, config)
+
+
+def _show_samples(pieces: Iterator[Any], prompt: str, config: SampleConfig) -> None:
+    """One sample streams as it is made; several grow side by side in a terminal, and elsewhere
+    (or when too many for columns) each is printed whole as soon as it is finished."""
+    from textgen.console import SideBySide, console, fits_side_by_side, write_piece
+
+    count = config.num_samples
+    if count == 1:
         write_piece(prompt)
-        for piece in generate(loaded.model, loaded.tokenizer, prompt, config, generator):
-            write_piece(piece)
+        for piece in pieces:
+            write_piece(piece.text)
         write_piece("\n")
+    elif fits_side_by_side(count):
+        with SideBySide(prompt, count, caption=f"seed {config.seed}") as columns:
+            for piece in pieces:
+                columns.add(*piece)
+    else:
+        texts = [""] * count
+        for piece in pieces:
+            texts[piece.index] += piece.text
+            if piece.finished:
+                console.rule(f"sample {piece.index + 1} of {count}", style="dim")
+                write_piece(prompt + texts[piece.index] + "\n")
+
+
+def _write_samples(texts: list[str], checkpoint: Path, prompt: str, config: SampleConfig, as_json: bool,
+                   output: Path | None) -> None:
+    """--json: one object with the samples (continuations only), the settings and the seed.
+    --output: the same text or JSON in a file, written atomically, and a note on stderr."""
+    from textgen.console import print_note
+
+    if as_json:
+        settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"}
+        result = json.dumps({"checkpoint": str(checkpoint), "prompt": prompt, "seed": config.seed,
+                             "settings": settings, "samples": texts}, ensure_ascii=False) + "\n"
+    else:
+        result = "".join(_sample_header(i, len(texts)) + prompt + text + "\n" for i, text in enumerate(texts))
+    if output is None:
+        sys.stdout.write(result)
+        sys.stdout.flush()
+    else:
+        _write_file_atomically(output, result)
+        print_note(f"wrote {len(texts)} sample{'s' if len(texts) > 1 else ''} to {output}")
+
+
+def _sample_header(index: int, count: int) -> str:
+    return f"--- sample {index + 1} of {count} ---\n" if count > 1 else ""
+
+
+def _check_output_file(path: Path) -> None:
+    """Refuse, before any work, an --output that cannot be written or is not a plain file."""
+    if path.is_dir():
+        raise TextgenError(f"--output {path} is a folder; give a file name")
+    if path.exists() and not path.is_file():
+        raise TextgenError(f"--output {path} is not a regular file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise TextgenError(f"--output {path}: there is no folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TextgenError(f"--output {path}: the folder {folder} is not writable")
+
+
+def _write_file_atomically(path: Path, text: str) -> None:
+    """Write beside `path`, then rename over it: a failure leaves any earlier file as it was."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise TextgenError(f"could not write {path}: {error.strerror or error}") from None
 
 
 @app.command()

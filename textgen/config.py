@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +26,8 @@ MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
 MAX_VOCAB = 1_000_000
 MIN_SUBWORD_VOCAB = 260  # sentencepiece's 256 byte pieces, <unk>, the newline and a little room
 MAX_LAYER_SIZE = 65_536  # far beyond any RNN that trains on one machine; stops typos like 5120000
+UNKNOWN_POLICIES = ("error", "skip", "replace")  # what to do with seed-text symbols the model never saw
+MAX_NUM_SAMPLES = 1000  # one batch; beyond this a word model's logits alone take gigabytes
 
 
 @dataclass
@@ -142,11 +145,28 @@ def apply_preset(
 
 @dataclass
 class SampleConfig:
-    length: int = 500
+    length: int = 500  # characters of output, whatever the tokenizer
+    # The distribution is shaped in this order: repetition penalty, temperature, top-k, top-p.
     temperature: float = 0.8
-    top_k: int = 40
+    top_k: int = 40  # 0 = off
+    top_p: float = 1.0  # nucleus sampling; 1.0 = off
+    greedy: bool = False  # always the likeliest token; temperature, top-k and top-p are then unused
+    # Divides positive logits (multiplies negative ones) of every token already in the text,
+    # as in CTRL; 1.0 = off. Meant for word and subword models that fall into loops.
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()  # a sample ends where one of these first appears (the stop text is left out)
     num_samples: int = 1
-    seed: int | None = None
+    seed: int | None = None  # None: a fresh one, reported so the run can be repeated
+    unknown: str = "error"  # seed-text symbols the model never saw: error | skip | replace
+
+    def __post_init__(self) -> None:
+        # One string is one stop text, not a sequence of one-character stops; JSON gives a list.
+        self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+def unescape(text: str) -> str:
+    r"""A stop text as typed on a command line: \n is a line break, \t a tab, \\ a backslash."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 # Checks that name the option a user typed, so the CLI can run them before importing torch.
@@ -210,16 +230,26 @@ def check_train_config(config: TrainConfig) -> None:
 
 
 def check_sample_config(config: SampleConfig) -> None:
-    if not config.temperature > 0:
-        raise TextgenError(f"--temperature must be greater than 0, got {config.temperature}")
+    if not 0 < config.temperature < math.inf:
+        raise TextgenError(f"--temperature must be greater than 0 (and finite), got {config.temperature}")
     if config.top_k < 0:
         raise TextgenError(f"--top-k must be 0 (off) or more, got {config.top_k}")
+    if not 0 < config.top_p <= 1:
+        raise TextgenError(f"--top-p must be greater than 0 and at most 1 (1 = off), got {config.top_p}")
+    if not 1 <= config.repetition_penalty < math.inf:
+        raise TextgenError(
+            f"--repetition-penalty must be at least 1 (1 = off; 1.1 to 1.3 is typical), got {config.repetition_penalty}"
+        )
+    if any(not isinstance(text, str) or not text for text in config.stop):
+        raise TextgenError("--stop needs a non-empty text")
     if config.length < 1:
         raise TextgenError(f"--length must be at least 1 character, got {config.length}")
-    if config.num_samples < 1:
-        raise TextgenError(f"--num-samples must be at least 1, got {config.num_samples}")
+    if not 1 <= config.num_samples <= MAX_NUM_SAMPLES:
+        raise TextgenError(f"--num-samples must be at least 1 and at most {MAX_NUM_SAMPLES}, got {config.num_samples}")
     if config.seed is not None and not 0 <= config.seed <= MAX_SEED:
         raise TextgenError(f"--seed must be between 0 and {MAX_SEED}, got {config.seed}")
+    if config.unknown not in UNKNOWN_POLICIES:
+        raise TextgenError(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}, not {config.unknown!r}")
 
 
 T = TypeVar("T")

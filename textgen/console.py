@@ -1,4 +1,5 @@
-"""Rich rendering for the CLI: the live training display, result tables and one-line errors.
+"""Rich rendering for the CLI: the live training display, samples side by side, result tables and
+one-line errors.
 
 Only the CLI imports this; the library reports plain values and this module decides how they look.
 """
@@ -10,8 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.live import Live
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.segment import Segment
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
@@ -249,3 +254,118 @@ def info_table(path: Path, info: Any, parameters: int | None = None) -> Table:
 def write_piece(piece: str) -> None:
     sys.stdout.write(piece)
     sys.stdout.flush()
+
+
+def print_note(message: str) -> None:
+    """A status line on stderr, so it never mixes with text a script reads from stdout."""
+    error_console.print(Text(message, style="dim"), soft_wrap=True)
+
+
+# --- samples ---------------------------------------------------------------------------------
+
+MIN_COLUMN_WIDTH = 16  # narrower than this, side-by-side samples are unreadable
+
+
+def fits_side_by_side(count: int) -> bool:
+    """Whether `count` samples can be drawn as columns in this terminal."""
+    return console.is_terminal and console.width // max(count, 1) >= MIN_COLUMN_WIDTH
+
+
+class SideBySide:
+    """Samples drawn as columns in a terminal, growing as they are made (Rich Live).
+
+    While they grow, only the last screenful is drawn (Live cannot redraw what scrolled away);
+    at the end the whole table is printed once.
+    """
+
+    def __init__(self, prompt: str, count: int, caption: str = "") -> None:
+        self.texts = [prompt] * count
+        self.finished = [False] * count
+        self.caption = caption
+        self.live: Live | None = None
+
+    def __enter__(self) -> "SideBySide":
+        self.live = Live(_Tail(self), console=console, refresh_per_second=10, transient=True)
+        self.live.start()
+        return self
+
+    def add(self, index: int, text: str, finished: bool) -> None:
+        self.texts[index] += text
+        self.finished[index] = self.finished[index] or finished
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+        console.print(self.table())
+
+    def table(self) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, expand=True, padding=(0, 1),
+                      caption=self.caption or None, caption_justify="left")
+        for index, done in enumerate(self.finished):
+            table.add_column(f"sample {index + 1}" + (" ✓" if done else ""), ratio=1, overflow="fold")
+        table.add_row(*(Text(text) for text in self.texts))
+        return table
+
+
+class _Tail:
+    """The table's header and its last lines, cut to the terminal's height."""
+
+    def __init__(self, samples: SideBySide) -> None:
+        self.samples = samples
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines = console.render_lines(self.samples.table(), options.update(height=None), pad=False)
+        room = max(4, console.height - 2)
+        if len(lines) > room:
+            lines = lines[:2] + [[Segment("…", Style(dim=True))]] + lines[len(lines) - (room - 3) :]
+        for line in lines:
+            yield from line
+            yield Segment.line()
+
+
+# --- interactive mode ----------------------------------------------------------------------------
+
+
+def visible_token(text: str) -> str:
+    """A token as a table cell: line breaks, tabs and leading or trailing spaces made visible."""
+    shown = text.replace("\n", "↵").replace("\t", "⇥")
+    if shown.strip(" ") != shown or not shown:
+        shown = shown.replace(" ", "␣")
+    return shown
+
+
+def context_tail(context: str, size: int = 60) -> str:
+    """The end of a text on one line, for a heading."""
+    tail = context[-size:].replace("\n", "↵").replace("\t", "⇥") if context else "(nothing yet: a new paragraph)"
+    return ("…" if len(context) > size else "") + tail
+
+
+def next_tokens_table(candidates: list[Any]) -> Table:
+    table = Table(show_edge=False)
+    table.add_column("#", justify="right", style="bold")
+    table.add_column("token")
+    table.add_column("probability", justify="right")
+    table.add_column("", style="cyan")
+    for number, candidate in enumerate(candidates, start=1):
+        bar = "█" * max(1, round(candidate.probability * 20)) if candidate.probability >= 0.025 else "▏"
+        table.add_row(str(number), visible_token(candidate.text), f"{candidate.probability:.1%}", bar)
+    return table
+
+
+def settings_table(config: Any) -> Table:
+    table = Table(show_header=False, show_edge=False, box=None)
+    table.add_column(style="dim")
+    table.add_column()
+    rows = [
+        ("length", f"{config.length} characters"),
+        ("temperature", f"{config.temperature:g}" + (" (unused: greedy)" if config.greedy else "")),
+        ("top-k", f"{config.top_k}" + (" (off)" if config.top_k == 0 else "")),
+        ("top-p", f"{config.top_p:g}" + (" (off)" if config.top_p >= 1 else "")),
+        ("greedy", "on" if config.greedy else "off"),
+        ("repetition penalty", f"{config.repetition_penalty:g}" + (" (off)" if config.repetition_penalty == 1 else "")),
+        ("stop", ", ".join(map(repr, config.stop)) or "none"),
+        ("seed", "fresh each turn" if config.seed is None else str(config.seed)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table

@@ -14,6 +14,7 @@ import codecs
 import io
 import json
 import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Protocol
@@ -352,16 +353,58 @@ class StreamDecoder:
         # The incremental decoder gives the same replacement characters as a
         # one-shot decode, so feed() pieces always add up to decode().
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # A token list decodes by lookup; going through decode() would cost as much again per token.
+        self._texts = base._tokens if isinstance(base, _TokenList) else None
 
     def feed(self, token_id: int) -> str:
         if token_id == self._end_id:
             return ""
+        if self._texts is not None and 0 <= token_id < len(self._texts):
+            return self._texts[token_id]
         if self._subword is None:
             return self._tokenizer.decode([token_id])
         return self._utf8.decode(self._subword.token_bytes(token_id))
 
     def flush(self) -> str:
         return self._utf8.decode(b"", final=True)
+
+
+# Typographic marks that NFKC leaves alone, and the plain marks a model has more likely seen.
+_PLAIN_MARKS = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
+                              "\u2014": "-", "\u00a0": " ", "\u2212": "-"})
+
+
+def encode_leniently(tokenizer: Tokenizer, text: str, unknown: str) -> list[int]:
+    """`text` as ids, with the symbols the model never saw dropped (`skip`) or stood in for (`replace`).
+
+    A word model replaces an unseen word with <unk>, the token it learnt for rare words. A char
+    model replaces an unseen character with a plain form it knows (é -> e, ’ -> ', … -> ...),
+    or the other case (A -> a), else with a space, else drops it. A subword model can spell anything, so nothing changes.
+    """
+    if unknown not in ("skip", "replace"):
+        raise TextgenError(f"unknown symbols must be skipped or replaced, not {unknown!r}")
+    if isinstance(tokenizer, DocumentTokenizer):
+        return encode_leniently(tokenizer.base, text, unknown)
+    if isinstance(tokenizer, CharTokenizer):
+        if unknown == "skip":
+            return tokenizer.encode("".join(c for c in text if not tokenizer.unknown_symbols(c)))
+        return tokenizer.encode("".join(_known_stand_in(tokenizer, c) for c in text))
+    ids = tokenizer.encode(text)
+    unk = tokenizer.unk_id
+    if unknown == "skip" and unk is not None and not isinstance(tokenizer, SentencePieceTokenizer):
+        ids = [i for i in ids if i != unk]
+    return ids
+
+
+def _known_stand_in(tokenizer: CharTokenizer, char: str) -> str:
+    if not tokenizer.unknown_symbols(char):
+        return char
+    plain = unicodedata.normalize("NFKC", char).translate(_PLAIN_MARKS)
+    plain = "".join(c for c in unicodedata.normalize("NFKD", plain) if not unicodedata.combining(c))
+    for candidate in (plain, plain.lower(), plain.upper(), " "):
+        if candidate and not tokenizer.unknown_symbols(candidate):
+            return candidate
+    return ""
 
 
 def describe_symbols(symbols: list[str], limit: int = 10) -> str:

@@ -1,0 +1,164 @@
+"""The Python API: load a checkpoint once, then generate, stream and score text, strings in and out.
+
+    from textgen import load
+
+    model = load("checkpoints/shakespeare")
+    print(model.generate("ROMEO:", length=300, temperature=0.8, top_k=40, seed=7))
+    for piece in model.stream("JULIET:", length=200):
+        print(piece, end="", flush=True)
+    model.perplexity("To be, or not to be, that is the question.")
+
+Every setting left out (or None) takes its default from SampleConfig. The CLI's `sample` command
+is a shell over this class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from textgen.checkpoint import CheckpointInfo, load_checkpoint
+from textgen.config import SampleConfig, check_sample_config
+from textgen.devices import resolve_device
+from textgen.errors import TextgenError
+from textgen.evaluation import EvaluationResult, evaluate_text
+from textgen.sampling import (
+    SamplePiece, Step, candidates, make_step, penalize_repeats, prime, prompt_ids, sample_pieces,
+)
+
+
+@dataclass(frozen=True)
+class NextToken:
+    """One candidate for the next token: its id, its text and its probability under the settings."""
+
+    token_id: int
+    text: str
+    probability: float
+
+
+class TextModel:
+    """A trained model and its tokenizer, ready to write and score text."""
+
+    def __init__(self, model: Any, tokenizer: Any, info: CheckpointInfo | None = None, path: Path | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.info = info
+        self.path = path
+        self._step: Step | None = None
+
+    @property
+    def step(self) -> Step:
+        """The one-token step, built on first use and kept (the weights do not change)."""
+        if self._step is None:
+            self._step = make_step(self.model)
+        return self._step
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.decoder.weight.device
+
+    # --- settings ----------------------------------------------------------------------------
+
+    def settings(
+        self,
+        length: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        greedy: bool | None = None,
+        repetition_penalty: float | None = None,
+        stop: str | Iterable[str] | None = None,
+        num_samples: int | None = None,
+        seed: int | None = None,
+        unknown: str | None = None,
+        base: SampleConfig | None = None,
+    ) -> SampleConfig:
+        """A checked SampleConfig: `base` (or the defaults) with the given settings changed."""
+        arguments = dict(locals())
+        given = {name: value for name, value in arguments.items() if name not in ("self", "base") and value is not None}
+        if isinstance(given.get("stop"), str):
+            given["stop"] = (given["stop"],)
+        config = dataclasses.replace(base or SampleConfig(), **given)
+        check_sample_config(config)
+        return config
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def generate(self, prompt: str = "", **settings: Any) -> str:
+        """The continuation of `prompt` (without the prompt itself), `length` characters at most.
+
+        Settings: length, temperature, top_k, top_p, greedy, repetition_penalty, stop, seed, unknown.
+        """
+        return "".join(self.stream(prompt, **settings))
+
+    def stream(self, prompt: str = "", **settings: Any) -> Iterator[str]:
+        """The continuation of `prompt`, yielded piece by piece as it is made (same settings as generate)."""
+        config = self.settings(**{**settings, "num_samples": 1})
+        for piece in self.stream_samples(prompt, config):
+            if piece.text:
+                yield piece.text
+
+    def generate_many(self, prompt: str = "", num_samples: int = 2, **settings: Any) -> list[str]:
+        """`num_samples` continuations made together as one batch (far cheaper than one by one).
+        With a seed, the first is the one generate() gives for the same seed."""
+        texts = [""] * num_samples
+        for piece in self.stream_samples(prompt, self.settings(num_samples=num_samples, **settings)):
+            texts[piece.index] += piece.text
+        return texts
+
+    def stream_samples(self, prompt: str, config: SampleConfig) -> Iterator[SamplePiece]:
+        """Pieces of all `config.num_samples` samples as they are made, tagged with their sample."""
+        return sample_pieces(self.model, self.tokenizer, prompt, config, self.step)
+
+    def check_prompt(self, prompt: str, unknown: str = "error") -> None:
+        """Raise TextgenError, naming them, if `prompt` has symbols the model never saw (and `unknown`
+        is "error"); lets a caller fail before it prints anything."""
+        prompt_ids(self.tokenizer, prompt, unknown)
+
+    @torch.no_grad()
+    def next_tokens(self, prompt: str = "", top: int = 10, config: SampleConfig | None = None) -> list[NextToken]:
+        """The `top` likeliest next tokens after `prompt` with their probabilities under `config`'s
+        temperature, top-k, top-p and repetition penalty (<unk> excluded, as the sampler does)."""
+        config = config or SampleConfig()
+        ids = prompt_ids(self.tokenizer, prompt, config.unknown)
+        logits, _ = prime(self.model, ids)
+        logits = logits.float().cpu()  # a small table: the CPU does it anywhere (MPS has no float64)
+        if config.repetition_penalty != 1.0:
+            seen = torch.zeros_like(logits, dtype=torch.bool)
+            seen[:, torch.tensor(ids, device=logits.device)] = True
+            logits = penalize_repeats(logits, seen, config.repetition_penalty)
+        if self.tokenizer.unk_id is not None:
+            logits[:, self.tokenizer.unk_id] = float("-inf")
+        probabilities, token_ids = candidates(logits, config.temperature, config.top_k, config.top_p)
+        if token_ids is None:
+            token_ids = torch.arange(logits.shape[-1], device=logits.device).view(1, -1)
+        best = torch.topk(probabilities[0], min(top, probabilities.shape[-1]))
+        return [
+            NextToken(int(token_ids[0, i]), self.tokenizer.token_text(int(token_ids[0, i])), float(p))
+            for p, i in zip(best.values.tolist(), best.indices.tolist())
+            if p > 0
+        ]
+
+    # --- scoring -----------------------------------------------------------------------------
+
+    def evaluate(self, text: str, context: str = "") -> EvaluationResult:
+        """Loss, perplexity and bits per character of `text` (primed by `context`, if any)."""
+        return evaluate_text(self.model, self.tokenizer, text, context)
+
+    def perplexity(self, text: str) -> float:
+        """exp(mean loss per token) over `text`: lower means the model finds it likelier."""
+        result = self.evaluate(text)
+        if result.tokens == 0:
+            raise TextgenError("the text is too short to score: it is a single token")
+        return result.perplexity
+
+
+def load(path: str | Path, device: str = "auto") -> TextModel:
+    """Load a checkpoint directory made by `textgen train` (device: auto, cpu, cuda, mps)."""
+    loaded = load_checkpoint(Path(path), resolve_device(device))
+    return TextModel(loaded.model, loaded.tokenizer, loaded.info, loaded.path)
