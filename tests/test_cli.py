@@ -893,6 +893,36 @@ def test_ctrl_c_stops_training_saves_a_loadable_checkpoint_and_exits_130(
     assert json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))["training"]["steps"] == steps + 5
 
 
+def test_documents_mode_trains_on_lines_and_samples_whole_documents(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    names = [word for word in sorted(set(re.findall(r"[a-z]+", PROSE.lower()))) if len(word) > 2]
+    (tmp_path / "names.txt").write_text("\n".join(names * 3) + "\n", encoding="utf-8")
+    trained = cli("train", "names.txt", "--out", "names", "--documents", "lines", *TINY, "--max-steps", "40")
+    assert trained.code == 0, trained.output
+    assert re.search(r"\d+ training and \d+ validation documents \(lines\)", trained.stdout)
+    config = json.loads((tmp_path / "names" / "config.json").read_text(encoding="utf-8"))
+    assert config["tokenizer"]["documents"] == "lines" and config["corpus"]["documents"] == "lines"
+    info = cli("info", "names")
+    assert "one document per line" in info.stdout
+
+    listed = cli("sample", "names", "--num-samples", "6", "--seed", "5", "--length", "40")
+    assert listed.code == 0, listed.output
+    lines = listed.stdout.split("\n")
+    assert len(lines) == 7 and lines[-1] == ""  # six documents, one per line, in order
+    as_json = json.loads(cli("sample", "names", "--num-samples", "6", "--seed", "5", "--length", "40", "--json").stdout)
+    assert as_json["samples"] == lines[:-1]
+    assert all("\n" not in sample and len(sample) <= 40 for sample in as_json["samples"])
+    first = json.loads(cli("sample", "names", "--seed", "5", "--length", "40", "--json").stdout)["samples"]
+    assert first == as_json["samples"][:1]  # the same first document whatever the batch
+
+    prompted = json.loads(cli("sample", "names", "--prompt", "th", "--num-samples", "3", "--seed", "1", "--json").stdout)
+    assert len(prompted["samples"]) == 3
+    evaluated = cli("evaluate", "names", "--json")
+    assert evaluated.code == 0, evaluated.output
+    assert math.isclose(json.loads(evaluated.stdout)["loss"], config["best"]["val_loss"], rel_tol=1e-6)
+    assert_one_line_error(cli("train", "names.txt", "--documents", "sentences"),
+                          "--documents must be one of none, lines, blank-lines")
+
+
 def test_resume_refuses_settings_that_would_change_the_run(char_run: TrainedRun, cli: Callable[..., CliResult]) -> None:
     before = file_bytes(char_run.checkpoint)
     result = cli("train", "--resume", char_run.checkpoint, "--hidden-size", "64", "--seq-len", "8")

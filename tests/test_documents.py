@@ -162,3 +162,40 @@ class _StopAt(Losses):
             import signal
 
             os.kill(os.getpid(), signal.SIGINT)
+
+
+# --- sampling whole documents ------------------------------------------------------------------
+
+
+def _document_model(make_model, favoured: int):
+    """A char document model whose next token is almost surely `favoured`, whatever came before."""
+    tokenizer = build_tokenizer(TokenizerConfig(kind="char", documents="lines"), NAMES)
+    model = make_model(tokenizer.vocab_size)
+    with torch.no_grad():
+        model.decoder.weight.zero_()
+        model.decoder.bias.fill_(-30.0)
+        model.decoder.bias[favoured] = 30.0
+    return model, tokenizer
+
+
+def test_a_document_sample_ends_at_the_end_marker(make_model):
+    from textgen.config import SampleConfig
+    from textgen.sampling import prompt_ids, sample_pieces
+
+    tokenizer = build_tokenizer(TokenizerConfig(kind="char", documents="lines"), NAMES)
+    model, tokenizer = _document_model(make_model, favoured=tokenizer.end_id)
+    assert prompt_ids(tokenizer, "") == [tokenizer.end_id]
+    assert prompt_ids(tokenizer, "ad") == [tokenizer.end_id, *tokenizer.encode("ad")]
+    pieces = list(sample_pieces(model, tokenizer, "ad", SampleConfig(length=50, num_samples=3, seed=1)))
+    texts = ["".join(p.text for p in pieces if p.index == i) for i in range(3)]
+    assert texts == ["", "", ""] and sum(p.finished for p in pieces) == 3
+
+
+def test_a_document_that_never_ends_stops_at_length(make_model):
+    from textgen.config import SampleConfig
+    from textgen.sampling import generate
+
+    base = build_tokenizer(TokenizerConfig(kind="char", documents="lines"), NAMES)
+    letter = base.encode("a")[0]
+    model, tokenizer = _document_model(make_model, favoured=letter)
+    assert "".join(generate(model, tokenizer, "", SampleConfig(length=25, seed=1))) == "a" * 25

@@ -52,6 +52,12 @@ class TextModel:
         self._step: Step | None = None
 
     @property
+    def documents(self) -> str:
+        """"lines" or "blank-lines" for a model of separate documents (each sample is one whole
+        document), "none" for a model of continuous text."""
+        return getattr(self.tokenizer, "mode", "none")
+
+    @property
     def step(self) -> Step:
         """The one-token step, built on first use and kept (the weights do not change)."""
         if self._step is None:

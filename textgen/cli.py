@@ -288,8 +288,26 @@ def sample(
         for piece in pieces:
             texts[piece.index] += piece.text
         _write_samples(texts, checkpoint, prompt, config, as_json, output)
+    elif model.documents != "none":
+        _show_documents(pieces, prompt, config, model.documents)
     else:
         _show_samples(pieces, prompt, config)
+
+
+def _show_documents(pieces: Iterator[Any], prompt: str, config: SampleConfig, documents: str) -> None:
+    """Whole documents in order, one per line (or paragraph), each as soon as those before it are done."""
+    from textgen.console import write_piece
+
+    texts = [""] * config.num_samples
+    done = [False] * config.num_samples
+    shown = 0
+    separator = "\n" if documents == "lines" else "\n\n"
+    for piece in pieces:
+        texts[piece.index] += piece.text
+        done[piece.index] = done[piece.index] or piece.finished
+        while shown < len(texts) and done[shown]:
+            write_piece(prompt + texts[shown] + separator)
+            shown += 1
 
 
 def _show_samples(pieces: Iterator[Any], prompt: str, config: SampleConfig) -> None:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from textgen.config import MAX_SEED, SampleConfig, check_sample_config
 from textgen.errors import TextgenError
 from textgen.model import RNNLanguageModel, State, select_state
-from textgen.tokenizers import StreamDecoder, Tokenizer, describe_symbols, encode_leniently
+from textgen.tokenizers import StreamDecoder, Tokenizer, describe_symbols, encode_leniently, end_marker
 
 # A prompt at least this long is primed with oneDNN's RNN kernel, which costs milliseconds per
 # call but runs a long sequence faster than the plain one (100 vs 160 ms for 1,000 characters).
@@ -59,7 +59,8 @@ class SamplePiece(NamedTuple):
 
 
 def prompt_ids(tokenizer: Tokenizer, prompt: str, unknown: str = "error") -> list[int]:
-    """The seed phrase as ids; an empty one starts the model at a line break, as if after a paragraph.
+    """The seed phrase as ids; an empty one starts the model at a line break, as if after a paragraph,
+    and a document-mode model always starts after its end marker, at the top of a new document.
 
     Symbols the model never saw are an error naming them, or are skipped or replaced (`unknown`).
     """
@@ -73,6 +74,9 @@ def prompt_ids(tokenizer: Tokenizer, prompt: str, unknown: str = "error") -> lis
         ids = tokenizer.encode(prompt)
     else:
         ids = encode_leniently(tokenizer, prompt, unknown)
+    end_id = end_marker(tokenizer)
+    if end_id is not None:  # a document begins after the end marker, whatever the seed phrase
+        return [end_id, *ids]
     if ids:
         return ids
     if not tokenizer.unknown_symbols("\n"):
@@ -467,6 +471,7 @@ class _SampleText:
 
     def __init__(self, tokenizer: Tokenizer, length: int, stops: Sequence[str]) -> None:
         self.decoder = StreamDecoder(tokenizer)
+        self.end_id = end_marker(tokenizer)  # a document-mode model ends its sample here
         self.length = length
         self.stops = list(stops)
         self.longest_stop = max(map(len, self.stops), default=0)
@@ -479,6 +484,8 @@ class _SampleText:
 
     def feed(self, token: int) -> str:
         self.tokens_left -= 1
+        if token == self.end_id:
+            return self._add(self.decoder.flush(), last=True)
         text = self._add(self.decoder.feed(token))
         if not self.finished and self.tokens_left <= 0:
             text += self._add(self.decoder.flush(), last=True)
@@ -535,7 +542,7 @@ def sample_pieces(
     streams = [sample_stream(seed, index) for index in range(config.num_samples)]
     texts = [_SampleText(tokenizer, config.length, config.stop) for _ in streams]
     rows = list(range(config.num_samples))  # the sample each batch row holds
-    batch = _Batch(model, step, config, ids, tokenizer.unk_id)
+    batch = _Batch(model, step, config, ids, tokenizer.unk_id, end_marker(tokenizer))
     # Torch runs inside _Batch's methods only, so no grad mode stays switched in the caller's code
     # while this generator waits between pieces.
     tokens = batch.start(streams)
@@ -566,8 +573,9 @@ class _Batch:
     """
 
     def __init__(self, model: RNNLanguageModel, step: Step | None, config: SampleConfig,
-                 ids: list[int], banned: int | None) -> None:
+                 ids: list[int], banned: int | None, end_id: int | None = None) -> None:
         self.model, self.step, self.config, self.ids, self.banned = model, step, config, ids, banned
+        self.end_id = end_id  # never penalised as a repeat: every document needs its end
 
     @torch.no_grad()
     def start(self, streams: list[random.Random]) -> list[int]:
@@ -590,6 +598,8 @@ class _Batch:
         self.tokens = torch.tensor(tokens, device=self.logits.device)
         if self.seen is not None:
             self.seen[torch.arange(len(tokens), device=self.seen.device), self.tokens] = True
+            if self.end_id is not None:
+                self.seen[:, self.end_id] = False
         return tokens
 
     def keep(self, rows: list[int]) -> None:
