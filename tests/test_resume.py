@@ -238,3 +238,11 @@ def test_a_preset_fills_in_its_shape_but_keeps_what_the_user_set():
     assert config.preset == "medium"
     with pytest.raises(TextgenError, match="--preset must be one of small, medium, large"):
         apply_preset("huge", ModelConfig(), TrainConfig())
+
+
+def test_resuming_a_finished_run_without_a_new_limit_says_so(tmp_path, corpus):
+    train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=6))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ck").iterdir()}
+    with pytest.raises(TextgenError, match="already reached its limit at step 6 .*larger --max-steps"):
+        resume(tmp_path / "ck", corpus)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ck").iterdir()} == before

@@ -241,6 +241,11 @@ def resume(
     check_train_config(config)
     tokenizer = load_tokenizer(checkpoint, info.tokenizer)
     run = _Run(corpus, checkpoint, info.model, info.tokenizer, tokenizer, config, saved)
+    if run.reached_limit():
+        raise TextgenError(
+            f"{checkpoint} already reached its limit at step {run.progress.step:,} "
+            f"({run.progress.elapsed:.0f} s); give a larger --max-steps, --epochs or --max-time to train on"
+        )
     return run.loop(callbacks or TrainingCallbacks())
 
 
@@ -334,7 +339,7 @@ class _Run:
 
     def loop(self, callbacks: TrainingCallbacks) -> TrainingResult:
         config, progress = self.config, self.progress
-        self.max_steps, self.epochs, self.max_time = _limits(config)
+        self.max_steps, self.epochs, self.max_time = _limits(self.config)
         if config.max_time is None and self.max_time == config.default_max_time:
             self.notes.append(f"no limit given: training for {self.max_time:.0f} s (set --max-time, --max-steps or --epochs)")
         callbacks.on_start(RunPlan(
@@ -386,6 +391,13 @@ class _Run:
 
     def _may_evaluate(self) -> bool:
         return not self.max_time or self.progress.evaluation_seconds < EVALUATION_SHARE * self.max_time
+
+    def reached_limit(self) -> bool:
+        """Whether a saved run has nothing left to do under its limits."""
+        max_steps, epochs, max_time = _limits(self.config)
+        step = self.progress.step
+        return bool((max_steps and step >= max_steps) or (epochs and step >= epochs * self.steps_per_epoch)
+                    or (max_time and self.progress.elapsed >= max_time))
 
     def _stop_reason(self, done: float) -> str:
         step = self.progress.step
