@@ -950,7 +950,7 @@ def test_a_time_budget_alone_picks_a_preset_and_says_so(cli: Callable[..., CliRe
     assert "preset medium (as asked)" in named.stdout
     config = json.loads((tmp_path / "named" / "config.json").read_text(encoding="utf-8"))
     assert (config["model"]["hidden_size"], config["model"]["dropout"]) == (40, PRESET_DROPOUT["medium"])
-    assert_one_line_error(cli("train", "prose.txt", "--preset", "huge"), "--preset must be one of small, medium, large")
+    assert_one_line_error(cli("train", "prose.txt", "--preset", "huge"), "--preset must be one of small, medium")
 
 
 @pytest.fixture(scope="module")

@@ -225,7 +225,8 @@ def test_new_train_options_are_range_checked(change, option):
 def test_presets_are_chosen_by_budget_in_order():
     assert preset_for_budget(80) == "small"
     assert preset_for_budget(600) == "medium"
-    assert preset_for_budget(10 * 3600) == "large"
+    assert preset_for_budget(240) == "small" and preset_for_budget(241) == "medium"
+    assert preset_for_budget(10 * 3600) == "medium"
     limits = [preset.up_to_seconds for preset in PRESETS.values()]
     assert limits == sorted(limits) and limits[-1] == float("inf")
 
@@ -236,7 +237,7 @@ def test_a_preset_fills_in_its_shape_but_keeps_what_the_user_set():
     assert model.hidden_size == preset.model["hidden_size"] and model.dropout == preset.model["dropout"]
     assert config.batch_size == 3 and config.learning_rate == preset.train["learning_rate"]
     assert config.preset == "medium"
-    with pytest.raises(TextgenError, match="--preset must be one of small, medium, large"):
+    with pytest.raises(TextgenError, match="--preset must be one of small, medium"):
         apply_preset("huge", ModelConfig(), TrainConfig())
 
 

@@ -183,7 +183,7 @@ def _resume_training(checkpoint: Path, corpus: str | None, limits: dict, device:
     check_train_config(TrainConfig(**limits))
     from textgen.checkpoint import read_info
     from textgen.console import TrainingDisplay
-    from textgen.corpus import load_corpus
+    from textgen.corpus import load_corpus, recorded_corpus
     from textgen.devices import resolve_device
     from textgen.training import resume as resume_run
 
@@ -191,7 +191,10 @@ def _resume_training(checkpoint: Path, corpus: str | None, limits: dict, device:
     resolve_device(device)
     if "device" in given:
         limits["device"] = device
-    text = load_corpus(corpus, encoding=info.corpus.get("encoding") or "utf-8") if corpus else None
+    if corpus:
+        text = load_corpus(corpus, encoding=info.corpus.get("encoding") or "utf-8")
+    else:
+        text = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
     with TrainingDisplay() as display:
         result = resume_run(checkpoint, text, limits, callbacks=display)
     _finish(result, "ROMEO:" if info.corpus.get("name") == "shakespeare" else "")

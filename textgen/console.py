@@ -72,13 +72,14 @@ class TrainingDisplay:
         self.task = self.progress.add_task("train", total=1000, step=0, start=False)
 
     def __enter__(self) -> "TrainingDisplay":
-        self.progress.start()
-        return self
+        return self  # the bar appears with the run's plan, so an error before it prints cleanly
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:
+            self.progress.stop()
 
     def on_start(self, plan: Any) -> None:
+        self.progress.start()
         if plan.resumed_at_step is not None:
             self.progress.console.print(f"[bold]resuming[/] at step {plan.resumed_at_step:,}")
         limits = []
