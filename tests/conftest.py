@@ -78,6 +78,21 @@ def make_model() -> Callable[..., RNNLanguageModel]:
     return make
 
 
+def fit(model: RNNLanguageModel, ids: list[int], steps: int = 80) -> None:
+    """A few full-batch steps on four rows of `ids`, so the model has learnt something of the text
+    (peaked predictions); leaves it in eval mode."""
+    data = torch.tensor(ids).view(4, -1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    model.train()
+    for _ in range(steps):
+        logits, _ = model(data[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
 @pytest.fixture(scope="session")
 def make_checkpoint() -> Callable[..., Path]:
     """Save a tiny model, fitted for a moment to `text`, as a checkpoint directory (no CLI run)."""
@@ -92,14 +107,7 @@ def make_checkpoint() -> Callable[..., Path]:
         config = ModelConfig(vocab_size=tokenizer.vocab_size, layers=1, hidden_size=48, embedding_size=16)
         model = RNNLanguageModel(config)
         ids = tokenizer.encode(text)
-        data = torch.tensor(ids[: len(ids) // 4 * 4]).view(4, -1)
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-        for _ in range(steps):
-            logits, _ = model(data[:, :-1])
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        fit(model, ids[: len(ids) // 4 * 4], steps)
         save_checkpoint(directory, model.eval(), tokenizer,
                         CheckpointInfo(model=config, tokenizer=tokenizer_config), [])
         return directory

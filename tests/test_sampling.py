@@ -11,6 +11,7 @@ import random
 import pytest
 import torch
 
+from conftest import fit
 from textgen.config import CELLS, ModelConfig, SampleConfig, TokenizerConfig
 from textgen.errors import TextgenError
 from textgen.model import RNNLanguageModel
@@ -33,20 +34,6 @@ def samples(model, tokenizer, prompt: str = "", seed: int = 0, step=None, **conf
     for piece in sample_pieces(model, tokenizer, prompt, config, step):
         texts[piece.index] += piece.text
     return texts
-
-
-def fit(model, ids: list[int], steps: int = 80) -> None:
-    """A few full-batch steps so the model has learnt something of the text (peaked predictions)."""
-    data = torch.tensor(ids).view(4, -1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    model.train()
-    for _ in range(steps):
-        logits, _ = model(data[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
 
 
 @pytest.fixture(scope="module")
