@@ -109,9 +109,10 @@ PRESETS: dict[str, Preset] = {
         up_to_seconds=240.0,
     ),
     "medium": Preset(
-        "2 x 512 LSTM with dropout 0.2, 32 rows x 64 tokens: keeps improving over ten minutes and more",
-        model={"layers": 2, "hidden_size": 512, "embedding_size": 128, "dropout": 0.2},
-        train={"batch_size": 32, "seq_len": 64, "learning_rate": 8e-3},
+        "2 x 512 LSTM with dropout 0.3 and weight decay 0.1, 32 rows x 64 tokens: keeps improving "
+        "over ten minutes and more",
+        model={"layers": 2, "hidden_size": 512, "embedding_size": 128, "dropout": 0.3},
+        train={"batch_size": 32, "seq_len": 64, "learning_rate": 8e-3, "weight_decay": 0.1},
         up_to_seconds=math.inf,
     ),
 }
