@@ -14,6 +14,7 @@ weights. Every loop draws with temperature 0.8; textgen also applies top-k 40 (i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -128,7 +129,10 @@ def machine() -> str:
 
 def main() -> None:
     tokenizer = CharTokenizer.from_text(SHAKESPEARE_SYMBOLS)
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, cell="lstm", layers=2, hidden_size=512, embedding_size=128)
+    # Without skip connections, so the bare loops below compute exactly what the model does; the
+    # default model's skip connections are timed on their own line.
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, cell="lstm", layers=2, hidden_size=512, embedding_size=128,
+                         skip_connections=False)
     torch.manual_seed(0)
     model = RNNLanguageModel(config).eval()
     print(f"machine: {machine()}")
@@ -145,6 +149,14 @@ def main() -> None:
         print(f"textgen, 1 sample (top-k 40, {ours.step.kind} step):   {one:8,.0f} chars/s   (target 4,000)")
         print(f"textgen, 16 samples in one batch:            {batch:8,.0f} chars/s in total   (target 12,000)",
               flush=True)
+        skip_config = dataclasses.replace(config, skip_connections=True)
+        skip_checkpoint = Path(folder) / "random-lstm-skip"
+        save_checkpoint(skip_checkpoint, RNNLanguageModel(skip_config).eval(), tokenizer,
+                        CheckpointInfo(model=skip_config, tokenizer=TokenizerConfig()), [])
+        skip = textgen.load(skip_checkpoint, device="cpu")
+        skip.generate("ROMEO:", length=100, seed=0)
+        skip_one = best_rate(lambda: len(skip.generate("ROMEO:", length=2000, seed=1)))
+        print(f"the same with skip connections (the default): {skip_one:7,.0f} chars/s", flush=True)
 
         rows = [
             ("bare nn.LSTM step, oneDNN on", lambda: nn_lstm_steps(model, True, 100)),

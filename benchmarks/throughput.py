@@ -6,7 +6,8 @@ The bare loop is what a tutorial writes: Embedding -> nn.LSTM -> Linear, float32
 AdamW, gradient clipping, the state carried and detached between windows. textgen runs its real
 training loop (`textgen.training.train`) with the same shape, batch and window, once with its
 default precision (bfloat16 autocast on CPUs that multiply it natively) and once in float32, the
-way it runs on a CPU without bfloat16. Each round times every contender once, in turn, so a
+way it runs on a CPU without bfloat16: first on the bare loop's exact model, then with skip
+connections (textgen's default model, which does a little more arithmetic per token). Each round times every contender once, in turn, so a
 noisy neighbour hurts them alike; the figures are medians over rounds.
 """
 
@@ -79,9 +80,10 @@ class _Timing(TrainingCallbacks):
         self.times.append(time.perf_counter())
 
 
-def textgen_loop(corpus: Corpus, args: argparse.Namespace, precision: str) -> float:
+def textgen_loop(corpus: Corpus, args: argparse.Namespace, precision: str, skip_connections: bool = True) -> float:
     timing = _Timing()
-    model = ModelConfig(layers=args.layers, hidden_size=args.hidden, embedding_size=128)
+    model = ModelConfig(layers=args.layers, hidden_size=args.hidden, embedding_size=128,
+                        skip_connections=skip_connections)
     config = TrainConfig(batch_size=args.batch, seq_len=args.window, max_steps=WARMUP_STEPS + args.steps,
                          eval_every=10**9, val_fraction=0.001, precision=precision, device="cpu")
     with tempfile.TemporaryDirectory() as folder:
@@ -112,8 +114,12 @@ def main() -> None:
     contenders = {
         "bare nn.LSTM loop, float32": lambda: bare_loop(ids, len(vocab), args, autocast=False),
         "bare nn.LSTM loop, bfloat16 autocast": lambda: bare_loop(ids, len(vocab), args, autocast=True),
-        "textgen, default precision": lambda: textgen_loop(corpus, args, "auto"),
-        "textgen, float32": lambda: textgen_loop(corpus, args, "float32"),
+        # The bare loops' exact model: a plain stack of layers.
+        "textgen, default precision": lambda: textgen_loop(corpus, args, "auto", skip_connections=False),
+        "textgen, float32": lambda: textgen_loop(corpus, args, "float32", skip_connections=False),
+        # textgen's default model, which also feeds the embedding to layer 2 and both layers to the output.
+        "textgen + skip connections, default": lambda: textgen_loop(corpus, args, "auto"),
+        "textgen + skip connections, float32": lambda: textgen_loop(corpus, args, "float32"),
     }
     if not has_bf16:
         del contenders["bare nn.LSTM loop, bfloat16 autocast"]  # emulated bfloat16 says nothing useful

@@ -96,9 +96,22 @@ def test_load_gives_identical_logits_and_token_ids(tmp_path, prose, kind):
     assert read_metrics(out) == METRICS
 
 
+def test_a_checkpoint_from_before_skip_connections_loads_as_it_was_trained(tmp_path, prose):
+    model, tokenizer, info = build(prose, skip_connections=False)
+    save_checkpoint(tmp_path / "ck", model, tokenizer, info, [])
+    config_path = tmp_path / "ck" / "config.json"
+    record = json.loads(config_path.read_text())
+    del record["model"]["skip_connections"]  # as textgen wrote it before the option existed
+    config_path.write_text(json.dumps(record))
+    loaded = load_checkpoint(tmp_path / "ck")
+    assert loaded.info.model.skip_connections is False
+    assert torch.equal(logits_of(loaded.model, loaded.tokenizer), logits_of(model, tokenizer))
+
+
 @pytest.mark.parametrize("cell", ["gru", "rnn-relu"])
 def test_load_round_trips_tied_weights_and_other_cells(tmp_path, prose, cell):
-    model, tokenizer, info = build(prose, cell=cell, hidden_size=16, tie_weights=True)
+    model, tokenizer, info = build(prose, cell=cell, hidden_size=16, tie_weights=True,
+                                   skip_connections=False)
     save_checkpoint(tmp_path / "ck", model, tokenizer, info, [])
     loaded = load_checkpoint(tmp_path / "ck")
     assert loaded.model.decoder.weight is loaded.model.embedding.weight

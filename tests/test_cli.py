@@ -289,7 +289,7 @@ def test_checkpoint_holds_config_weights_tokenizer_and_one_metrics_row_per_evalu
     assert config["format_version"] == 1
     assert config["model"] | {"vocab_size": None} == {
         "vocab_size": None, "cell": "lstm", "layers": 1, "embedding_size": 16, "hidden_size": 32,
-        "dropout": 0.0, "tie_weights": False,
+        "dropout": 0.0, "tie_weights": False, "skip_connections": True,
     }
     assert config["model"]["vocab_size"] > 1
     assert config["tokenizer"]["kind"] == english_run.tokenizer
@@ -537,7 +537,7 @@ def test_info_shows_the_model_tokenizer_corpus_and_best_figures(
     result = cli("info", english_run.checkpoint)
     assert result.code == 0, result.output
     config = english_run.config
-    assert "lstm 1 x 32, embedding 16" in result.stdout
+    assert "lstm 1 x 32, embedding 16, dropout 0, skip connections" in result.stdout
     assert f"{english_run.tokenizer}, vocabulary {config['model']['vocab_size']:,}" in result.stdout
     assert f"prose.txt ({len(PROSE):,} characters, last 0.1 held out)" in result.stdout
     assert "30 steps" in result.stdout
@@ -582,6 +582,20 @@ def test_a_latin1_file_is_refused_as_utf8_and_trains_with_encoding_latin1(
     assert held_out.code == 0, held_out.output
     config = json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))
     assert math.isclose(json.loads(held_out.stdout)["loss"], config["best"]["val_loss"], rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("options, skip_connections", [
+    ([], True), (["--no-skip-connections"], False), (["--tie-weights", "--hidden-size", "16"], False),
+])
+def test_skip_connections_are_on_unless_turned_off_or_weights_are_tied(
+    cli: Callable[..., CliResult], tmp_path: Path, options: list[str], skip_connections: bool
+) -> None:
+    (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
+    trained = cli("train", "prose.txt", "--out", "ck", *TINY, *options, "--max-steps", "3")
+    assert trained.code == 0, trained.output
+    config = json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))
+    assert config["model"]["skip_connections"] is skip_connections
+    assert cli("sample", "ck", "--length", "20", "--seed", "1").code == 0
 
 
 # --- the command surface ------------------------------------------------------------------------
@@ -670,6 +684,8 @@ BAD_INPUTS = [
     ("cell", ["train", "prose.txt", "--cell", "nonsense"], ["--cell", "lstm, gru", "nonsense"]),
     ("tie-weights", ["train", "prose.txt", "--tie-weights", "--hidden-size", "32", "--embedding-size", "16"],
      ["--tie-weights", "--embedding-size", "--hidden-size"]),
+    ("tie-weights-skip", ["train", "prose.txt", "--tie-weights", "--skip-connections", "--hidden-size", "16",
+                          "--embedding-size", "16"], ["--tie-weights", "--no-skip-connections"]),
     ("max-time", ["train", "prose.txt", "--max-time", "-1"], ["--max-time", "greater than 0"]),
     ("temperature", ["sample", CK, "--temperature", "0"], ["--temperature", "greater than 0"]),
     ("top-k", ["sample", CK, "--top-k", "-1"], ["--top-k", "-1"]),

@@ -19,11 +19,17 @@ def prose_ids(prose) -> tuple[CharTokenizer, torch.Tensor]:
     return tokenizer, torch.tensor(tokenizer.encode(prose))
 
 
+skip = pytest.mark.parametrize("skip_connections", [True, False])
+
+
 @cells
+@skip
 @pytest.mark.parametrize("layers", [1, 2])
-def test_logits_and_state_have_the_documented_shapes_for_every_cell(make_model, prose_ids, cell, layers):
+def test_logits_and_state_have_the_documented_shapes_for_every_cell(make_model, prose_ids, cell, layers,
+                                                                    skip_connections):
     tokenizer, ids = prose_ids
-    model = make_model(tokenizer.vocab_size, cell=cell, layers=layers, hidden_size=24)
+    model = make_model(tokenizer.vocab_size, cell=cell, layers=layers, hidden_size=24,
+                       skip_connections=skip_connections)
     batch = ids[: 3 * 40].view(3, 40)
     logits, state = model(batch)
     assert logits.shape == (3, 40, tokenizer.vocab_size)
@@ -46,9 +52,10 @@ def test_init_state_is_zero_and_is_what_forward_starts_from(make_model, prose_id
 
 
 @cells
-def test_feeding_two_halves_with_the_state_carried_equals_one_call(make_model, prose_ids, cell):
+@skip
+def test_feeding_two_halves_with_the_state_carried_equals_one_call(make_model, prose_ids, cell, skip_connections):
     tokenizer, ids = prose_ids
-    model = make_model(tokenizer.vocab_size, cell=cell, layers=2)
+    model = make_model(tokenizer.vocab_size, cell=cell, layers=2, skip_connections=skip_connections)
     batch = ids[:2 * 90].view(2, 90)
     with torch.no_grad():
         whole, whole_state = model(batch)
@@ -76,8 +83,24 @@ def test_token_by_token_feeding_equals_one_call(make_model, prose_ids, cell):
     torch.testing.assert_close(torch.cat(steps, dim=1), whole, rtol=1e-5, atol=1e-5)
 
 
+@skip
+def test_skip_connections_feed_the_embedding_to_every_layer_and_every_layer_to_the_output(make_model, skip_connections):
+    model = make_model(40, layers=3, hidden_size=24, embedding_size=8, skip_connections=skip_connections)
+    inputs = [weights["weight_ih"].shape[1] for weights in model.layer_weights()]
+    if skip_connections:
+        assert inputs == [8, 8 + 24, 8 + 24] and model.decoder.in_features == 3 * 24
+    else:
+        assert inputs == [8, 24, 24] and model.decoder.in_features == 24
+
+
+def test_tie_weights_with_skip_connections_raises_a_one_line_error():
+    config = ModelConfig(vocab_size=40, hidden_size=16, embedding_size=16, tie_weights=True)
+    with pytest.raises(TextgenError, match=r"^--tie-weights needs --no-skip-connections"):
+        check_model_config(config)
+
+
 def test_tie_weights_shares_one_tensor_between_embedding_and_decoder(make_model):
-    model = make_model(40, hidden_size=16, embedding_size=16, tie_weights=True)
+    model = make_model(40, hidden_size=16, embedding_size=16, tie_weights=True, skip_connections=False)
     assert model.decoder.weight is model.embedding.weight
     untied = make_model(40, hidden_size=16, embedding_size=16)
     assert model.num_parameters() == untied.num_parameters() - 40 * 16
@@ -130,11 +153,11 @@ def test_dropout_is_active_in_training_mode_only(make_model, prose_ids):
         assert not torch.allclose(model(batch)[0], model(batch)[0])
 
 
-def test_lstm_forget_gate_bias_starts_at_one(make_model):
-    model = make_model(30, cell="lstm", layers=2, hidden_size=8)
-    for layer in range(2):
-        bias_ih = getattr(model.rnn, f"bias_ih_l{layer}")
-        bias_hh = getattr(model.rnn, f"bias_hh_l{layer}")
+@pytest.mark.parametrize("skip_connections", [True, False])
+def test_lstm_forget_gate_bias_starts_at_one(make_model, skip_connections):
+    model = make_model(30, cell="lstm", layers=2, hidden_size=8, skip_connections=skip_connections)
+    for weights in model.layer_weights():
+        bias_ih, bias_hh = weights["bias_ih"], weights["bias_hh"]
         # PyTorch orders the gates input, forget, cell, output
         assert bias_ih[8:16].tolist() == [1.0] * 8
         assert bias_ih[:8].abs().sum() == 0 and bias_ih[16:].abs().sum() == 0

@@ -38,7 +38,7 @@ _NUMBER = (int, float)
 _FIELD_TYPES = [
     ("model", "vocab_size", (int,)), ("model", "layers", (int,)), ("model", "hidden_size", (int,)),
     ("model", "embedding_size", (int,)), ("model", "dropout", _NUMBER), ("model", "tie_weights", (bool,)),
-    ("model", "cell", (str,)), ("tokenizer", "kind", (str,)), ("tokenizer", "documents", (str,)),
+    ("model", "skip_connections", (bool,)), ("model", "cell", (str,)), ("tokenizer", "kind", (str,)), ("tokenizer", "documents", (str,)),
     ("corpus", "source", (str,)), ("corpus", "name", (str,)), ("corpus", "path", (str,)),
     ("corpus", "sha256", (str,)), ("corpus", "encoding", (str,)), ("corpus", "val_fraction", _NUMBER),
     ("corpus", "characters", (int,)), ("training", "steps", (int,)), ("training", "elapsed", _NUMBER),
@@ -139,9 +139,11 @@ def read_info(directory: Path) -> CheckpointInfo:
     documents = (sections["tokenizer"] or {}).get("documents", "none")
     if documents not in DOCUMENT_MODES:
         raise TextgenError(f"{config_path} is corrupt: tokenizer.documents is {documents!r}")
+    # Checkpoints from before skip connections existed were built without them.
+    model_section = {"skip_connections": False, **sections["model"]}
     try:
         return CheckpointInfo(
-            model=from_dict(ModelConfig, sections["model"]),
+            model=from_dict(ModelConfig, model_section),
             tokenizer=from_dict(TokenizerConfig, sections["tokenizer"]),
             corpus=dict(sections["corpus"] or {}),
             training=dict(sections["training"] or {}),

@@ -105,6 +105,9 @@ def train(
     dropout: Annotated[float, typer.Option(rich_help_panel=MODEL)] = _model.dropout,
     tie_weights: Annotated[bool, typer.Option(help="Share input and output embeddings (sizes must match).",
                                               rich_help_panel=MODEL)] = _model.tie_weights,
+    skip_connections: Annotated[Optional[bool], typer.Option(
+        help="Feed the embedding to every layer and every layer to the output [default: on; off with --tie-weights].",
+        rich_help_panel=MODEL, show_default=False)] = None,
     seq_len: Annotated[int, typer.Option(help="Tokens per BPTT window.", rich_help_panel=TRAINING)] = _train.seq_len,
     batch_size: Annotated[int, typer.Option(help="Parallel streams.", rich_help_panel=TRAINING)] = _train.batch_size,
     learning_rate: Annotated[float, typer.Option(rich_help_panel=TRAINING)] = _train.learning_rate,
@@ -133,8 +136,10 @@ def train(
         return
     tokenizer_config = TokenizerConfig(kind=tokenizer, max_vocab=max_vocab, min_count=min_count,
                                        vocab_size=vocab_size, subword_model=subword_model, documents=documents)
-    model_config = ModelConfig(cell=cell, layers=layers, hidden_size=hidden_size,
-                               embedding_size=embedding_size, dropout=dropout, tie_weights=tie_weights)
+    if skip_connections is None:  # tied weights need an output layer that reads the top layer alone
+        skip_connections = _model.skip_connections and not tie_weights
+    model_config = ModelConfig(cell=cell, layers=layers, hidden_size=hidden_size, embedding_size=embedding_size,
+                               dropout=dropout, tie_weights=tie_weights, skip_connections=skip_connections)
     train_config = TrainConfig(
         seq_len=seq_len, batch_size=batch_size, learning_rate=learning_rate, clip=clip, weight_decay=weight_decay,
         val_fraction=val_fraction, eval_every=eval_every, seed=seed, device=device, precision=precision,

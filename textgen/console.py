@@ -232,7 +232,8 @@ def info_table(path: Path, info: Any, parameters: int | None = None) -> Table:
     table.add_column()
     model, tok, corpus, best, training = info.model, info.tokenizer, info.corpus, info.best, info.training
     table.add_row("model", f"{model.cell} {model.layers} x {model.hidden_size}, embedding {model.embedding_size}, "
-                           f"dropout {model.dropout:g}{', tied' if model.tie_weights else ''}")
+                           f"dropout {model.dropout:g}{', tied' if model.tie_weights else ''}"
+                           f"{', skip connections' if model.skip_connections else ''}")
     if parameters is not None:
         table.add_row("parameters", f"{parameters:,}")
     documents = getattr(tok, "documents", "none")

@@ -210,18 +210,8 @@ class LayerWeights:
 
 
 def _layer_weights(model: RNNLanguageModel) -> list[LayerWeights]:
-    """The recurrent weights, layer by layer: the one place the fast step reads them from the model
-    (dropout needs nothing here: it is off at eval time)."""
-    rnn = model.rnn
-    return [
-        LayerWeights(
-            weight_ih=getattr(rnn, f"weight_ih_l{k}"),
-            weight_hh=getattr(rnn, f"weight_hh_l{k}"),
-            bias_ih=getattr(rnn, f"bias_ih_l{k}", None),
-            bias_hh=getattr(rnn, f"bias_hh_l{k}", None),
-        )
-        for k in range(model.config.layers)
-    ]
+    """The recurrent weights, layer by layer (dropout needs nothing here: it is off at eval time)."""
+    return [LayerWeights(**weights) for weights in model.layer_weights()]
 
 
 class _Linear:
@@ -281,10 +271,12 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 class _Layer:
     """One layer's weights arranged for a single step.
 
-    LSTM rows are reordered to (i, f, o, g) so one sigmoid covers three gates. The first layer's
-    input projection, embedding @ W_ih^T + biases, is a lookup table per token when it is small.
-    LSTM and RNN layers above it multiply [input, h] by [W_ih | W_hh] in one product; GRU keeps
-    the two apart, since its reset gate multiplies the hidden part alone.
+    A layer reads the token's embedding (the first layer; every layer with skip connections), the
+    layer below's h (every layer but the first), or both, beside its own h. The embedding's share
+    of the input projection, embedding @ W^T + biases, becomes a lookup table per token when it is
+    small. LSTM rows are reordered to (i, f, o, g) so one sigmoid covers three gates. LSTM and RNN
+    layers multiply [rest of the input, h] by [W_ih | W_hh] in one product; GRU keeps the two
+    apart, since its reset gate multiplies the hidden part alone.
     """
 
     def __init__(self, cell: str, weights: LayerWeights, embedding: torch.Tensor | None) -> None:
@@ -299,34 +291,43 @@ class _Layer:
         self.separate = cell == "gru"
         input_bias = b_ih if self.separate else _add(b_ih, b_hh)
         self.table = None
+        self.embedding = embedding
+        rest = w_ih  # the input columns still to multiply at each step
         if embedding is not None and embedding.shape[0] * w_ih.shape[0] <= _MAX_TABLE_ELEMENTS:
-            self.table = embedding @ w_ih.t()
+            self.table = embedding @ w_ih[:, : embedding.shape[1]].t()
             if input_bias is not None:
                 self.table += input_bias
-        self.embedding = embedding if self.table is None else None
+            self.embedding, rest, input_bias = None, w_ih[:, embedding.shape[1] :], None
+        self.reads_rest = rest.shape[1] > 0
         if self.separate:
-            self.input = _Linear(w_ih, b_ih)
+            self.input = _Linear(rest, input_bias) if self.reads_rest else None
             self.hidden = _Linear(w_hh, b_hh)
-        elif self.table is not None:
-            self.hidden = _Linear(w_hh, None)
+        elif self.reads_rest:
+            self.joint = _Linear(torch.cat([rest, w_hh], dim=1), input_bias)
         else:
-            self.joint = _Linear(torch.cat([w_ih, w_hh], dim=1), input_bias)
+            self.hidden = _Linear(w_hh, None)
 
-    def gates(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """LSTM and RNN: the gates' inputs. x: token ids (first layer) or the layer below's h."""
-        if self.table is not None:
-            return self.hidden(h).add_(self.table.index_select(0, x))
-        if self.embedding is not None:
-            x = F.embedding(x, self.embedding)
-        return self.joint(torch.cat([x, h], dim=1))
+    def _rest(self, tokens: torch.Tensor, below: torch.Tensor | None) -> list[torch.Tensor]:
+        """The inputs not covered by the table: the embedding when there is none, and the layer below's h."""
+        parts = [] if self.embedding is None else [F.embedding(tokens, self.embedding)]
+        return parts if below is None else [*parts, below]
 
-    def gru_parts(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """GRU: the gates' inputs from x and from h, apart."""
+    def gates(self, tokens: torch.Tensor, below: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
+        """LSTM and RNN: the gates' inputs, from the tokens' ids, the layer below's h (or None) and h."""
+        if self.reads_rest:
+            gates = self.joint(torch.cat([*self._rest(tokens, below), h], dim=1))
+        else:
+            gates = self.hidden(h)
+        return gates if self.table is None else gates.add_(self.table.index_select(0, tokens))
+
+    def gru_parts(self, tokens: torch.Tensor, below: torch.Tensor | None,
+                  h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GRU: the gates' inputs from the layer's inputs and from h, apart."""
+        from_input = self.input(torch.cat(self._rest(tokens, below), dim=1)) if self.reads_rest else None
         if self.table is not None:
-            return self.table.index_select(0, x), self.hidden(h)
-        if self.embedding is not None:
-            x = F.embedding(x, self.embedding)
-        return self.input(x), self.hidden(h)
+            looked_up = self.table.index_select(0, tokens)
+            from_input = looked_up if from_input is None else from_input.add_(looked_up)
+        return from_input, self.hidden(h)
 
 
 class FastStep:
@@ -343,7 +344,9 @@ class FastStep:
         self.cell = model.config.cell
         self.hidden = model.config.hidden_size
         embedding = model.embedding.weight.detach()
-        self.layers = [_Layer(self.cell, w, embedding if k == 0 else None) for k, w in enumerate(_layer_weights(model))]
+        self.skip_connections = model.config.skip_connections
+        self.layers = [_Layer(self.cell, w, embedding if k == 0 or self.skip_connections else None)
+                       for k, w in enumerate(_layer_weights(model))]
         self.decoder = _Linear(model.decoder.weight, model.decoder.bias)
         self.lstm_split = [3 * self.hidden, self.hidden]
 
@@ -362,29 +365,32 @@ class FastStep:
         """tokens: (batch,) ids -> logits (batch, vocab) for the token after them, and the new state."""
         # Written out per cell, with few tensor calls: at one token a step, each costs about as
         # much as a quarter of the smaller matrix product.
-        x: torch.Tensor = tokens
+        below: torch.Tensor | None = None
         new_state: list[Any] = []
         H = self.hidden
         if self.cell == "lstm":
             for layer, (h, c) in zip(self.layers, state):
-                sigmoid_part, g = layer.gates(x, h).split_with_sizes(self.lstm_split, dim=1)
+                sigmoid_part, g = layer.gates(tokens, below, h).split_with_sizes(self.lstm_split, dim=1)
                 i, f, o = torch.sigmoid(sigmoid_part).chunk(3, dim=1)
                 c = torch.addcmul(f * c, i, torch.tanh(g))
-                x = o * torch.tanh(c)
-                new_state.append((x, c))
+                below = o * torch.tanh(c)
+                new_state.append((below, c))
         elif self.cell == "gru":
             for layer, h in zip(self.layers, state):
-                from_input, from_hidden = layer.gru_parts(x, h)
+                from_input, from_hidden = layer.gru_parts(tokens, below, h)
                 r, z = torch.sigmoid(from_input[:, : 2 * H] + from_hidden[:, : 2 * H]).chunk(2, dim=1)
                 n = torch.tanh(torch.addcmul(from_input[:, 2 * H :], r, from_hidden[:, 2 * H :]))
-                x = torch.addcmul(n, z, h - n)  # (1 - z) * n + z * h
-                new_state.append(x)
+                below = torch.addcmul(n, z, h - n)  # (1 - z) * n + z * h
+                new_state.append(below)
         else:
             activation = torch.tanh if self.cell == "rnn-tanh" else torch.relu
             for layer, h in zip(self.layers, state):
-                x = activation(layer.gates(x, h))
-                new_state.append(x)
-        return self.decoder(x), new_state
+                below = activation(layer.gates(tokens, below, h))
+                new_state.append(below)
+        if self.skip_connections:
+            outputs = [layer_state[0] if isinstance(layer_state, tuple) else layer_state for layer_state in new_state]
+            return self.decoder(torch.cat(outputs, dim=1)), new_state
+        return self.decoder(below), new_state
 
 
 class ModuleStep:
