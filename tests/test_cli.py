@@ -954,7 +954,7 @@ def test_a_time_budget_alone_picks_a_preset_and_says_so(cli: Callable[..., CliRe
     assert result.code == 0, result.output
     assert "preset small (for a 1 s budget; --preset to choose)" in result.stdout
     config = json.loads((tmp_path / "auto" / "config.json").read_text(encoding="utf-8"))
-    assert (config["model"]["hidden_size"], config["training"]["preset"]) == (512, "small")
+    assert (config["model"]["hidden_size"], config["training"]["preset"]) == (384, "small")
 
     own_shape = cli("train", "prose.txt", "--out", "own", "--max-time", "1", *TINY)
     assert own_shape.code == 0, own_shape.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import signal
 from pathlib import Path
@@ -106,6 +107,20 @@ def test_resume_with_a_larger_limit_extends_a_finished_run(tmp_path, corpus):
     assert (result.stop_reason, result.steps) == ("max-steps", 20)
     assert read_info(tmp_path / "ck").training["steps"] == 20
     assert read_info(tmp_path / "ck").training["max_steps"] == 20
+
+
+def test_a_run_saved_before_adam_beta1_existed_resumes_with_the_momentum_it_had(tmp_path, corpus, monkeypatch):
+    train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=6))
+    config_path = tmp_path / "ck" / "config.json"
+    record = json.loads(config_path.read_text())
+    del record["training"]["adam_beta1"]  # as textgen wrote it when momentum was fixed at 0.9
+    config_path.write_text(json.dumps(record))
+    betas = []
+    make_optimizer = textgen.training._make_optimizer
+    monkeypatch.setattr(textgen.training, "_make_optimizer",
+                        lambda model, config: betas.append(config.adam_beta1) or make_optimizer(model, config))
+    resume(tmp_path / "ck", corpus, {"max_steps": 8})
+    assert betas == [0.9] and TrainConfig().adam_beta1 == 0.8
 
 
 def test_resume_finds_the_training_file_where_it_was(tmp_path, docs_text):

@@ -235,7 +235,7 @@ def resume(
         corpus = recorded_corpus(info.corpus, how)
     elif corpus.sha256 != info.corpus.get("sha256"):
         raise TextgenError(f"{corpus.source} is not the text {checkpoint} was trained on; resume needs the same text")
-    config = from_dict(TrainConfig, info.training)
+    config = from_dict(TrainConfig, {"adam_beta1": 0.9, **info.training})  # 0.9: runs from before the option
     if limits:
         config = TrainConfig(**{**to_dict(config), **limits})
     check_train_config(config)
@@ -605,9 +605,9 @@ def _make_optimizer(model: RNNLanguageModel, config: TrainConfig) -> torch.optim
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     try:
         # The fused kernel updates every tensor in one pass: measurably faster on a CPU at small batches.
-        return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.99), fused=True)
+        return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.adam_beta1, 0.99), fused=True)
     except (RuntimeError, TypeError):  # an older torch or a device without the fused kernel
-        return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.99))
+        return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.adam_beta1, 0.99))
 
 
 class _WeightAverage:
