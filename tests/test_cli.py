@@ -614,6 +614,7 @@ def test_train_help_lists_its_options(tmp_path: Path) -> None:
     assert result.code == 0 and result.stderr == ""
     for option in ("--out", "--overwrite", "--encoding", "--val-fraction", "--tokenizer", "--vocab-size",
                    "--cell", "--layers", "--hidden-size", "--embedding-size", "--dropout", "--tie-weights",
+                   "--skip-connections",
                    "--seq-len", "--batch-size", "--learning-rate", "--seed", "--max-steps", "--epochs",
                    "--max-time"):
         assert re.search(rf"{option}\b", result.stdout), option

@@ -106,7 +106,7 @@ def train(
     tie_weights: Annotated[bool, typer.Option(help="Share input and output embeddings (sizes must match).",
                                               rich_help_panel=MODEL)] = _model.tie_weights,
     skip_connections: Annotated[Optional[bool], typer.Option(
-        help="Feed the embedding to every layer and every layer to the output [default: on; off with --tie-weights].",
+        help="Feed the embedding to every layer and every layer to the output (default: on; off with --tie-weights).",
         rich_help_panel=MODEL, show_default=False)] = None,
     seq_len: Annotated[int, typer.Option(help="Tokens per BPTT window.", rich_help_panel=TRAINING)] = _train.seq_len,
     batch_size: Annotated[int, typer.Option(help="Parallel streams.", rich_help_panel=TRAINING)] = _train.batch_size,
