@@ -38,7 +38,8 @@ _NUMBER = (int, float)
 _FIELD_TYPES = [
     ("model", "vocab_size", (int,)), ("model", "layers", (int,)), ("model", "hidden_size", (int,)),
     ("model", "embedding_size", (int,)), ("model", "dropout", _NUMBER), ("model", "tie_weights", (bool,)),
-    ("model", "skip_connections", (bool,)), ("model", "cell", (str,)), ("tokenizer", "kind", (str,)), ("tokenizer", "documents", (str,)),
+    ("model", "skip_connections", (bool,)), ("model", "cell", (str,)), ("tokenizer", "kind", (str,)),
+    ("tokenizer", "documents", (str,)),
     ("corpus", "source", (str,)), ("corpus", "name", (str,)), ("corpus", "path", (str,)),
     ("corpus", "sha256", (str,)), ("corpus", "encoding", (str,)), ("corpus", "val_fraction", _NUMBER),
     ("corpus", "characters", (int,)), ("training", "steps", (int,)), ("training", "elapsed", _NUMBER),
