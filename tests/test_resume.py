@@ -116,8 +116,8 @@ def test_a_run_saved_before_adam_beta1_existed_resumes_with_the_momentum_it_had(
     del record["training"]["adam_beta1"]  # as textgen wrote it when momentum was fixed at 0.9
     config_path.write_text(json.dumps(record))
     betas = []
-    make_optimizer = textgen.training._make_optimizer
-    monkeypatch.setattr(textgen.training, "_make_optimizer",
+    make_optimizer = textgen.training.make_optimizer
+    monkeypatch.setattr(textgen.training, "make_optimizer",
                         lambda model, config: betas.append(config.adam_beta1) or make_optimizer(model, config))
     resume(tmp_path / "ck", corpus, {"max_steps": 8})
     assert betas == [0.9] and TrainConfig().adam_beta1 == 0.8

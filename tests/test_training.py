@@ -19,6 +19,7 @@ from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
 from textgen.corpus import Corpus, split_text
 from textgen.errors import TextgenError
 from textgen.evaluation import evaluate_text
+from textgen.optimization import learning_rate_at
 from textgen.training import (
     EvaluationReport,
     RunPlan,
@@ -26,7 +27,6 @@ from textgen.training import (
     TrainingCallbacks,
     batchify,
     check_train_config,
-    learning_rate_at,
     train,
 )
 
@@ -394,24 +394,6 @@ def test_batchify_drops_the_tail_that_does_not_fill_every_row():
     assert inputs.shape == (3, 4) and targets[-1].tolist() == [9, 10, 11, 12]
     inputs, targets = batchify(torch.arange(10), rows=1)
     assert inputs.tolist() == [list(range(9))] and targets.tolist() == [list(range(1, 10))]
-
-
-def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():
-    config = TrainConfig(learning_rate=1e-2, warmup_steps=10, min_lr_ratio=0.1)
-    warm_up = [learning_rate_at(config, step, 0.0) for step in range(10)]
-    assert warm_up == pytest.approx([1e-3 * (step + 1) for step in range(10)])
-    assert learning_rate_at(config, 10, 0.0) == pytest.approx(1e-2)
-    assert learning_rate_at(config, 50, 0.5) == pytest.approx(1e-2 * (0.1 + 0.9 * 0.5))
-    assert learning_rate_at(config, 99, 1.0) == pytest.approx(1e-3)
-    assert learning_rate_at(config, 200, 1.7) == pytest.approx(1e-3)  # past the end it stays at the floor
-    decay = [learning_rate_at(config, 10 + i, i / 20) for i in range(21)]
-    assert decay == sorted(decay, reverse=True)
-
-
-def test_learning_rate_without_warm_up_starts_at_the_full_rate():
-    config = TrainConfig(learning_rate=3e-3, warmup_steps=0, min_lr_ratio=0.0)
-    assert learning_rate_at(config, 0, 0.0) == pytest.approx(3e-3)
-    assert learning_rate_at(config, 10, 1.0) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_a_nan_first_validation_leaves_an_earlier_checkpoint_untouched(tmp_path, small_corpus, monkeypatch):

@@ -32,6 +32,7 @@ from textgen.devices import resolve_device, training_dtype
 from textgen.errors import TextgenError
 from textgen.evaluation import documents_loss, summarise, total_loss
 from textgen.model import RNNLanguageModel, State, detach_state, reset_rows
+from textgen.optimization import WeightAverage, averaged_weights, learning_rate_at, make_optimizer
 from textgen.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 
 EVALUATIONS_PER_RUN = 5  # when --eval-every is 0: validate at 20%, 40%, ... of the run
@@ -143,14 +144,6 @@ def batchify(ids: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     inputs = ids[: rows * length].view(rows, length)
     targets = ids[1 : rows * length + 1].view(rows, length)
     return inputs, targets
-
-
-def learning_rate_at(config: TrainConfig, step: int, fraction_done: float) -> float:
-    """Linear warm-up over the first steps, then cosine decay to min_lr_ratio by the end of the run."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction_done)))
-    return config.learning_rate * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
 
 
 class _StopRequest:
@@ -281,9 +274,9 @@ class _Run:
             raise TextgenError(
                 f"could not build a model of this size on {self.device}: {str(error).splitlines()[0][:200]}"
             ) from None
-        self.optimizer = _make_optimizer(self.model, config)
+        self.optimizer = make_optimizer(self.model, config)
         self.autocast_dtype = training_dtype(config.precision, self.device)
-        self.average = _WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
+        self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.info = CheckpointInfo(
             model=model_config,
             tokenizer=tokenizer_config,
@@ -483,7 +476,7 @@ class _Run:
         progress.loss_since_eval.clear()
         if self.val_tokens:
             evaluation_started = time.perf_counter()
-            with _averaged_weights(self.average):
+            with averaged_weights(self.average):
                 if self.documents is None:
                     nats, count = total_loss(self.model, self.val_ids, self.context_id)
                 else:
@@ -513,7 +506,7 @@ class _Run:
         with self.stop.deferred():
             if is_best:
                 trainer_state = self._trainer_state()
-                with _averaged_weights(self.average):
+                with averaged_weights(self.average):
                     save_checkpoint(self.out, self.model, self.tokenizer, self.info, progress.metrics, trainer_state)
                 self.saved_once = True
                 callbacks.on_checkpoint(self.out)
@@ -596,51 +589,3 @@ def _limits(config: TrainConfig) -> tuple[int | None, float | None, float | None
     if config.max_steps is None and config.epochs is None and config.max_time is None:
         return None, None, config.default_max_time
     return config.max_steps, config.epochs, config.max_time
-
-
-def _make_optimizer(model: RNNLanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
-    # Decay the weight matrices only: shrinking biases and gains towards zero buys nothing.
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    try:
-        # The fused kernel updates every tensor in one pass: measurably faster on a CPU at small batches.
-        return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.adam_beta1, 0.99), fused=True)
-    except (RuntimeError, TypeError):  # an older torch or a device without the fused kernel
-        return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.adam_beta1, 0.99))
-
-
-class _WeightAverage:
-    """An exponential moving average of the weights, kept beside them in float32."""
-
-    def __init__(self, model: RNNLanguageModel, decay: float) -> None:
-        self.decay = decay
-        self.params = [p for p in model.parameters()]
-        self.averages = [p.detach().clone() for p in self.params]
-
-    @torch.no_grad()
-    def update(self, step: int) -> None:
-        # Early on, average over the steps so far rather than over a start that is mostly noise.
-        decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.averages, [p.detach() for p in self.params], 1.0 - decay)
-
-    @torch.no_grad()
-    def swap(self) -> None:
-        """Exchange the live weights and the averages (twice restores both)."""
-        for param, average in zip(self.params, self.averages):
-            kept = param.detach().clone()
-            param.copy_(average)
-            average.copy_(kept)
-
-
-@contextmanager
-def _averaged_weights(average: _WeightAverage | None) -> Iterator[None]:
-    """Evaluate or save the averaged weights, then carry on training the live ones."""
-    if average is None:
-        yield
-        return
-    average.swap()
-    try:
-        yield
-    finally:
-        average.swap()
