@@ -240,7 +240,7 @@ def test_new_train_options_are_range_checked(change, option):
 def test_presets_are_chosen_by_budget_in_order():
     assert preset_for_budget(80) == "small"
     assert preset_for_budget(600) == "medium"
-    assert preset_for_budget(240) == "small" and preset_for_budget(241) == "medium"
+    assert preset_for_budget(200) == "small" and preset_for_budget(201) == "medium"
     assert preset_for_budget(10 * 3600) == "medium"
     limits = [preset.up_to_seconds for preset in PRESETS.values()]
     assert limits == sorted(limits) and limits[-1] == float("inf")

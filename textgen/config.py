@@ -116,7 +116,8 @@ PRESETS: dict[str, Preset] = {
         "2 x 384 LSTM, no dropout, 32 rows x 32 tokens: learns fastest in the first minutes",
         model={"layers": 2, "hidden_size": 384, "embedding_size": 128, "dropout": 0.0},
         train={"batch_size": 32, "seq_len": 32, "learning_rate": 6e-3, "weight_decay": 0.1},
-        up_to_seconds=240.0,
+        # small beat medium by 0.03 nats/char at 150 s and lost by 0.01 at 240 s, when it overfits
+        up_to_seconds=200.0,
     ),
     "medium": Preset(
         "2 x 512 LSTM with dropout 0.3 and weight decay 0.2, 32 rows x 64 tokens: keeps improving "
