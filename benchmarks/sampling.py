@@ -127,6 +127,16 @@ def machine() -> str:
             f"{torch.get_num_threads()} thread(s)")
 
 
+def saved_and_loaded(folder: str, name: str, model: RNNLanguageModel, tokenizer: CharTokenizer):
+    """Save `model` as a checkpoint, load it the way `textgen sample` does, and build its fast step
+    once (as the CLI does per run); returns the checkpoint's path and the loaded model."""
+    checkpoint = Path(folder) / name
+    save_checkpoint(checkpoint, model, tokenizer, CheckpointInfo(model=model.config, tokenizer=TokenizerConfig()), [])
+    loaded = textgen.load(checkpoint, device="cpu")
+    loaded.generate("ROMEO:", length=100, seed=0)
+    return checkpoint, loaded
+
+
 def main() -> None:
     tokenizer = CharTokenizer.from_text(SHAKESPEARE_SYMBOLS)
     # Without skip connections, so the bare loops below compute exactly what the model does; the
@@ -140,21 +150,14 @@ def main() -> None:
           f"vocabulary {config.vocab_size}; temperature {TEMPERATURE}", flush=True)
 
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint = Path(folder) / "random-lstm"
-        save_checkpoint(checkpoint, model, tokenizer, CheckpointInfo(model=config, tokenizer=TokenizerConfig()), [])
-        ours = textgen.load(checkpoint, device="cpu")
-        ours.generate("ROMEO:", length=100, seed=0)  # builds the fast step once, as the CLI does per run
+        checkpoint, ours = saved_and_loaded(folder, "random-lstm", model, tokenizer)
         one = best_rate(lambda: len(ours.generate("ROMEO:", length=2000, seed=1)))
         batch = best_rate(lambda: sum(map(len, ours.generate_many("ROMEO:", 16, length=500, seed=1))))
         print(f"textgen, 1 sample (top-k 40, {ours.step.kind} step):   {one:8,.0f} chars/s   (target 4,000)")
         print(f"textgen, 16 samples in one batch:            {batch:8,.0f} chars/s in total   (target 12,000)",
               flush=True)
-        skip_config = dataclasses.replace(config, skip_connections=True)
-        skip_checkpoint = Path(folder) / "random-lstm-skip"
-        save_checkpoint(skip_checkpoint, RNNLanguageModel(skip_config).eval(), tokenizer,
-                        CheckpointInfo(model=skip_config, tokenizer=TokenizerConfig()), [])
-        skip = textgen.load(skip_checkpoint, device="cpu")
-        skip.generate("ROMEO:", length=100, seed=0)
+        skip_model = RNNLanguageModel(dataclasses.replace(config, skip_connections=True)).eval()
+        _, skip = saved_and_loaded(folder, "random-lstm-skip", skip_model, tokenizer)
         skip_one = best_rate(lambda: len(skip.generate("ROMEO:", length=2000, seed=1)))
         print(f"the same with skip connections (the default): {skip_one:7,.0f} chars/s", flush=True)
 
