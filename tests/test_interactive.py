@@ -201,7 +201,7 @@ def test_interactive_in_a_terminal_streams_and_leaves_on_ctrl_d(checkpoint, mode
     os.close(slave)
     output = b""
 
-    def read_until(marker: bytes, timeout: float = 60) -> None:
+    def read_until(marker: bytes, timeout: float = 300) -> None:
         nonlocal output
         deadline = time.monotonic() + timeout
         while marker not in output and time.monotonic() < deadline:
@@ -220,7 +220,7 @@ def test_interactive_in_a_terminal_streams_and_leaves_on_ctrl_d(checkpoint, mode
         expected = model.generate("The lamp", length=30, seed=9)
         read_until(expected.replace("\n", "\r\n").encode()[-5:] + b"\r\n> ")
         os.write(master, b"\x04")  # Ctrl-D at an empty prompt
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=300) == 0
         read_until(b"\x00", timeout=1)
     finally:
         if process.poll() is None:

@@ -20,7 +20,7 @@ from textgen.config import (
     PRESETS, ModelConfig, TokenizerConfig, TrainConfig, apply_preset, preset_for_budget,
 )
 from textgen.corpus import Corpus
-from textgen.devices import training_dtype
+from textgen.devices import UNSUPPORTED, bfloat16_support
 from textgen.errors import TextgenError
 from textgen.training import StepReport, TrainingCallbacks, resume, train
 
@@ -208,21 +208,24 @@ def test_evaluation_scores_the_averaged_weights(tmp_path, corpus):
 
 
 # --- precision ------------------------------------------------------------------------------------
+# Choosing the precision from the device is tested with faked device queries in test_devices.py;
+# here bfloat16 really trains, where this CPU can run it.
 
 
-def test_precision_names_its_dtype():
-    cpu = torch.device("cpu")
-    assert training_dtype("float32", cpu) is None
-    assert training_dtype("bfloat16", cpu) is torch.bfloat16
-    assert training_dtype("auto", cpu) in (None, torch.bfloat16)
-    with pytest.raises(TextgenError, match="--precision bfloat16 is not supported"):
-        training_dtype("bfloat16", torch.device("mps"))
-
-
+@pytest.mark.skipif(bfloat16_support(torch.device("cpu")) == UNSUPPORTED,
+                    reason="this CPU cannot run a bfloat16 LSTM (test_devices.py checks the message instead)")
 def test_bfloat16_training_learns_and_saves_float32_weights(tmp_path, corpus):
     result = train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=30, precision="bfloat16"))
     assert result.best["val_loss"] < 3.5  # from about 4.2 (a uniform guess over the vocabulary)
     assert all(p.dtype == torch.float32 for p in load_checkpoint(tmp_path / "ck").model.parameters())
+
+
+@pytest.mark.skipif(bfloat16_support(torch.device("cpu")) != UNSUPPORTED,
+                    reason="this CPU runs bfloat16; the refusal is tested with a faked CPU in test_devices.py")
+def test_bfloat16_is_refused_in_one_line_where_the_cpu_cannot_run_it(tmp_path, corpus):
+    with pytest.raises(TextgenError, match="^--precision bfloat16 cannot run on this CPU"):
+        train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=3, precision="bfloat16"))
+    assert not (tmp_path / "ck").exists()
 
 
 @pytest.mark.parametrize("change, option", [({"precision": "half"}, "--precision"),

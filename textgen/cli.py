@@ -162,10 +162,10 @@ def train(
 
     from textgen.console import TrainingDisplay, console
     from textgen.corpus import load_corpus
-    from textgen.devices import resolve_device
+    from textgen.devices import resolve_device, training_dtype
     from textgen.training import train as run_training
 
-    resolve_device(device)  # a wrong --device fails before anything is drawn
+    training_dtype(train_config.precision, resolve_device(device))  # a wrong --device or --precision fails first
     text = load_corpus(corpus, encoding=encoding)
     if chosen is not None:
         why = "as asked" if preset else f"for a {max_time or train_config.default_max_time:g} s budget; --preset to choose"
@@ -189,11 +189,11 @@ def _resume_training(checkpoint: Path, corpus: str | None, limits: dict, device:
     from textgen.checkpoint import read_info
     from textgen.console import TrainingDisplay
     from textgen.corpus import load_corpus, recorded_corpus
-    from textgen.devices import resolve_device
+    from textgen.devices import resolve_device, training_dtype
     from textgen.training import resume as resume_run
 
     info = read_info(checkpoint)
-    resolve_device(device)
+    training_dtype(info.training.get("precision", "auto"), resolve_device(device))
     if "device" in given:
         limits["device"] = device
     if corpus:

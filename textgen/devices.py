@@ -3,16 +3,23 @@ and in what precision the training arithmetic runs there."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from textgen.errors import TextgenError
+
+# What a CPU can do with bfloat16 autocast: multiply it in hardware (AVX-512 BF16 or AMX),
+# emulate it with plain AVX-512 (it works, slower than float32), or nothing at all: on an
+# AVX2-only CPU oneDNN has no bfloat16 LSTM and the first forward pass raises.
+NATIVE, EMULATED, UNSUPPORTED = "native", "emulated", "unsupported"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
@@ -21,31 +28,76 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise TextgenError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TextgenError("--device cuda was asked for, but this torch build sees no CUDA GPU")
-    if device.type == "mps" and not torch.backends.mps.is_available():
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise TextgenError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                           f"numbered from 0")
+    if device.type == "mps" and not _mps_available():
         raise TextgenError("--device mps was asked for, but Apple's MPS is not available here")
     if device.type not in ("cpu", "cuda", "mps"):
         raise TextgenError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {name!r}")
     return device
 
 
-def bfloat16_is_fast(device: torch.device) -> bool:
-    """Whether this device multiplies bfloat16 natively, so autocast speeds training up rather than
-    emulating it: AVX-512 BF16 or AMX on a CPU, Ampere or later on CUDA."""
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return backend is not None and backend.is_available()
+
+
+def bfloat16_support(device: torch.device) -> str:
+    """NATIVE, EMULATED or UNSUPPORTED: what bfloat16 autocast does on `device`."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return NATIVE if torch.cuda.is_bf16_supported() else UNSUPPORTED
     if device.type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(cpu, name, lambda: False)() for name in checks)
-    return False
+        if not cpu_runs_bfloat16_lstm():
+            return UNSUPPORTED
+        return NATIVE if cpu_multiplies_bfloat16() else EMULATED
+    return UNSUPPORTED  # MPS: no bfloat16 LSTM
+
+
+def cpu_multiplies_bfloat16() -> bool:
+    """Whether the CPU has bfloat16 arithmetic in hardware (AVX-512 BF16 or AMX)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+@functools.cache
+def cpu_runs_bfloat16_lstm() -> bool:
+    """Whether this torch build can run an LSTM under bfloat16 autocast on this CPU.
+
+    Tried rather than inferred from CPU flags: the answer depends on oneDNN's build and on
+    ONEDNN_MAX_CPU_ISA as much as on the chip, and a few milliseconds settle it."""
+    try:
+        lstm = torch.nn.LSTM(4, 4, batch_first=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output, _ = lstm(torch.zeros(1, 2, 4))
+        output.float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
 
 
 def training_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for --precision on `device`, or None for plain float32."""
+    """The autocast dtype for --precision on `device`, or None for plain float32.
+
+    auto takes bfloat16 only where the hardware multiplies it; an explicit bfloat16 is honoured
+    where it merely works (emulated, slower) and refused in one line where it cannot run."""
     if precision == "float32":
         return None
+    support = bfloat16_support(device)
     if precision == "bfloat16":
         if device.type == "mps":
             raise TextgenError("--precision bfloat16 is not supported on Apple's MPS; use float32")
+        if support == UNSUPPORTED:
+            where = "this GPU" if device.type == "cuda" else "this CPU (PyTorch needs AVX-512 for it)"
+            raise TextgenError(f"--precision bfloat16 cannot run on {where}; use --precision float32 or auto")
         return torch.bfloat16
-    return torch.bfloat16 if bfloat16_is_fast(device) else None
+    return torch.bfloat16 if support == NATIVE else None
+
+
+def precision_note(dtype: torch.dtype | None, device: torch.device) -> str | None:
+    """A line for the run's plan when the chosen precision will be slower than the user may expect."""
+    if dtype is torch.bfloat16 and device.type == "cpu" and bfloat16_support(device) == EMULATED:
+        return ("bfloat16 is emulated on this CPU (no AVX-512 BF16 or AMX): expect it to be slower "
+                "than --precision float32")
+    return None

@@ -28,7 +28,7 @@ from textgen.checkpoint import (
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, check_train_config, from_dict, to_dict
 from textgen.corpus import Corpus, recorded_corpus, split_text
 from textgen.documents import IGNORE, DocumentBatches, split_documents
-from textgen.devices import resolve_device, training_dtype
+from textgen.devices import precision_note, resolve_device, training_dtype
 from textgen.errors import TextgenError
 from textgen.evaluation import documents_loss, summarise, total_loss
 from textgen.model import RNNLanguageModel, State, detach_state, reset_rows
@@ -276,6 +276,9 @@ class _Run:
             ) from None
         self.optimizer = make_optimizer(self.model, config)
         self.autocast_dtype = training_dtype(config.precision, self.device)
+        note = precision_note(self.autocast_dtype, self.device)
+        if note:
+            self.notes.append(note)
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.info = CheckpointInfo(
             model=model_config,
