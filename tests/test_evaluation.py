@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from textgen.config import TokenizerConfig
+from textgen.errors import TextgenError
 from textgen.evaluation import evaluate_text, summarise, total_loss
 from textgen.tokenizers import CharTokenizer, build_tokenizer
 
@@ -158,7 +159,74 @@ def test_summarise_figures_by_hand():
     assert result.bits_per_char == pytest.approx(20.0 / math.log(2) / 40)
     assert result.to_json() == {
         "loss": 2.0, "perplexity": result.perplexity, "bits_per_char": result.bits_per_char,
-        "tokens": 10, "characters": 40,
+        "tokens": 10, "characters": 40, "unseen_symbols": 0, "unseen_handling": "none",
     }
     # a hopeless model's perplexity saturates instead of overflowing
     assert math.isfinite(summarise(1e6, 1, 1).perplexity)
+
+
+# --- text with symbols the model never saw ---------------------------------------------------------
+
+UNSEEN = "The keeper’s lamp — à la mode — lit the stairs #7."  # ’ — à # 7 are not in the prose
+
+
+def vocabulary_of(tokenizer) -> list[str]:
+    return [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
+
+
+def test_unseen_characters_are_refused_by_default_naming_them_with_their_count_and_share(
+    char_model, char_tokenizer
+):
+    unseen = [c for c in dict.fromkeys(UNSEEN) if c not in vocabulary_of(char_tokenizer)]
+    assert len(unseen) >= 4
+    occurrences = sum(UNSEEN.count(c) for c in unseen)
+    with pytest.raises(TextgenError) as error:
+        evaluate_text(char_model, char_tokenizer, UNSEEN, label="notes.txt")
+    message = str(error.value)
+    assert message.startswith(f"notes.txt has {len(unseen)} symbols the model never saw (")
+    assert all(repr(c) in message for c in unseen)
+    assert f"{occurrences} occurrences, {occurrences / len(UNSEEN):.2%} of the text" in message
+    assert "--unknown skip or --unknown replace" in message
+
+
+
+def test_skipping_unseen_characters_scores_exactly_the_text_without_them(char_model, char_tokenizer):
+    known = set(vocabulary_of(char_tokenizer))
+    kept = "".join(c for c in UNSEEN if c in known)
+    occurrences = len(UNSEEN) - len(kept)
+    skipped = evaluate_text(char_model, char_tokenizer, UNSEEN, unknown="skip")
+    plain = evaluate_text(char_model, char_tokenizer, kept)
+    assert (skipped.unseen, skipped.unseen_handling) == (occurrences, "skipped")
+    assert (skipped.tokens, skipped.characters) == (plain.tokens, plain.characters)
+    assert skipped.loss == pytest.approx(plain.loss, rel=1e-9)
+    assert skipped.to_json()["unseen_symbols"] == occurrences
+
+
+def test_replacing_unseen_characters_scores_the_stand_ins(char_model, char_tokenizer):
+    replaced = evaluate_text(char_model, char_tokenizer, UNSEEN, unknown="replace")
+    assert replaced.unseen_handling == "replaced" and replaced.unseen > 0
+    # ’ becomes ', à becomes a: the text the model reads keeps most of its length
+    assert replaced.characters >= len(UNSEEN) - 1 - UNSEEN.count("—") - UNSEEN.count("#") - UNSEEN.count("7")
+    assert math.isfinite(replaced.loss)
+
+
+def test_a_word_model_scores_unseen_words_as_unk_and_says_how_many(make_model, prose):
+    tokenizer = build_tokenizer(TokenizerConfig(kind="word", min_count=1), prose)
+    model = make_model(tokenizer.vocab_size, cell="gru", hidden_size=16, seed=2)
+    text = "The keeper saw zebras and giraffes on the stairs."
+    default = evaluate_text(model, tokenizer, text)
+    assert (default.unseen, default.unseen_handling) == (3, "<unk>")  # saw, zebras, giraffes
+    assert default.tokens == len(tokenizer.encode(text)) - 1
+    skipped = evaluate_text(model, tokenizer, text, unknown="skip")
+    assert (skipped.unseen, skipped.unseen_handling) == (3, "skipped")
+    assert skipped.tokens == default.tokens - 3
+    assert skipped.characters == default.characters - len("saw" "zebras" "giraffes")
+    replaced = evaluate_text(model, tokenizer, text, unknown="replace")
+    assert replaced.loss == default.loss and replaced.unseen_handling == "<unk>"
+
+
+def test_a_text_with_nothing_unseen_reports_none(char_model, char_tokenizer):
+    result = evaluate_text(char_model, char_tokenizer, SENTENCE, unknown="skip")
+    assert (result.unseen, result.unseen_handling) == (0, "")
+    with pytest.raises(TextgenError, match="--unknown must be one of error, skip, replace"):
+        evaluate_text(char_model, char_tokenizer, SENTENCE, unknown="ignore")

@@ -152,13 +152,15 @@ class TextModel:
 
     # --- scoring -----------------------------------------------------------------------------
 
-    def evaluate(self, text: str, context: str = "") -> EvaluationResult:
-        """Loss, perplexity and bits per character of `text` (primed by `context`, if any)."""
-        return evaluate_text(self.model, self.tokenizer, text, context)
+    def evaluate(self, text: str, context: str = "", unknown: str = "error") -> EvaluationResult:
+        """Loss, perplexity and bits per character of `text` (primed by `context`, if any).
+        `unknown`: symbols the model never saw are an error, or are skipped or replaced; the
+        result's `unseen` and `unseen_handling` say how many and what was done."""
+        return evaluate_text(self.model, self.tokenizer, text, context, unknown)
 
-    def perplexity(self, text: str) -> float:
+    def perplexity(self, text: str, unknown: str = "error") -> float:
         """exp(mean loss per token) over `text`: lower means the model finds it likelier."""
-        result = self.evaluate(text)
+        result = self.evaluate(text, unknown=unknown)
         if result.tokens == 0:
             raise TextgenError("the text is too short to score: it is a single token")
         return result.perplexity

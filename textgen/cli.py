@@ -400,9 +400,15 @@ def evaluate(
         help="Text to score. Default: the held-out part of the training text.", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     encoding: Annotated[str, typer.Option(help="Encoding of FILE.")] = "utf-8",
+    unknown: Annotated[str, typer.Option(
+        help="Symbols of FILE the model never saw: error (refuse, naming them) | skip (leave them out of the "
+             "score) | replace (a stand-in the model knows; <unk> for a word model). The result says how many.")
+    ] = "error",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
 ) -> None:
     """Measure loss, perplexity and bits per character on a text."""
+    if unknown not in UNKNOWN_POLICIES:
+        raise TextgenError(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}, not {unknown!r}")
     from textgen.checkpoint import load_checkpoint
     from textgen.console import console, evaluation_table
     from textgen.corpus import held_out_text, read_text_file
@@ -414,7 +420,7 @@ def evaluate(
         context, text, what = held_out_text(loaded.info.corpus)
     else:
         context, text, what = "", read_text_file(Path(file), encoding), file
-    result = evaluate_text(loaded.model, loaded.tokenizer, text, context)
+    result = evaluate_text(loaded.model, loaded.tokenizer, text, context, unknown, label=what)
     if result.tokens == 0:
         raise TextgenError(f"{what} is too short to score: it is a single token")
     if as_json:

@@ -223,6 +223,10 @@ def evaluation_table(result: Any, what: str) -> Table:
     table.add_row("bits per character", _figure(result.bits_per_char, 4))
     table.add_row("tokens scored", f"{result.tokens:,}")
     table.add_row("characters", f"{result.characters:,}")
+    if result.unseen:
+        what_was_done = {"skipped": "left out of the score", "replaced": "replaced by a known stand-in",
+                         "<unk>": "scored as <unk>"}[result.unseen_handling]
+        table.add_row("unseen symbols", f"{result.unseen:,} {what_was_done}")
     return table
 
 

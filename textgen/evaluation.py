@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from textgen.documents import IGNORE, lay_out, window_for
+from textgen.errors import TextgenError
 from textgen.model import RNNLanguageModel, reset_rows
 
 
@@ -23,14 +24,21 @@ class EvaluationResult:
     bits_per_char: float
     tokens: int  # tokens scored
     characters: int  # characters those tokens spell
+    # Occurrences of symbols the model never saw, and what was done with them: "skipped" (left out
+    # of the score), "replaced" (by a stand-in the model knows), "<unk>" (scored as a word model's
+    # unknown token) or "" when there were none. Reported so a figure is never silently flattered.
+    unseen: int = 0
+    unseen_handling: str = ""
 
-    def to_json(self) -> dict[str, float | int]:
+    def to_json(self) -> dict[str, float | int | str]:
         return {
             "loss": self.loss,
             "perplexity": self.perplexity,
             "bits_per_char": self.bits_per_char,
             "tokens": self.tokens,
             "characters": self.characters,
+            "unseen_symbols": self.unseen,
+            "unseen_handling": self.unseen_handling or "none",
         }
 
 
@@ -125,20 +133,49 @@ def summarise(total_nats: float, tokens: int, characters: int) -> EvaluationResu
     )
 
 
-def evaluate_text(model: RNNLanguageModel, tokenizer, text: str, context: str = "") -> EvaluationResult:
+def evaluate_text(
+    model: RNNLanguageModel, tokenizer, text: str, context: str = "", unknown: str = "error",
+    label: str = "the text",
+) -> EvaluationResult:
     """Score `text`. With `context` (the text just before it), the last token of the context
     primes the model so every token of `text` is scored; without, the first token is not.
-    A document-mode model scores each document of `text` on its own, end marker included."""
-    from textgen.tokenizers import end_marker
+    A document-mode model scores each document of `text` on its own, end marker included.
+
+    Symbols the model never saw: `unknown` "error" refuses a text a char model cannot read,
+    "skip" leaves them out of the score, "replace" stands in for them (char: a plain form it
+    knows; word: <unk>). A word model scores unseen words as <unk> unless told to skip them.
+    `label` names the text in that refusal."""
+    from textgen.config import UNKNOWN_POLICIES
+    from textgen.tokenizers import encode_leniently, end_marker, unseen_symbols
+
+    if unknown not in UNKNOWN_POLICIES:
+        raise TextgenError(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}, not {unknown!r}")
+    unseen = unseen_symbols(tokenizer, text)
+    handling = ""
+    characters = len(text)
+    encode = tokenizer.encode
+    if unseen.occurrences:
+        if unknown == "error" and tokenizer.unk_id is None:
+            raise TextgenError(f"{label} has {unseen.describe(len(text))}; "
+                               "--unknown skip or --unknown replace scores it without them")
+        if unknown == "error" or tokenizer.unk_id is not None and unknown == "replace":
+            handling = "<unk>"
+        else:
+            handling = "skipped" if unknown == "skip" else "replaced"
+            encode = lambda piece: encode_leniently(tokenizer, piece, unknown)  # noqa: E731
+            if tokenizer.unk_id is None:  # char: what is scored is the text as the model reads it
+                characters = len(tokenizer.decode(encode(text)))
+            elif unknown == "skip":
+                characters -= unseen.characters
 
     end_id = end_marker(tokenizer)
     if end_id is not None:
         from textgen.documents import split_documents
 
-        documents = [tokenizer.encode(d) for d in split_documents(text, tokenizer.mode)]
+        documents = [encode(d) for d in split_documents(text, tokenizer.mode)]
         total, count = documents_loss(model, documents, end_id)
-        return summarise(total, count, len(text))
-    ids = tokenizer.encode(text)
+        return _with_unseen(summarise(total, count, characters), unseen.occurrences, handling)
+    ids = encode(text)
     if not ids:
         return summarise(0.0, 0, 0)
     context_id = None
@@ -146,5 +183,11 @@ def evaluate_text(model: RNNLanguageModel, tokenizer, text: str, context: str = 
         context_ids = tokenizer.encode(context[-1000:])
         context_id = context_ids[-1] if context_ids else None
     total, count = total_loss(model, torch.tensor(ids), context_id)
-    characters = len(text) if context_id is not None else len(text) - len(tokenizer.decode(ids[:1]))
-    return summarise(total, count, characters)
+    if context_id is None:
+        characters -= len(tokenizer.decode(ids[:1]))
+    return _with_unseen(summarise(total, count, characters), unseen.occurrences, handling)
+
+
+def _with_unseen(result: EvaluationResult, unseen: int, handling: str) -> EvaluationResult:
+    result.unseen, result.unseen_handling = (unseen, handling) if handling else (0, "")
+    return result

@@ -16,6 +16,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol
 
@@ -394,6 +395,39 @@ def encode_leniently(tokenizer: Tokenizer, text: str, unknown: str) -> list[int]
     if unknown == "skip" and unk is not None and not isinstance(tokenizer, SentencePieceTokenizer):
         ids = [i for i in ids if i != unk]
     return ids
+
+
+@dataclass(frozen=True)
+class UnseenSymbols:
+    """What a text holds that the model never saw: characters for a char model, words for a word
+    model (a subword model spells anything)."""
+
+    symbols: list[str]  # each once, in order of first appearance
+    occurrences: int  # how often they appear
+    characters: int  # how many characters of the text they cover
+
+    def describe(self, text_length: int) -> str:
+        """"3 symbols the model never saw ('à', 'ñ', '#'), 5 occurrences, 0.02% of the text"."""
+        kinds = len(self.symbols)
+        share = self.characters / text_length if text_length else 0.0
+        return (f"{kinds} symbol{'s' if kinds != 1 else ''} the model never saw ({describe_symbols(self.symbols)}), "
+                f"{self.occurrences:,} occurrence{'s' if self.occurrences != 1 else ''}, "
+                f"{share:.2%} of the text")
+
+
+def unseen_symbols(tokenizer: Tokenizer, text: str) -> UnseenSymbols:
+    """Count the symbols of `text` outside the model's vocabulary, and the characters they cover."""
+    if isinstance(tokenizer, DocumentTokenizer):
+        return unseen_symbols(tokenizer.base, text)
+    if isinstance(tokenizer, CharTokenizer):
+        symbols = tokenizer.unknown_symbols(text)
+        occurrences = sum(map(text.count, symbols))
+        return UnseenSymbols(symbols, occurrences, occurrences)
+    if isinstance(tokenizer, WordTokenizer):
+        unknown = [t for t in tokenizer.split(text) if t not in tokenizer._index]
+        covered = sum(len(t) - (tokenizer.fold_spaces and len(t) > 1 and t[0] == " ") for t in unknown)
+        return UnseenSymbols(tokenizer.unknown_symbols(text), len(unknown), covered)
+    return UnseenSymbols([], 0, 0)
 
 
 def _known_stand_in(tokenizer: CharTokenizer, char: str) -> str:
