@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,7 @@ def save_checkpoint(
     from safetensors.torch import save_model
 
     directory = Path(directory)
+    recover_interrupted_save(directory)
     check_output_directory(directory, overwrite=True)
     had_previous = is_checkpoint(directory)
     temporary = _sibling(directory, "tmp")
@@ -211,12 +213,61 @@ class LoadedCheckpoint:
     tokenizer: Any  # Tokenizer
 
 
+# A reader that meets a checkpoint being swapped for a newer one by a training run tries again;
+# the swap is two renames, so a few short waits always find one whole checkpoint.
+_READ_ATTEMPTS = 20
+_READ_PAUSE = 0.05
+
+
 def load_checkpoint(directory: Path, device: Any = "cpu") -> LoadedCheckpoint:
-    """Rebuild the model and tokenizer a checkpoint holds, ready to sample or evaluate."""
+    """Rebuild the model and tokenizer a checkpoint holds, ready to sample or evaluate.
+
+    Safe while a run trains into `directory`: what comes back is one whole checkpoint, never
+    the config of one save with the weights of the next."""
+    directory = Path(directory)
+    for attempt in range(_READ_ATTEMPTS):
+        before = _identity(directory)
+        try:
+            loaded = _load_checkpoint(_readable(directory), device)
+            loaded.path = directory
+        except TextgenError:
+            if attempt + 1 < _READ_ATTEMPTS and _being_swapped(directory, before):
+                time.sleep(_READ_PAUSE)
+                continue
+            raise
+        if _identity(directory) == before:
+            return loaded
+        time.sleep(_READ_PAUSE)
+    raise TextgenError(f"{directory} kept changing while it was read; try again when its run has saved")
+
+
+def _readable(directory: Path) -> Path:
+    """`directory`, or the copy a save killed between its two renames left beside it."""
+    previous = _sibling(directory, "old")
+    if not directory.exists() and is_checkpoint(previous):
+        return previous
+    return directory
+
+
+def _identity(directory: Path) -> tuple[int, int, int] | None:
+    """Which folder is at `directory` now. The inode alone is not enough: a folder removed by one
+    save frees its number for the next; a rename changes the ctime, so the pair tells them apart."""
+    try:
+        status = os.stat(directory)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino, status.st_ctime_ns
+
+
+def _being_swapped(directory: Path, before: tuple[int, int, int] | None) -> bool:
+    """Whether a failed read may have met a save in progress rather than a broken checkpoint."""
+    return _identity(directory) != before or (before is None and _sibling(directory, "old").exists())
+
+
+def _load_checkpoint(directory: Path, device: Any) -> LoadedCheckpoint:
     from textgen.model import RNNLanguageModel
     from textgen.tokenizers import load_tokenizer
 
-    directory = Path(directory)
     info = read_info(directory)
     tokenizer = load_tokenizer(directory, info.tokenizer)
     if tokenizer.vocab_size != info.model.vocab_size:
@@ -334,10 +385,10 @@ def _sibling(directory: Path, tag: str) -> Path:
 
 
 def _swap_into_place(temporary: Path, directory: Path) -> None:
+    previous = _sibling(directory, "old")
     if not directory.exists():
         os.replace(temporary, directory)
     else:
-        previous = _sibling(directory, "old")
         shutil.rmtree(previous, ignore_errors=True)
         # Two renames: between them the new checkpoint is complete in `temporary` and the
         # old one in `previous`, so no instant exists where neither is whole on disk.
@@ -347,8 +398,23 @@ def _swap_into_place(temporary: Path, directory: Path) -> None:
         except OSError:
             os.replace(previous, directory)  # put the old checkpoint back before reporting
             raise
-        shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)
     _fsync(directory.parent)
+
+
+def recover_interrupted_save(directory: Path) -> None:
+    """Put back the checkpoint a save killed between its two renames left aside, and remove what
+    a killed save left half-written. Call it only while holding the run lock (textgen.locking)."""
+    directory = Path(directory)
+    previous, temporary = _sibling(directory, "old"), _sibling(directory, "tmp")
+    try:
+        if not directory.exists() and is_checkpoint(previous):
+            os.replace(previous, directory)
+        shutil.rmtree(temporary, ignore_errors=True)
+        if directory.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+    except OSError:
+        pass  # leftovers are ignored by readers; the next save tries again
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -154,7 +154,8 @@ def train(
     check_tokenizer_config(tokenizer_config)
     check_model_config(model_config)
     check_train_config(train_config)
-    from textgen.checkpoint import check_output_directory
+    from textgen.checkpoint import check_output_directory, recover_interrupted_save
+    from textgen.locking import run_lock
 
     if out is None:
         out = _default_out(corpus)
@@ -166,12 +167,15 @@ def train(
     from textgen.training import train as run_training
 
     training_dtype(train_config.precision, resolve_device(device))  # a wrong --device or --precision fails first
-    text = load_corpus(corpus, encoding=encoding)
-    if chosen is not None:
-        why = "as asked" if preset else f"for a {max_time or train_config.default_max_time:g} s budget; --preset to choose"
-        console.print(f"[bold]preset {chosen}[/] ({why}): {PRESETS[chosen].description}", soft_wrap=True)
-    with TrainingDisplay() as display:
-        result = run_training(text, out, model_config, tokenizer_config, train_config, callbacks=display)
+    with run_lock(out):
+        recover_interrupted_save(out)
+        check_output_directory(out, overwrite)  # again: a run that just ended may have saved there
+        text = load_corpus(corpus, encoding=encoding)
+        if chosen is not None:
+            why = "as asked" if preset else f"for a {max_time or train_config.default_max_time:g} s budget; --preset to choose"
+            console.print(f"[bold]preset {chosen}[/] ({why}): {PRESETS[chosen].description}", soft_wrap=True)
+        with TrainingDisplay() as display:
+            result = run_training(text, out, model_config, tokenizer_config, train_config, callbacks=display)
     _finish(result, "ROMEO:" if text.name == "shakespeare" else "")
 
 
@@ -186,22 +190,25 @@ def _resume_training(checkpoint: Path, corpus: str | None, limits: dict, device:
         raise TextgenError(f"{names} cannot change when resuming: a resumed run keeps its own settings "
                            "(only --max-time, --max-steps, --epochs and --device may be given)")
     check_train_config(TrainConfig(**limits))
-    from textgen.checkpoint import read_info
+    from textgen.checkpoint import read_info, recover_interrupted_save
     from textgen.console import TrainingDisplay
     from textgen.corpus import load_corpus, recorded_corpus
     from textgen.devices import resolve_device, training_dtype
+    from textgen.locking import run_lock
     from textgen.training import resume as resume_run
 
-    info = read_info(checkpoint)
-    training_dtype(info.training.get("precision", "auto"), resolve_device(device))
-    if "device" in given:
-        limits["device"] = device
-    if corpus:
-        text = load_corpus(corpus, encoding=info.corpus.get("encoding") or "utf-8")
-    else:
-        text = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
-    with TrainingDisplay() as display:
-        result = resume_run(checkpoint, text, limits, callbacks=display)
+    with run_lock(checkpoint):
+        recover_interrupted_save(checkpoint)
+        info = read_info(checkpoint)
+        training_dtype(info.training.get("precision", "auto"), resolve_device(device))
+        if "device" in given:
+            limits["device"] = device
+        if corpus:
+            text = load_corpus(corpus, encoding=info.corpus.get("encoding") or "utf-8")
+        else:
+            text = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
+        with TrainingDisplay() as display:
+            result = resume_run(checkpoint, text, limits, callbacks=display)
     _finish(result, "ROMEO:" if info.corpus.get("name") == "shakespeare" else "")
 
 

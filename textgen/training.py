@@ -31,6 +31,7 @@ from textgen.documents import IGNORE, DocumentBatches, split_documents
 from textgen.devices import precision_note, resolve_device, training_dtype
 from textgen.errors import TextgenError
 from textgen.evaluation import documents_loss, summarise, total_loss
+from textgen.locking import run_lock
 from textgen.model import RNNLanguageModel, State, detach_state, reset_rows
 from textgen.optimization import WeightAverage, averaged_weights, learning_rate_at, make_optimizer
 from textgen.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
@@ -195,18 +196,20 @@ def train(
     train_config: TrainConfig | None = None,
     callbacks: TrainingCallbacks | None = None,
 ) -> TrainingResult:
-    """Train a language model on `corpus` and keep its best-by-validation weights in `out`."""
+    """Train a language model on `corpus` and keep its best-by-validation weights in `out`.
+    Another run training into `out` at the same time is refused (TextgenError)."""
     model_config = model_config or ModelConfig()
     tokenizer_config = tokenizer_config or TokenizerConfig()
     config = train_config or TrainConfig()
     check_train_config(config)
-    train_text, _ = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
-    # Char vocabularies come from the whole file so held-out text never holds an unseen character;
-    # word and subword vocabularies are learnt from the training part only.
-    tokenizer = build_tokenizer(tokenizer_config, corpus.text if tokenizer_config.kind == "char" else train_text)
-    torch.manual_seed(config.seed)
-    run = _Run(corpus, Path(out), model_config, tokenizer_config, tokenizer, config)
-    return run.loop(callbacks or TrainingCallbacks())
+    with run_lock(out):
+        train_text, _ = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
+        # Char vocabularies come from the whole file so held-out text never holds an unseen character;
+        # word and subword vocabularies are learnt from the training part only.
+        tokenizer = build_tokenizer(tokenizer_config, corpus.text if tokenizer_config.kind == "char" else train_text)
+        torch.manual_seed(config.seed)
+        run = _Run(corpus, Path(out), model_config, tokenizer_config, tokenizer, config)
+        return run.loop(callbacks or TrainingCallbacks())
 
 
 def resume(
@@ -221,6 +224,13 @@ def resume(
     `corpus` defaults to the text the run was trained on, read again from where it was;
     `limits` (max_steps, epochs, max_time) replace the run's own, counted from its start."""
     checkpoint = Path(checkpoint)
+    with run_lock(checkpoint):
+        return _resume(checkpoint, corpus, limits, callbacks)
+
+
+def _resume(
+    checkpoint: Path, corpus: Corpus | None, limits: dict[str, Any] | None, callbacks: TrainingCallbacks | None
+) -> TrainingResult:
     info = read_info(checkpoint)
     saved = load_trainer_state(checkpoint)
     how = "give the training text: textgen train FILE --resume CHECKPOINT"
