@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,23 @@ def make_checkpoint() -> Callable[..., Path]:
         return directory
 
     return make
+
+
+def generate(model: RNNLanguageModel, tokenizer, prompt: str, config, step=None) -> Iterator[str]:
+    """One sample's pieces of text, whatever config.num_samples (the sampler, seen as one stream)."""
+    from textgen.sampling import sample_pieces
+
+    for piece in sample_pieces(model, tokenizer, prompt, dataclasses.replace(config, num_samples=1), step):
+        if piece.text:
+            yield piece.text
+
+
+def next_token_distribution(logits: torch.Tensor, temperature: float, top_k: int, top_p: float = 1.0) -> torch.Tensor:
+    """Probabilities over the whole vocabulary as the sampler shapes them (0 for the tokens cut)."""
+    from textgen.sampling import candidates
+
+    batched = logits.reshape(-1, logits.shape[-1])
+    probabilities, ids = candidates(batched, temperature, top_k, top_p)
+    if ids is not None:
+        probabilities = torch.zeros_like(batched, dtype=torch.float32).scatter_(-1, ids, probabilities)
+    return probabilities.view(logits.shape)

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import textgen
+from conftest import generate, next_token_distribution
 from textgen.api import TextModel
 from textgen.config import SampleConfig
 from textgen.errors import TextgenError
 from textgen.evaluation import evaluate_text
-from textgen.sampling import generate, next_token_distribution
 
 
 @pytest.fixture(scope="module")

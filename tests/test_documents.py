@@ -193,7 +193,7 @@ def test_a_document_sample_ends_at_the_end_marker(make_model):
 
 def test_a_document_that_never_ends_stops_at_length(make_model):
     from textgen.config import SampleConfig
-    from textgen.sampling import generate
+    from conftest import generate
 
     base = build_tokenizer(TokenizerConfig(kind="char", documents="lines"), NAMES)
     letter = base.encode("a")[0]

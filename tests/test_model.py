@@ -7,7 +7,8 @@ import torch
 
 from textgen.config import CELLS, ModelConfig
 from textgen.errors import TextgenError
-from textgen.model import RNNLanguageModel, check_model_config, detach_state, select_state
+from textgen.config import check_model_config
+from textgen.model import RNNLanguageModel, detach_state, select_state
 from textgen.tokenizers import CharTokenizer
 
 cells = pytest.mark.parametrize("cell", CELLS)

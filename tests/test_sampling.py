@@ -11,13 +11,13 @@ import random
 import pytest
 import torch
 
-from conftest import fit
-from textgen.config import CELLS, ModelConfig, SampleConfig, TokenizerConfig
+from conftest import fit, generate, next_token_distribution
+from textgen.config import CELLS, ModelConfig, SampleConfig, TokenizerConfig, check_sample_config
 from textgen.errors import TextgenError
-from textgen.model import RNNLanguageModel
+from textgen.model import FastStep, ModuleStep, RNNLanguageModel, make_step
+from textgen.model.fast_step import _Linear
 from textgen.sampling import (
-    FastStep, ModuleStep, _Linear, candidates, check_sample_config, choose_tokens, draw, generate, make_step,
-    next_token_distribution, penalize_repeats, prompt_ids, sample_pieces, sample_stream,
+    candidates, choose_tokens, draw, penalize_repeats, prompt_ids, sample_pieces, sample_stream,
 )
 from textgen.tokenizers import CharTokenizer, build_tokenizer
 
@@ -92,7 +92,7 @@ def test_fast_step_gives_the_logits_of_the_models_own_forward(make_model, cell, 
 @pytest.mark.parametrize("skip_connections", [True, False])
 def test_every_arrangement_of_the_fast_step_gives_the_same_logits(make_model, monkeypatch, cell, path, skip_connections):
     if path == "no input table":
-        monkeypatch.setattr("textgen.sampling._MAX_TABLE_ELEMENTS", 0)  # a big vocabulary's way
+        monkeypatch.setattr("textgen.model.fast_step._MAX_TABLE_ELEMENTS", 0)  # a big vocabulary's way
     if path == "addmm only":
         monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
         monkeypatch.setattr(_Linear, "SMALL", 0)
@@ -337,7 +337,7 @@ def test_draw_inverts_the_cumulative_distribution_and_never_picks_a_zero():
     uniforms = [0.0, 0.2499, 0.2501, 0.9, 1.0 - 2**-53, 0.5]
     for python_up_to in (0, 1000):  # drawn by torch, and in Python
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("textgen.sampling._PYTHON_DRAW_MAX_CANDIDATES", python_up_to)
+            patch.setattr("textgen.sampling.shaping._PYTHON_DRAW_MAX_CANDIDATES", python_up_to)
             assert draw(probabilities, uniforms) == [1, 1, 3, 3, 3, 3]
             assert draw(probabilities[:1], [1.0 - 2**-53]) == [3]
 
@@ -349,7 +349,7 @@ def test_the_python_and_torch_draws_agree_to_the_last_bit(monkeypatch):
     probabilities = torch.softmax(logits, dim=-1)
     uniforms = torch.rand(64, generator=generator, dtype=torch.float64).tolist()
     in_python = [draw(row.view(1, -1), [u])[0] for row, u in zip(probabilities, uniforms)]
-    monkeypatch.setattr("textgen.sampling._PYTHON_DRAW_MAX_CANDIDATES", 0)
+    monkeypatch.setattr("textgen.sampling.shaping._PYTHON_DRAW_MAX_CANDIDATES", 0)
     assert draw(probabilities, uniforms) == in_python
     # at the boundaries themselves: u * total exactly on a cumulative sum
     cumulative = list(itertools.accumulate(probabilities[0].tolist()))

@@ -27,9 +27,8 @@ from textgen.config import SampleConfig, check_sample_config
 from textgen.devices import resolve_device
 from textgen.errors import TextgenError
 from textgen.evaluation import EvaluationResult, evaluate_text
-from textgen.sampling import (
-    SamplePiece, Step, candidates, make_step, penalize_repeats, prime, prompt_ids, sample_pieces,
-)
+from textgen.model import Step, make_step, prime
+from textgen.sampling import SamplePiece, candidates, penalize_repeats, prompt_ids, sample_pieces
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class TextModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.decoder.weight.device
+        return self.model.device
 
     # --- settings ----------------------------------------------------------------------------
 

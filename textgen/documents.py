@@ -16,7 +16,9 @@ A row's state is zeroed where a document starts and carried through the windows 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -49,6 +51,14 @@ def document_split_point(text: str, split: int, mode: str) -> int:
     return len(text) if match is None else match.end()
 
 
+class Window(NamedTuple):
+    """One band of columns the model reads in a step: what every batch, stream or documents, yields."""
+
+    inputs: torch.Tensor  # (rows, window) token ids
+    targets: torch.Tensor  # (rows, window) the next ids; IGNORE where nothing is predicted
+    starts: torch.Tensor | None = None  # (rows,) bool: the row begins a document, so its state is zeroed
+
+
 @dataclass
 class Layout:
     """Windows of token ids ready for the model, with where each row starts a new document."""
@@ -60,6 +70,16 @@ class Layout:
     @property
     def windows(self) -> int:
         return self.inputs.shape[0]
+
+    @property
+    def rows(self) -> int:
+        return self.inputs.shape[1]
+
+    def __getitem__(self, index: int) -> Window:
+        return Window(self.inputs[index], self.targets[index], self.starts[index])
+
+    def __iter__(self) -> Iterator[Window]:
+        return (self[index] for index in range(self.windows))
 
 
 def lay_out(documents: list[list[int]], boundary_id: int, rows: int, window: int) -> Layout:

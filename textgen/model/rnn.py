@@ -118,6 +118,11 @@ class RNNLanguageModel(nn.Module):
             return logits, (torch.cat([h for h, _ in states]), torch.cat([c for _, c in states]))
         return logits, torch.cat(states)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are: the one place that knows a model's device."""
+        return self.decoder.weight.device
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

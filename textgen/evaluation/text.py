@@ -1,4 +1,5 @@
-"""Scoring a model on text: loss in nats per token, perplexity, and bits per character.
+"""Scoring a model on a text: loss in nats per token, perplexity, and bits per character, with
+the symbols the model never saw refused, skipped or replaced as asked.
 
 Bits per character divides the same total loss by the number of characters scored,
 which is what makes a char model and a word or subword model comparable.
@@ -10,11 +11,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from textgen.documents import IGNORE, lay_out, window_for
 from textgen.errors import TextgenError
-from textgen.model import RNNLanguageModel, reset_rows
+from textgen.evaluation.scoring import documents_loss, total_loss
+from textgen.model import RNNLanguageModel
 
 
 @dataclass
@@ -40,86 +40,6 @@ class EvaluationResult:
             "unseen_symbols": self.unseen,
             "unseen_handling": self.unseen_handling or "none",
         }
-
-
-def total_loss(
-    model: RNNLanguageModel,
-    ids: torch.Tensor,
-    context_id: int | None = None,
-    rows: int = 32,
-    window: int = 256,
-) -> tuple[float, int]:
-    """Sum of next-token losses in nats over every token of `ids` after the first
-    (over every token when `context_id` supplies the one before it), and how many were scored.
-
-    The ids are cut into `rows` contiguous segments run side by side, each carrying its
-    state through windows of `window` tokens; padding at the end is masked out:
-
-        ids  a b c d e f g h i j k        10 predictions, rows=3, segment length 4
-        row0 a b c d  -> predicts b c d e
-        row1 e f g h  -> predicts f g h i
-        row2 i j . .  -> predicts j k (the padding is ignored)
-    """
-    ids = ids.to(torch.long).flatten()
-    if context_id is not None:
-        ids = torch.cat([torch.tensor([context_id], dtype=torch.long), ids])
-    count = ids.numel() - 1
-    if count < 1:
-        return 0.0, 0
-    rows = max(1, min(rows, count))
-    length = math.ceil(count / rows)
-    padded = rows * length
-    inputs = torch.zeros(padded, dtype=torch.long)
-    targets = torch.full((padded,), IGNORE, dtype=torch.long)
-    inputs[:count] = ids[:-1]
-    targets[:count] = ids[1:]
-    device = model.decoder.weight.device
-    inputs = inputs.view(rows, length).to(device)
-    targets = targets.view(rows, length).to(device)
-
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    try:
-        with torch.inference_mode():
-            state = model.init_state(rows, device)
-            for start in range(0, length, window):
-                logits, state = model(inputs[:, start : start + window], state)
-                total += F.cross_entropy(
-                    logits.float().reshape(-1, logits.shape[-1]),
-                    targets[:, start : start + window].reshape(-1),
-                    ignore_index=IGNORE,
-                    reduction="sum",
-                ).double()
-    finally:
-        model.train(was_training)
-    return float(total), count
-
-
-def documents_loss(
-    model: RNNLanguageModel, documents: list[list[int]], end_id: int, rows: int = 32, window: int = 256
-) -> tuple[float, int]:
-    """Sum of next-token losses over documents, each read from a fresh state: every token and the
-    end marker after the last one are predicted, the opening marker is given."""
-    if not documents:
-        return 0.0, 0
-    layout = lay_out(documents, end_id, rows, window_for(documents, window))
-    device = model.decoder.weight.device
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    try:
-        with torch.inference_mode():
-            state = model.init_state(layout.inputs.shape[1], device)
-            for index in range(layout.windows):
-                state = reset_rows(state, layout.starts[index].to(device))
-                logits, state = model(layout.inputs[index].to(device), state)
-                total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                         layout.targets[index].to(device).reshape(-1),
-                                         ignore_index=IGNORE, reduction="sum").double()
-    finally:
-        model.train(was_training)
-    return float(total), int((layout.targets != IGNORE).sum())
 
 
 def summarise(total_nats: float, tokens: int, characters: int) -> EvaluationResult:

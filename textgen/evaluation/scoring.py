@@ -1,0 +1,94 @@
+"""The one windowed cross-entropy: the summed next-token loss of a model over windows of ids,
+its recurrent state carried from each window to the next.
+
+Validation during training, `textgen evaluate`, document-mode scoring and every later view of a
+model's behaviour go through `score_windows`, so all of them measure the same thing the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from textgen.documents import IGNORE, Window, lay_out, window_for
+from textgen.model import RNNLanguageModel, reset_rows
+
+
+@contextmanager
+def evaluation_mode(model: RNNLanguageModel) -> Iterator[None]:
+    """Dropout off and no autograd for the block; the model's own mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def score_windows(model: RNNLanguageModel, windows: Iterable[Window], rows: int) -> float:
+    """Sum of next-token losses in nats over `windows`, each (rows, window) ids with its targets
+    (IGNORE where nothing is scored); a row's state is zeroed where its `starts` flag is set."""
+    device = model.device
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    with evaluation_mode(model):
+        state = model.init_state(rows, device)
+        for window in windows:
+            if window.starts is not None:
+                state = reset_rows(state, window.starts.to(device))
+            logits, state = model(window.inputs.to(device), state)
+            total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                     window.targets.to(device).reshape(-1),
+                                     ignore_index=IGNORE, reduction="sum").double()
+    return float(total)
+
+
+def total_loss(
+    model: RNNLanguageModel,
+    ids: torch.Tensor,
+    context_id: int | None = None,
+    rows: int = 32,
+    window: int = 256,
+) -> tuple[float, int]:
+    """Sum of next-token losses in nats over every token of `ids` after the first
+    (over every token when `context_id` supplies the one before it), and how many were scored.
+
+    The ids are cut into `rows` contiguous segments run side by side, each carrying its
+    state through windows of `window` tokens; padding at the end is masked out:
+
+        ids  a b c d e f g h i j k        10 predictions, rows=3, segment length 4
+        row0 a b c d  -> predicts b c d e
+        row1 e f g h  -> predicts f g h i
+        row2 i j . .  -> predicts j k (the padding is ignored)
+    """
+    ids = ids.to(torch.long).flatten()
+    if context_id is not None:
+        ids = torch.cat([torch.tensor([context_id], dtype=torch.long), ids])
+    count = ids.numel() - 1
+    if count < 1:
+        return 0.0, 0
+    rows = max(1, min(rows, count))
+    length = math.ceil(count / rows)
+    inputs = torch.zeros(rows * length, dtype=torch.long)
+    targets = torch.full((rows * length,), IGNORE, dtype=torch.long)
+    inputs[:count] = ids[:-1]
+    targets[:count] = ids[1:]
+    inputs, targets = inputs.view(rows, length), targets.view(rows, length)
+    windows = (Window(inputs[:, start : start + window], targets[:, start : start + window])
+               for start in range(0, length, window))
+    return score_windows(model, windows, rows), count
+
+
+def documents_loss(
+    model: RNNLanguageModel, documents: list[list[int]], end_id: int, rows: int = 32, window: int = 256
+) -> tuple[float, int]:
+    """Sum of next-token losses over documents, each read from a fresh state: every token and the
+    end marker after the last one are predicted, the opening marker is given."""
+    if not documents:
+        return 0.0, 0
+    layout = lay_out(documents, end_id, rows, window_for(documents, window))
+    return score_windows(model, layout, layout.rows), int((layout.targets != IGNORE).sum())
