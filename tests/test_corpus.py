@@ -21,8 +21,8 @@ from textgen.corpus import (
     fetch_corpus,
     load_corpus,
     read_text_file,
-    split_text,
 )
+from textgen.data import split_text
 from textgen.errors import TextgenError
 
 SHARED_SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"

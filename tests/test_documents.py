@@ -11,8 +11,10 @@ import torch
 
 from textgen.checkpoint import load_checkpoint, read_info
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
-from textgen.corpus import Corpus, split_text
-from textgen.documents import IGNORE, DocumentBatches, document_split_point, lay_out, shuffled, split_documents
+from textgen.corpus import Corpus
+from textgen.data import (
+    IGNORE, DocumentBatches, document_split_point, lay_out, shuffled, split_documents, split_text,
+)
 from textgen.errors import TextgenError
 from textgen.evaluation import documents_loss, evaluate_text
 from textgen.model import reset_rows

@@ -1,4 +1,4 @@
-"""Tests for textgen.optimization: the learning-rate schedule, the optimiser's parameter groups
+"""Tests for textgen.training.optimization: the learning-rate schedule, the optimiser's parameter groups
 and momentum, and the weight average's swap."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 
 from textgen.config import ModelConfig, TrainConfig
 from textgen.model import RNNLanguageModel
-from textgen.optimization import WeightAverage, averaged_weights, learning_rate_at, make_optimizer
+from textgen.training.optimization import WeightAverage, averaged_weights, learning_rate_at, make_optimizer
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():

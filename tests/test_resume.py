@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import textgen.checkpoint
-import textgen.training
+import textgen.training.loop
+import textgen.training.run_data
 from textgen.checkpoint import TRAINER_FILE, load_checkpoint, load_trainer_state, read_info, read_metrics
 from textgen.config import (
     PRESETS, ModelConfig, TokenizerConfig, TrainConfig, apply_preset, preset_for_budget,
@@ -116,8 +117,8 @@ def test_a_run_saved_before_adam_beta1_existed_resumes_with_the_momentum_it_had(
     del record["training"]["adam_beta1"]  # as textgen wrote it when momentum was fixed at 0.9
     config_path.write_text(json.dumps(record))
     betas = []
-    make_optimizer = textgen.training.make_optimizer
-    monkeypatch.setattr(textgen.training, "make_optimizer",
+    make_optimizer = textgen.training.loop.make_optimizer
+    monkeypatch.setattr(textgen.training.loop, "make_optimizer",
                         lambda model, config: betas.append(config.adam_beta1) or make_optimizer(model, config))
     resume(tmp_path / "ck", corpus, {"max_steps": 8})
     assert betas == [0.9] and TrainConfig().adam_beta1 == 0.8
@@ -177,7 +178,7 @@ def test_a_full_disk_while_saving_the_trainer_state_keeps_the_previous_one(tmp_p
 
 def test_patience_stops_after_that_many_validations_without_a_new_best(tmp_path, corpus, monkeypatch):
     scores = iter([5.0, 4.0, 4.5, 4.2, 4.1, 3.0, 2.0])
-    monkeypatch.setattr(textgen.training, "total_loss", lambda *args, **kwargs: (next(scores) * 100, 100))
+    monkeypatch.setattr(textgen.training.run_data, "total_loss", lambda *args, **kwargs: (next(scores) * 100, 100))
     result = train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=200, eval_every=5, patience=3))
     assert result.stop_reason == "early-stop"
     assert result.steps == 25  # validations at steps 5, 10 (best), 15, 20, 25: three without a new best
@@ -197,7 +198,7 @@ def test_the_saved_model_is_the_weight_average_and_resume_keeps_training_the_liv
 
 
 def test_evaluation_scores_the_averaged_weights(tmp_path, corpus):
-    from textgen.corpus import split_text
+    from textgen.data import split_text
     from textgen.evaluation import evaluate_text
 
     train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=10, ema_decay=0.8))

@@ -13,22 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
-import textgen.training
+import textgen.training.loop
+import textgen.training.run_data
 from textgen.checkpoint import load_checkpoint, read_info, read_metrics
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
-from textgen.corpus import Corpus, split_text
+from textgen.corpus import Corpus
+from textgen.data import split_text
 from textgen.errors import TextgenError
 from textgen.evaluation import evaluate_text
-from textgen.optimization import learning_rate_at
-from textgen.training import (
-    EvaluationReport,
-    RunPlan,
-    StepReport,
-    TrainingCallbacks,
-    batchify,
-    check_train_config,
-    train,
-)
+from textgen.training.optimization import learning_rate_at
+from textgen.config import check_train_config
+from textgen.data import batchify
+from textgen.training import EvaluationReport, RunPlan, StepReport, TrainingCallbacks, train
 
 TINY = ModelConfig(layers=1, hidden_size=48, embedding_size=16)
 
@@ -125,8 +121,8 @@ def test_checkpoint_holds_the_best_by_validation_weights(run):
 def test_checkpoint_keeps_the_best_weights_when_validation_gets_worse(tmp_path, docs_text, monkeypatch):
     # From step 40 on a learning rate of 2 wrecks the model, so the evaluations at 60 and 80
     # are worse than the one at 40: the checkpoint must still hold the step-40 weights.
-    scheduled = textgen.training.learning_rate_at
-    monkeypatch.setattr(textgen.training, "learning_rate_at",
+    scheduled = textgen.training.loop.learning_rate_at
+    monkeypatch.setattr(textgen.training.loop, "learning_rate_at",
                         lambda config, step, done: scheduled(config, step, done) if step < 40 else 2.0)
     out = tmp_path / "ck"
     train(corpus_of(docs_text), out, TINY, TokenizerConfig(), quick(max_steps=80, eval_every=20))
@@ -335,7 +331,7 @@ def test_out_of_range_train_configs_name_the_option(change, option):
 
 
 def nan_after(calls: int) -> types.SimpleNamespace:
-    """torch.nn.functional as textgen.training sees it, but cross_entropy turns NaN after `calls` calls."""
+    """torch.nn.functional as textgen.training.loop sees it, but cross_entropy turns NaN after `calls` calls."""
     functional = torch.nn.functional
     count = 0
 
@@ -349,7 +345,7 @@ def nan_after(calls: int) -> types.SimpleNamespace:
 
 
 def test_nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(tmp_path, small_corpus, monkeypatch):
-    monkeypatch.setattr(textgen.training, "F", nan_after(25))  # steps 0..24 are fine, step 25 is NaN
+    monkeypatch.setattr(textgen.training.loop, "F", nan_after(25))  # steps 0..24 are fine, step 25 is NaN
     out = tmp_path / "ck"
     with pytest.raises(TextgenError) as err:
         train(small_corpus, out, TINY, TokenizerConfig(), quick(max_steps=100, eval_every=10))
@@ -364,7 +360,7 @@ def test_nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_nan_loss_before_any_checkpoint_does_not_claim_one(tmp_path, small_corpus, monkeypatch):
-    monkeypatch.setattr(textgen.training, "F", nan_after(3))
+    monkeypatch.setattr(textgen.training.loop, "F", nan_after(3))
     out = tmp_path / "ck"
     with pytest.raises(TextgenError) as err:
         train(small_corpus, out, TINY, TokenizerConfig(), quick(max_steps=100, eval_every=10))
@@ -400,6 +396,6 @@ def test_a_nan_first_validation_leaves_an_earlier_checkpoint_untouched(tmp_path,
     out = tmp_path / "ck"
     train(small_corpus, out, TINY, TokenizerConfig(), quick(max_steps=4))
     before = {path.name: path.read_bytes() for path in out.iterdir()}
-    monkeypatch.setattr(textgen.training, "total_loss", lambda *args, **kwargs: (float("nan"), 10))
+    monkeypatch.setattr(textgen.training.run_data, "total_loss", lambda *args, **kwargs: (float("nan"), 10))
     train(small_corpus, out, TINY, TokenizerConfig(kind="word", min_count=1), quick(max_steps=4))
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before

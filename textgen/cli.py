@@ -214,13 +214,11 @@ def _resume_training(checkpoint: Path, corpus: str | None, limits: dict, device:
 
 def _finish(result, prompt: str) -> None:
     """The run's report, then what to do next; exit 130 after an interruption."""
-    from textgen.checkpoint import load_checkpoint
     from textgen.console import console, run_report, training_summary
 
     console.print(training_summary(result))
     if result.metrics:
-        loaded = load_checkpoint(result.checkpoint)
-        console.print(run_report(result.checkpoint, loaded.info, loaded.model.num_parameters(), result.metrics))
+        console.print(run_report(result.checkpoint, result.info, result.parameters, result.metrics))
     where = shlex.quote(str(result.checkpoint))
     if result.interrupted:
         console.print(f"\nsaved where the run stands in {where}; continue it with:  "

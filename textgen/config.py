@@ -45,7 +45,7 @@ class TokenizerConfig:
     vocab_size: int = 2000
     subword_model: str = "unigram"
     # "lines" or "blank-lines": the text is many short independent documents, each read from a
-    # fresh state between end markers (textgen/documents.py); "none": one continuous text.
+    # fresh state between end markers (textgen/data/batches.py); "none": one continuous text.
     documents: str = "none"
 
 

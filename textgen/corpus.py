@@ -9,17 +9,16 @@ from __future__ import annotations
 import codecs
 import hashlib
 import http.client
-import math
 import os
 import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
 from textgen import config
+from textgen.data.split import split_text
 from textgen.errors import TextgenError
 
 
@@ -102,7 +101,7 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
         # Decoding a sample also rejects codecs that exist but are not text encodings (hex, base64);
         # b"" would not do, Python skips the codec lookup for it.
         b"a".decode(encoding)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a name no codec could have (a NUL inside it)
         raise TextgenError(f"unknown encoding: {encoding}") from None
     except UnicodeError:
         pass  # a real text encoding that cannot decode one lone byte (UTF-16, UTF-32)
@@ -124,15 +123,22 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     # and saying so beats reporting the first undecodable byte of it.
     wide = codec_name.startswith(("utf-16", "utf-32"))
     if not wide and (nul := data.find(b"\x00")) >= 0:
+        if wide_text := _wide_encoding(data):
+            raise TextgenError(f"{path} looks like {wide_text.upper()} text, not {encoding} (NUL byte at offset {nul}); "
+                               f"pass --encoding {wide_text}")
         raise TextgenError(f"{path} looks binary (NUL byte at offset {nul})")
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as error:
         label = "UTF-8" if codec_name == "utf-8" else encoding
+        # A codec may decode a tail of the data (utf-8-sig, past its BOM), and count from there.
+        offset = error.start + len(data) - len(error.object) if data.endswith(error.object) else error.start
         raise TextgenError(
-            f"{path} is not valid {label}: bad byte 0x{data[error.start]:02x} at byte offset {error.start}; "
+            f"{path} is not valid {label}: bad byte 0x{error.object[error.start]:02x} at byte offset {offset}; "
             "pass --encoding if it uses another encoding"
         ) from None
+    except UnicodeError as error:  # codecs such as punycode report bad input without a position
+        raise TextgenError(f"{path} is not valid {encoding}: {str(error).splitlines()[0]}") from None
     if wide and (nul := text.find("\x00")) >= 0:
         raise TextgenError(f"{path} looks binary (NUL character at character offset {nul})")
     if text.startswith("\ufeff"):
@@ -142,24 +148,26 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     return text
 
 
-def split_text(text: str, val_fraction: float, documents: str = "none") -> tuple[str, str]:
-    """Split into (train, validation): the first characters train, the last `val_fraction` validate.
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
-    Train gets floor(n * (1 - f)) characters, nanoGPT's int(n * 0.9), so tiny Shakespeare's
-    figures compare with published ones; with `documents`, the split moves on to the end of the
-    document it falls in.
-    """
-    if not 0.0 <= val_fraction <= 0.5:  # also rejects NaN
-        raise TextgenError(f"validation fraction must be between 0 and 0.5, got {val_fraction}")
-    # Work on the decimal the user wrote (0.1 is exactly 1/10 here, not the nearest double),
-    # so the split never lands a character off from the same sum done by hand.
-    train_share = 1 - Fraction(str(float(val_fraction)))
-    split = math.floor(len(text) * train_share)
-    if val_fraction > 0:
-        from textgen.documents import document_split_point
 
-        split = document_split_point(text, split, documents)
-    return text[:split], text[split:]
+def _wide_encoding(data: bytes) -> str | None:
+    """The UTF-16 or UTF-32 encoding `data` reads as plain text in, if any: such a file is full of
+    NUL bytes, and calling it binary would hide the one option that reads it."""
+    sample = data[:4096]
+    bom = next((name for mark, name in _WIDE_BOMS if sample.startswith(mark)), None)
+    for name in (bom,) if bom else ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+        try:
+            text = codecs.getincrementaldecoder(name)().decode(sample, final=False)
+        except UnicodeDecodeError:
+            continue
+        # Binary data decodes too, now and then, but not without NULs or control characters; and
+        # without a BOM to go by, only text mostly of the first 256 code points has NUL bytes to explain.
+        if (text.strip("\ufeff") and not any(c < " " and c not in "\t\n\r\f" for c in text)
+                and (bom or sum(c < "\u0100" for c in text) >= len(text) / 2)):
+            return name
+    return None
 
 
 def recorded_corpus(record: dict, why: str) -> Corpus:

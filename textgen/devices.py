@@ -68,10 +68,11 @@ def cpu_runs_bfloat16_lstm() -> bool:
     Tried rather than inferred from CPU flags: the answer depends on oneDNN's build and on
     ONEDNN_MAX_CPU_ISA as much as on the chip, and a few milliseconds settle it."""
     try:
-        lstm = torch.nn.LSTM(4, 4, batch_first=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            output, _ = lstm(torch.zeros(1, 2, 4))
-        output.float().sum().backward()
+        with torch.random.fork_rng(devices=[]):  # the probe's random weights must not shift a seeded run
+            lstm = torch.nn.LSTM(4, 4, batch_first=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                output, _ = lstm(torch.zeros(1, 2, 4))
+            output.float().sum().backward()
     except RuntimeError:
         return False
     return True

@@ -149,6 +149,10 @@ class WordTokenizer(_TokenList):
             (t for t, n in counts.items() if n >= min_count and t not in specials),
             key=lambda t: (-counts[t], t),
         )
+        if not ranked and len(specials) == 1:
+            # A vocabulary of <unk> alone trains a model that can only ever write <unk>.
+            raise TextgenError(f"no token occurs at least {min_count} times in the text, so the vocabulary "
+                               f"would hold nothing but {UNK}; lower --min-count")
         return cls((specials + ranked)[:max_vocab], fold_spaces)
 
     def split(self, text: str) -> list[str]:

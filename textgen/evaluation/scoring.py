@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from textgen.documents import IGNORE, Window, lay_out, window_for
+from textgen.data import IGNORE, Window, lay_out, window_for
 from textgen.model import RNNLanguageModel, reset_rows
 
 

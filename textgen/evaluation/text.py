@@ -90,7 +90,7 @@ def evaluate_text(
 
     end_id = end_marker(tokenizer)
     if end_id is not None:
-        from textgen.documents import split_documents
+        from textgen.data import split_documents
 
         documents = [encode(d) for d in split_documents(text, tokenizer.mode)]
         total, count = documents_loss(model, documents, end_id)

@@ -2,7 +2,7 @@
 (linear warm-up, then cosine decay), and an optional moving average of the weights that is
 evaluated and saved in place of the live ones.
 
-The training loop (textgen/training.py) owns when these run; this module owns what they do.
+The training loop (textgen/training/loop.py) owns when these run; this module owns what they do.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Training on a file of short independent texts: names, headlines, song titles, paragraphs.
+"""Batches for truncated BPTT, behind one interface: windows of ids with their targets, epoch by
+epoch, from one continuous text (StreamBatches) or from many short documents (DocumentBatches).
 
-`--documents lines` makes every non-empty line a document; `--documents blank-lines` every
-paragraph. Each document is read as  <end> d o c <end>  (one marker both ends one document and
-starts the next), and no recurrent state ever flows from one document into another.
+A stream is laid out as `rows` contiguous slices (see `batchify`); each row's state flows from
+one window to the next. A file of short independent texts (names, headlines, paragraphs) is read
+document by document: each as  <end> d o c <end>  (one marker both ends one document and starts
+the next), and no recurrent state ever flows from one document into another.
 
 Documents are laid out in batch rows, one after another, each starting at the top of a window:
 
@@ -15,40 +17,16 @@ A row's state is zeroed where a document starts and carried through the windows 
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
-from textgen.config import DOCUMENT_MODES
 from textgen.errors import TextgenError
 
 IGNORE = -100  # the target id cross_entropy skips
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n\s*")
-
-
-def split_documents(text: str, mode: str) -> list[str]:
-    """The documents of `text`: its non-blank lines, or its paragraphs, with outer whitespace kept
-    inside each (only the line break that separates them goes)."""
-    if mode == "lines":
-        pieces = text.split("\n")
-        return [p.removesuffix("\r") for p in pieces if p.strip()]
-    if mode == "blank-lines":
-        return [p.strip("\n\r") for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
-    raise TextgenError(f"--documents must be one of {', '.join(DOCUMENT_MODES)}, not {mode!r}")
-
-
-def document_split_point(text: str, split: int, mode: str) -> int:
-    """Move a train/validation split forward to the next document boundary, so no document is cut."""
-    if mode == "none" or split >= len(text):
-        return split
-    if mode == "lines":
-        newline = text.find("\n", split - 1 if split > 0 else 0)
-        return len(text) if newline < 0 else newline + 1
-    match = _PARAGRAPH_BREAK.search(text, max(0, split - 1))
-    return len(text) if match is None else match.end()
 
 
 class Window(NamedTuple):
@@ -115,6 +93,50 @@ def shuffled(documents: list[list[int]], seed: int, epoch: int) -> list[list[int
     return [documents[i] for i in order]
 
 
+def batchify(ids: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lay a stream out as `rows` contiguous slices, inputs and next-token targets side by side:
+
+        stream  a b c d e f g h i j k l m        rows = 3
+        inputs  | a b c d |   targets | b c d e |
+                | e f g h |           | f g h i |
+                | i j k l |           | j k l m |
+
+    A window of the training loop is a band of columns; each row's state flows from one window
+    to the next, so the model sees its slice of the corpus in order.
+    """
+    length = (ids.numel() - 1) // rows
+    inputs = ids[: rows * length].view(rows, length)
+    targets = ids[1 : rows * length + 1].view(rows, length)
+    return inputs, targets
+
+
+class StreamBatches:
+    """The training windows of one continuous text: the same bands of columns every epoch."""
+
+    def __init__(self, ids: torch.Tensor, rows: int, seq_len: int, device: torch.device | str = "cpu") -> None:
+        if ids.numel() < seq_len + 1:
+            raise TextgenError(
+                f"the training text is {ids.numel()} tokens long, shorter than one training window "
+                f"(--seq-len {seq_len}); use a longer text or a smaller --seq-len"
+            )
+        # Every row holds at least one whole window.
+        self.rows = min(rows, (ids.numel() - 1) // seq_len)
+        self.window = seq_len
+        self.tokens = ids.numel()
+        self.inputs, self.targets = (t.to(device) for t in batchify(ids, self.rows))
+        self._steps = math.ceil(self.inputs.shape[1] / seq_len)
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        return self._steps
+
+    def window_at(self, epoch: int, position: int) -> Window:
+        columns = slice(position * self.window, (position + 1) * self.window)
+        return Window(self.inputs[:, columns], self.targets[:, columns])
+
+    def scored_tokens(self, window: Window) -> int:
+        return window.inputs.numel()
+
+
 class DocumentBatches:
     """The training windows of a document corpus, epoch by epoch, each epoch in its own order."""
 
@@ -135,6 +157,15 @@ class DocumentBatches:
 
     def steps_in_epoch(self, epoch: int) -> int:
         return self.layout(epoch).windows
+
+    def window_at(self, epoch: int, position: int) -> Window:
+        return self.layout(epoch)[position]
+
+    def scored_tokens(self, window: Window) -> int:
+        return int((window.targets != IGNORE).sum())
+
+
+Batches = StreamBatches | DocumentBatches
 
 
 def window_for(documents: list[list[int]], seq_len: int) -> int:

@@ -1,0 +1,12 @@
+"""The data a model learns from, as ids: split.py cuts the text for training and validation,
+batches.py lays ids out in windows for truncated BPTT (streams and documents behind one interface)."""
+
+from textgen.data.batches import (
+    IGNORE, Batches, DocumentBatches, Layout, StreamBatches, Window, batchify, lay_out, shuffled, window_for,
+)
+from textgen.data.split import document_split_point, split_documents, split_text
+
+__all__ = [
+    "IGNORE", "Batches", "DocumentBatches", "Layout", "StreamBatches", "Window", "batchify", "document_split_point",
+    "lay_out", "shuffled", "split_documents", "split_text", "window_for",
+]

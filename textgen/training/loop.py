@@ -1,0 +1,347 @@
+"""The training loop: truncated BPTT over the windows of a stream or of documents, AdamW with
+warm-up and cosine decay, clipping, scheduled validation, best-by-validation checkpoints, and
+exact resume.
+
+    train(corpus, out, ...)  ─▶ split the text, build the tokenizer, lay out the data ─┐
+    resume(checkpoint, ...)  ─▶ the same from config.json, then restore the snapshot ──┤
+                                                                                       ▼
+    Trainer.run: until a limit, Ctrl-C or patience stops it
+        validate when due ─▶ save (a new best: the whole checkpoint; else records and trainer state)
+        step: next window ─▶ forward ─▶ loss ─▶ backward ─▶ clip ─▶ AdamW ─▶ carry the state
+    then a last validation and save (or, after Ctrl-C, a save of where the run stands)
+
+It reports through a TrainingCallbacks object and never prints, so a notebook, the CLI and the
+tests all drive the same loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from textgen.checkpoint import (
+    CheckpointInfo, TrainerState, is_checkpoint, load_trainer_state, read_info, save_checkpoint, save_trainer_state, update_records,
+)
+from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, check_train_config, from_dict, to_dict
+from textgen.corpus import Corpus, recorded_corpus
+from textgen.data import IGNORE, Window, split_text
+from textgen.devices import precision_note, resolve_device, training_dtype
+from textgen.errors import TextgenError
+from textgen.evaluation import summarise
+from textgen.locking import run_lock
+from textgen.model import RNNLanguageModel, State, detach_state, reset_rows
+from textgen.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
+from textgen.training.callbacks import EvaluationReport, RunPlan, StepReport, TrainingCallbacks, TrainingResult
+from textgen.training.interrupt import StopRequest
+from textgen.training.limits import Limits
+from textgen.training.optimization import WeightAverage, averaged_weights, learning_rate_at, make_optimizer
+from textgen.training.run_data import lay_out_run_data
+from textgen.training.snapshot import EVALUATIONS_PER_RUN, Progress, restore, snapshot
+
+# With --eval-every 0, validation stops once it has taken this share of a time budget: in a short
+# run the seconds are worth more as training steps (the final validation always happens).
+EVALUATION_SHARE = 0.05
+
+
+def train(
+    corpus: Corpus,
+    out: Path,
+    model_config: ModelConfig | None = None,
+    tokenizer_config: TokenizerConfig | None = None,
+    train_config: TrainConfig | None = None,
+    callbacks: TrainingCallbacks | None = None,
+) -> TrainingResult:
+    """Train a language model on `corpus` and keep its best-by-validation weights in `out`.
+    Another run training into `out` at the same time is refused (TextgenError)."""
+    model_config = model_config or ModelConfig()
+    tokenizer_config = tokenizer_config or TokenizerConfig()
+    config = train_config or TrainConfig()
+    check_train_config(config)
+    with run_lock(out):
+        train_text, val_text = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
+        # Char vocabularies come from the whole file so held-out text never holds an unseen character;
+        # word and subword vocabularies are learnt from the training part only.
+        tokenizer = build_tokenizer(tokenizer_config, corpus.text if tokenizer_config.kind == "char" else train_text)
+        torch.manual_seed(config.seed)
+        trainer = Trainer(corpus, train_text, val_text, Path(out), model_config, tokenizer_config, tokenizer, config)
+        return trainer.run(callbacks or TrainingCallbacks())
+
+
+def resume(
+    checkpoint: Path,
+    corpus: Corpus | None = None,
+    limits: dict[str, Any] | None = None,
+    callbacks: TrainingCallbacks | None = None,
+) -> TrainingResult:
+    """Continue the run saved in `checkpoint` from the step where it stopped, with its optimiser,
+    schedule, data position and random state, so the losses match a run never interrupted.
+
+    `corpus` defaults to the text the run was trained on, read again from where it was;
+    `limits` (max_steps, epochs, max_time) replace the run's own, counted from its start."""
+    checkpoint = Path(checkpoint)
+    with run_lock(checkpoint):
+        info = read_info(checkpoint)
+        saved = load_trainer_state(checkpoint)
+        if corpus is None:
+            corpus = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
+        elif corpus.sha256 != info.corpus.get("sha256"):
+            raise TextgenError(f"{corpus.source} is not the text {checkpoint} was trained on; resume needs the same text")
+        config = from_dict(TrainConfig, {"adam_beta1": 0.9, **info.training})  # 0.9: runs from before the option
+        if limits:
+            config = TrainConfig(**{**to_dict(config), **limits})
+        check_train_config(config)
+        train_text, val_text = split_text(corpus.text, config.val_fraction, info.tokenizer.documents)
+        tokenizer = load_tokenizer(checkpoint, info.tokenizer)
+        trainer = Trainer(corpus, train_text, val_text, checkpoint, info.model, info.tokenizer, tokenizer, config)
+        trainer.restore(saved)
+        progress = trainer.progress
+        if trainer.limits.reached(progress.step, trainer.steps_per_epoch, progress.elapsed):
+            raise TextgenError(
+                f"{checkpoint} already reached its limit at step {progress.step:,} ({progress.elapsed:.0f} s); "
+                "give a larger --max-steps, --epochs or --max-time to train on"
+            )
+        return trainer.run(callbacks or TrainingCallbacks())
+
+
+class Trainer:
+    """One run: its model, optimiser, data, progress and checkpoint, built fresh (then `restore`d
+    for a resume) and driven by `run`."""
+
+    def __init__(self, corpus: Corpus, train_text: str, val_text: str, out: Path, model_config: ModelConfig,
+                 tokenizer_config: TokenizerConfig, tokenizer: Tokenizer, config: TrainConfig) -> None:
+        self.out, self.config, self.tokenizer = out, config, tokenizer
+        self.device = resolve_device(config.device)
+        self.data = lay_out_run_data(train_text, val_text, tokenizer, tokenizer_config.documents, config.batch_size,
+                                     config.seq_len, config.seed, self.device)
+        self.limits = Limits.of(config)
+        self.steps_per_epoch = self.data.batches.steps_in_epoch(0)
+        model_config = ModelConfig(**{**to_dict(model_config), "vocab_size": tokenizer.vocab_size})
+        try:
+            self.model = RNNLanguageModel(model_config).to(self.device)
+        except (RuntimeError, MemoryError) as error:
+            raise TextgenError(
+                f"could not build a model of this size on {self.device}: {str(error).splitlines()[0][:200]}"
+            ) from None
+        self.optimizer = make_optimizer(self.model, config)
+        self.autocast_dtype = training_dtype(config.precision, self.device)
+        self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
+        self.info = CheckpointInfo(
+            model=model_config,
+            tokenizer=tokenizer_config,
+            corpus={
+                "source": corpus.source, "name": corpus.name,
+                "path": str(corpus.path) if corpus.path else None, "sha256": corpus.sha256,
+                "encoding": corpus.encoding,
+                "characters": len(corpus.text), "val_fraction": config.val_fraction,
+                "train_characters": len(train_text), "val_characters": len(val_text),
+                "documents": tokenizer_config.documents,
+            },
+            training=to_dict(config),
+        )
+        self.progress = Progress()
+        self.state: State | None = None
+        self.resumed_at: int | None = None
+        self.saved_once = False
+
+    def restore(self, saved: TrainerState) -> None:
+        self.state, self.progress, self.info.best = restore(saved, self.model, self.optimizer, self.average, str(self.out))
+        self.resumed_at = self.progress.step
+        self.saved_once = is_checkpoint(self.out)
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def run(self, callbacks: TrainingCallbacks) -> TrainingResult:
+        progress = self.progress
+        callbacks.on_start(self._plan())
+        self.model.train()
+        # The budget counts from here: tokenizing and building the model are not training time.
+        self.started = time.perf_counter() - progress.elapsed
+        with StopRequest(callbacks.on_stop_requested) as self.stop:
+            while True:
+                done = self._fraction_done()
+                stop_reason = self.limits.reached(progress.step, self.steps_per_epoch, self._elapsed())
+                if not stop_reason and self.stop.requested:
+                    stop_reason = "interrupted"
+                if stop_reason:
+                    break
+                if self._validation_due(done):
+                    self._save(self._validate(callbacks), callbacks)
+                    if self.config.patience and progress.evaluations_since_best >= self.config.patience:
+                        stop_reason = "early-stop"
+                        break
+                self._step(done, callbacks)
+            if stop_reason == "interrupted" and self.saved_once:
+                self._save_where_the_run_stands(callbacks)  # no validation the user did not ask for
+            elif stop_reason != "early-stop":
+                self._save(self._validate(callbacks), callbacks)
+        return TrainingResult(
+            checkpoint=self.out, steps=progress.step, elapsed=self._elapsed(), stop_reason=stop_reason,
+            best=dict(self.info.best), final_train_loss=progress.smoothed_loss, metrics=list(progress.metrics),
+            info=self.info, parameters=self.model.num_parameters(),
+        )
+
+    def _step(self, done: float, callbacks: TrainingCallbacks) -> None:
+        config, progress, model = self.config, self.progress, self.model
+        window = self._next_window()
+        step_started = time.perf_counter()
+        lr = learning_rate_at(config, progress.step, done)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            logits, state = model(window.inputs, self.state)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), window.targets.reshape(-1),
+                               ignore_index=IGNORE)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip if config.clip > 0 else math.inf)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            kept = f"the last good checkpoint is kept in {self.out}" if self.saved_once else "no checkpoint was saved yet"
+            raise TextgenError(f"training diverged at step {progress.step}: the loss became {loss_value}; {kept}; "
+                               "try a lower --learning-rate")
+        self.optimizer.step()
+        if self.average is not None:
+            self.average.update(progress.step)
+        self.state = detach_state(state)
+
+        progress.step += 1
+        progress.epoch_position += 1
+        progress.training_seconds += time.perf_counter() - step_started
+        progress.tokens_seen += self.data.batches.scored_tokens(window)
+        progress.loss_since_eval.append(loss_value)
+        smoothed = progress.smoothed_loss
+        progress.smoothed_loss = loss_value if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss_value
+        progress.elapsed = self._elapsed()
+        callbacks.on_step(StepReport(
+            step=progress.step, epoch=progress.step / self.steps_per_epoch, train_loss=progress.smoothed_loss,
+            learning_rate=lr, grad_norm=float(grad_norm),
+            tokens_per_second=progress.tokens_seen / progress.training_seconds,
+            elapsed=progress.elapsed, fraction_done=self._fraction_done(),
+        ))
+
+    def _next_window(self) -> Window:
+        """The next window, with the state zeroed where an epoch, a stream or a document starts."""
+        progress, batches = self.progress, self.data.batches
+        if progress.epoch_position >= batches.steps_in_epoch(progress.epoch):
+            progress.epoch, progress.epoch_position, self.state = progress.epoch + 1, 0, None
+        if self.state is None:
+            self.state = self.model.init_state(batches.rows, self.device)
+        window = batches.window_at(progress.epoch, progress.epoch_position)
+        if window.starts is not None:
+            self.state = reset_rows(self.state, window.starts.to(self.device))
+        return window._replace(inputs=window.inputs.to(self.device), targets=window.targets.to(self.device))
+
+    # --- when ---------------------------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def _fraction_done(self) -> float:
+        return self.limits.fraction_done(self.progress.step, self.steps_per_epoch, self._elapsed())
+
+    def _validation_due(self, done: float) -> bool:
+        progress, every = self.progress, self.config.eval_every
+        if every:
+            return progress.step > 0 and progress.step % every == 0
+        if done < progress.next_eval_fraction:
+            return False
+        max_time = self.limits.max_time
+        if max_time and progress.evaluation_seconds >= EVALUATION_SHARE * max_time:
+            return False
+        # Skip thresholds a slow step or validation jumped over, rather than validating back to back.
+        progress.next_eval_fraction = (math.floor(done * EVALUATIONS_PER_RUN) + 1) / EVALUATIONS_PER_RUN
+        return True
+
+    # --- validate, then save ----------------------------------------------------------------------
+
+    def _validate(self, callbacks: TrainingCallbacks) -> bool:
+        """Score the held-out text, record a metrics row; whether it is a new best."""
+        progress, validation = self.progress, self.data.validation
+        elapsed = self._elapsed()
+        row: dict[str, Any] = {
+            "step": progress.step, "epoch": progress.step / self.steps_per_epoch, "elapsed": round(elapsed, 3),
+            "train_loss": float(np.mean(progress.loss_since_eval)) if progress.loss_since_eval else None,
+            "learning_rate": learning_rate_at(self.config, progress.step, self._fraction_done()),
+            "tokens_per_second": progress.tokens_seen / progress.training_seconds if progress.training_seconds else None,
+        }
+        progress.loss_since_eval.clear()
+        if validation.tokens:
+            validation_started = time.perf_counter()
+            with averaged_weights(self.average):
+                nats, count = validation.score(self.model)
+            progress.evaluation_seconds += time.perf_counter() - validation_started
+            result = summarise(nats, count, validation.characters)
+            row.update(val_loss=result.loss, val_bits_per_char=result.bits_per_char, val_perplexity=result.perplexity)
+            score = result.loss
+        else:  # nothing held out: the latest weights are the best we know
+            score = -progress.step
+        progress.metrics.append(row)
+        is_best = score < progress.best_score  # a NaN validation loss is never best
+        if is_best:
+            progress.best_score, progress.evaluations_since_best = score, 0
+            self.info.best = {k: row[k] for k in ("step", "elapsed", "val_loss", "val_bits_per_char",
+                                                  "val_perplexity", "train_loss") if k in row}
+        else:
+            progress.evaluations_since_best += 1
+        progress.elapsed = self._elapsed()
+        if row.get("val_loss") is not None:
+            callbacks.on_evaluation(EvaluationReport(
+                step=progress.step, val_loss=row["val_loss"], val_bits_per_char=row["val_bits_per_char"],
+                val_perplexity=row["val_perplexity"], is_best=is_best, elapsed=elapsed,
+            ))
+        return is_best
+
+    def _save(self, is_best: bool, callbacks: TrainingCallbacks) -> None:
+        """A new best replaces the whole checkpoint; otherwise only its records and trainer state
+        change (never this run's records beside another run's weights, before its first save)."""
+        self._record_training()
+        with self.stop.deferred():
+            if is_best:
+                trainer_state = self._snapshot()
+                with averaged_weights(self.average):
+                    save_checkpoint(self.out, self.model, self.tokenizer, self.info, self.progress.metrics,
+                                    trainer_state)
+                self.saved_once = True
+                callbacks.on_checkpoint(self.out)
+            elif self.saved_once:
+                update_records(self.out, self.info, self.progress.metrics)
+                save_trainer_state(self.out, self._snapshot())
+
+    def _save_where_the_run_stands(self, callbacks: TrainingCallbacks) -> None:
+        self.progress.elapsed = self._elapsed()
+        self._record_training()
+        with self.stop.deferred():
+            update_records(self.out, self.info, self.progress.metrics)
+            save_trainer_state(self.out, self._snapshot())
+        callbacks.on_checkpoint(self.out)
+
+    def _record_training(self) -> None:
+        self.info.training = {**to_dict(self.config), "steps": self.progress.step,
+                              "elapsed": round(self.progress.elapsed, 3)}
+
+    def _snapshot(self) -> TrainerState:
+        return snapshot(self.model, self.optimizer, self.average, self.state, self.progress, self.info.best)
+
+    def _plan(self) -> RunPlan:
+        notes = list(self.data.notes)
+        note = precision_note(self.autocast_dtype, self.device)
+        if note:
+            notes.append(note)
+        limits = self.limits
+        if self.config.max_time is None and limits.max_time == self.config.default_max_time:
+            notes.append(f"no limit given: training for {limits.max_time:.0f} s (set --max-time, --max-steps or --epochs)")
+        batches = self.data.batches
+        return RunPlan(
+            device=str(self.device), parameters=self.model.num_parameters(), vocab_size=self.tokenizer.vocab_size,
+            train_tokens=batches.tokens, val_tokens=self.data.validation.tokens, batch_size=batches.rows,
+            seq_len=batches.window, steps_per_epoch=self.steps_per_epoch, max_steps=limits.max_steps,
+            epochs=limits.epochs, max_time=limits.max_time, notes=notes, resumed_at_step=self.resumed_at,
+            precision="bfloat16 autocast" if self.autocast_dtype else "float32",
+        )

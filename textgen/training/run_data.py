@@ -1,0 +1,85 @@
+"""Laying a run's text out for training: the training part as batches (a stream or documents),
+the held-out part as a validation set that scores a model, both behind one interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from textgen.data import Batches, DocumentBatches, StreamBatches, split_documents
+from textgen.evaluation import documents_loss, total_loss
+from textgen.model import RNNLanguageModel
+from textgen.tokenizers import Tokenizer
+
+
+@dataclass
+class StreamValidation:
+    """The held-out text as one stream, primed by the last token of the training part."""
+
+    ids: torch.Tensor
+    context_id: int
+    characters: int
+
+    @property
+    def tokens(self) -> int:
+        return self.ids.numel()
+
+    def score(self, model: RNNLanguageModel) -> tuple[float, int]:
+        return total_loss(model, self.ids, self.context_id)
+
+
+@dataclass
+class DocumentValidation:
+    """The held-out documents, each read from a fresh state, end marker included."""
+
+    documents: list[list[int]]
+    end_id: int
+    characters: int
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(ids) + 1 for ids in self.documents)
+
+    def score(self, model: RNNLanguageModel) -> tuple[float, int]:
+        return documents_loss(model, self.documents, self.end_id)
+
+
+Validation = StreamValidation | DocumentValidation
+
+
+@dataclass
+class RunData:
+    batches: Batches
+    validation: Validation
+    notes: list[str] = field(default_factory=list)  # for the run's plan line
+
+
+def lay_out_run_data(train_text: str, val_text: str, tokenizer: Tokenizer, documents: str, batch_size: int,
+                     seq_len: int, seed: int, device: torch.device) -> RunData:
+    if documents == "none":
+        return _stream(train_text, val_text, tokenizer, batch_size, seq_len, device)
+    encode = tokenizer.encode
+    train_documents = [encode(d) for d in split_documents(train_text, documents)]
+    validation = DocumentValidation([encode(d) for d in split_documents(val_text, documents)],
+                                    tokenizer.end_id, len(val_text))
+    batches = DocumentBatches(train_documents, tokenizer.end_id, batch_size, seq_len, seed)
+    note = (f"{len(train_documents):,} training and {len(validation.documents):,} validation "
+            f"documents ({documents}), each read from a fresh state")
+    return RunData(batches, validation, [note])
+
+
+def _stream(train_text: str, val_text: str, tokenizer: Tokenizer, batch_size: int, seq_len: int,
+            device: torch.device) -> RunData:
+    train_ids = _as_tensor(tokenizer.encode(train_text))
+    batches = StreamBatches(train_ids, batch_size, seq_len, device)
+    notes = []
+    if batches.rows < batch_size:
+        notes.append(f"batch size lowered to {batches.rows} so every row holds at least one window")
+    validation = StreamValidation(_as_tensor(tokenizer.encode(val_text)), int(train_ids[-1]), len(val_text))
+    return RunData(batches, validation, notes)
+
+
+def _as_tensor(ids: list[int]) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(ids, dtype=np.int64))
