@@ -13,17 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from textgen import checkpoint
+import textgen.checkpoint.atomic
+from textgen.api import load_checkpoint
 from textgen.checkpoint import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    WEIGHTS_FILE,
-    CheckpointInfo,
-    load_checkpoint,
-    read_info,
-    read_metrics,
-    save_checkpoint,
-    update_records,
+    CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, CheckpointInfo, read_info, read_metrics, save_checkpoint, update_records,
 )
 from textgen.config import ModelConfig, TokenizerConfig
 from textgen.errors import TextgenError
@@ -227,11 +220,11 @@ def break_tokenizer(monkeypatch, tokenizer):
 
 
 def break_first_rename(monkeypatch, tokenizer):
-    monkeypatch.setattr(checkpoint.os, "replace", fail_on_call(1, os.replace))
+    monkeypatch.setattr(textgen.checkpoint.atomic.os, "replace", fail_on_call(1, os.replace))
 
 
 def break_second_rename(monkeypatch, tokenizer):
-    monkeypatch.setattr(checkpoint.os, "replace", fail_on_call(2, os.replace))
+    monkeypatch.setattr(textgen.checkpoint.atomic.os, "replace", fail_on_call(2, os.replace))
 
 
 @pytest.mark.parametrize(
@@ -379,7 +372,7 @@ def test_load_of_an_unbuildable_model_config(saved):
     data = config_of(out)
     write_config(out, {**data, "model": {**data["model"], "hidden_size": -5}})
     message = one_line_error(load_checkpoint, out)
-    assert "is corrupt" in message and "--hidden-size" in message
+    assert "is corrupt: hidden_size must be at least 1" in message
 
 
 def test_load_of_a_tokenizer_that_does_not_match_the_model(saved):

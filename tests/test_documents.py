@@ -9,7 +9,8 @@ import keyword
 import pytest
 import torch
 
-from textgen.checkpoint import load_checkpoint, read_info
+from textgen.checkpoint import read_info
+from textgen.api import load_checkpoint
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
 from textgen.corpus import Corpus
 from textgen.data import (

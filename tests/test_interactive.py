@@ -19,7 +19,7 @@ from rich.console import Console
 import textgen
 from textgen.api import TextModel
 from textgen.config import SampleConfig
-from textgen.interactive import Session
+from textgen.cli.interactive import Session
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from conftest import PROSE
-from textgen.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
+from textgen.checkpoint import CheckpointInfo, save_checkpoint
+from textgen.api import load_checkpoint
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
 from textgen.corpus import Corpus
 from textgen.errors import TextgenError
-from textgen.locking import lock_file, run_lock
+from textgen.checkpoint.lock import lock_file, run_lock
 from textgen.model import RNNLanguageModel
 from textgen.tokenizers import CharTokenizer
 from textgen.training import train
@@ -31,7 +32,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Holds the lock of argv[1] until its standard input closes, saying "locked" once it has it.
 HOLDER = """
 import sys
-from textgen.locking import run_lock
+from textgen.checkpoint.lock import run_lock
 with run_lock(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.read()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textgen.config import CELLS, ModelConfig
-from textgen.errors import TextgenError
-from textgen.config import check_model_config
-from textgen.model import RNNLanguageModel, detach_state, select_state
+from textgen.config import CELLS
+from textgen.model import detach_state, select_state
 from textgen.tokenizers import CharTokenizer
 
 cells = pytest.mark.parametrize("cell", CELLS)
@@ -94,12 +92,6 @@ def test_skip_connections_feed_the_embedding_to_every_layer_and_every_layer_to_t
         assert inputs == [8, 24, 24] and model.decoder.in_features == 24
 
 
-def test_tie_weights_with_skip_connections_raises_a_one_line_error():
-    config = ModelConfig(vocab_size=40, hidden_size=16, embedding_size=16, tie_weights=True)
-    with pytest.raises(TextgenError, match=r"^--tie-weights needs --no-skip-connections"):
-        check_model_config(config)
-
-
 def test_tie_weights_shares_one_tensor_between_embedding_and_decoder(make_model):
     model = make_model(40, hidden_size=16, embedding_size=16, tie_weights=True, skip_connections=False)
     assert model.decoder.weight is model.embedding.weight
@@ -109,38 +101,6 @@ def test_tie_weights_shares_one_tensor_between_embedding_and_decoder(make_model)
     with torch.no_grad():
         model.embedding.weight[3, 5] = 7.0
     assert model.decoder.weight[3, 5].item() == 7.0
-
-
-def test_tie_weights_with_different_sizes_raises_naming_both_sizes():
-    config = ModelConfig(vocab_size=40, hidden_size=32, embedding_size=16, tie_weights=True)
-    with pytest.raises(TextgenError, match=r"--tie-weights.*16.*32"):
-        RNNLanguageModel(config)
-
-
-@pytest.mark.parametrize(
-    "change, option",
-    [
-        ({"layers": 0}, "--layers"),
-        ({"hidden_size": 0}, "--hidden-size"),
-        ({"embedding_size": -3}, "--embedding-size"),
-        ({"dropout": 1.0}, "--dropout"),
-        ({"dropout": -0.1}, "--dropout"),
-        ({"dropout": float("nan")}, "--dropout"),
-        ({"cell": "transformer"}, "--cell"),
-        ({"cell": "LSTM"}, "--cell"),
-    ],
-)
-def test_unbuildable_configs_raise_a_one_line_error_naming_the_option(change, option):
-    config = ModelConfig(**{"vocab_size": 40, "hidden_size": 16, "embedding_size": 16, **change})
-    with pytest.raises(TextgenError) as err:
-        RNNLanguageModel(config)
-    assert str(err.value).startswith(option)
-    assert "\n" not in str(err.value)
-
-
-@pytest.mark.parametrize("dropout", [0.0, 0.5, 0.99])
-def test_dropout_below_one_is_accepted(dropout):
-    check_model_config(ModelConfig(vocab_size=10, dropout=dropout))
 
 
 def test_dropout_is_active_in_training_mode_only(make_model, prose_ids):

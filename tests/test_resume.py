@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import textgen.checkpoint
+import textgen.checkpoint.format
 import textgen.training.loop
 import textgen.training.run_data
-from textgen.checkpoint import TRAINER_FILE, load_checkpoint, load_trainer_state, read_info, read_metrics
+from textgen.checkpoint import TRAINER_FILE, load_trainer_state, read_info, read_metrics
+from textgen.api import load_checkpoint
 from textgen.config import (
-    PRESETS, ModelConfig, TokenizerConfig, TrainConfig, apply_preset, preset_for_budget,
+    ModelConfig, TokenizerConfig, TrainConfig,
 )
 from textgen.corpus import Corpus
 from textgen.devices import UNSUPPORTED, bfloat16_support
@@ -162,7 +163,7 @@ def test_a_full_disk_while_saving_the_trainer_state_keeps_the_previous_one(tmp_p
         Path(path).write_bytes(b"half a file")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(textgen.checkpoint, "_write_trainer_state", disk_full)
+    monkeypatch.setattr(textgen.checkpoint.format, "_write_trainer_state", disk_full)
     with pytest.raises(TextgenError, match="No space left on device.*unchanged"):
         resume(tmp_path / "ck", corpus, {"max_steps": 20})
     after = {p.name: p.read_bytes() for p in (tmp_path / "ck").iterdir()}
@@ -229,35 +230,7 @@ def test_bfloat16_is_refused_in_one_line_where_the_cpu_cannot_run_it(tmp_path, c
     assert not (tmp_path / "ck").exists()
 
 
-@pytest.mark.parametrize("change, option", [({"precision": "half"}, "--precision"),
-                                            ({"ema_decay": 1.0}, "--ema-decay"), ({"patience": -1}, "--patience")])
-def test_new_train_options_are_range_checked(change, option):
-    from textgen.config import check_train_config
-
-    with pytest.raises(TextgenError, match=f"^{option} must be"):
-        check_train_config(TrainConfig(**change))
-
-
 # --- presets --------------------------------------------------------------------------------------
-
-
-def test_presets_are_chosen_by_budget_in_order():
-    assert preset_for_budget(80) == "small"
-    assert preset_for_budget(600) == "medium"
-    assert preset_for_budget(200) == "small" and preset_for_budget(201) == "medium"
-    assert preset_for_budget(10 * 3600) == "medium"
-    limits = [preset.up_to_seconds for preset in PRESETS.values()]
-    assert limits == sorted(limits) and limits[-1] == float("inf")
-
-
-def test_a_preset_fills_in_its_shape_but_keeps_what_the_user_set():
-    model, config = apply_preset("medium", ModelConfig(hidden_size=100), TrainConfig(batch_size=3), keep={"batch_size"})
-    preset = PRESETS["medium"]
-    assert model.hidden_size == preset.model["hidden_size"] and model.dropout == preset.model["dropout"]
-    assert config.batch_size == 3 and config.learning_rate == preset.train["learning_rate"]
-    assert config.preset == "medium"
-    with pytest.raises(TextgenError, match="--preset must be one of small, medium"):
-        apply_preset("huge", ModelConfig(), TrainConfig())
 
 
 def test_resuming_a_finished_run_without_a_new_limit_says_so(tmp_path, corpus):

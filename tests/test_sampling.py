@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import fit, generate, next_token_distribution
-from textgen.config import CELLS, ModelConfig, SampleConfig, TokenizerConfig, check_sample_config
+from textgen.config import CELLS, ModelConfig, SampleConfig, TokenizerConfig
 from textgen.errors import TextgenError
 from textgen.model import FastStep, ModuleStep, RNNLanguageModel, make_step
 from textgen.model.fast_step import _Linear
@@ -532,37 +532,6 @@ def test_word_model_never_samples_unk_even_when_it_is_the_likeliest(make_model, 
 
 
 # --- config ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "change, option",
-    [
-        ({"temperature": 0.0}, "--temperature"),
-        ({"temperature": -1.0}, "--temperature"),
-        ({"temperature": float("nan")}, "--temperature"),
-        ({"temperature": float("inf")}, "--temperature"),
-        ({"top_k": -1}, "--top-k"),
-        ({"top_p": 0.0}, "--top-p"),
-        ({"top_p": 1.5}, "--top-p"),
-        ({"top_p": float("nan")}, "--top-p"),
-        ({"repetition_penalty": 0.9}, "--repetition-penalty"),
-        ({"repetition_penalty": float("inf")}, "--repetition-penalty"),
-        ({"stop": ("",)}, "--stop"),
-        ({"length": 0}, "--length"),
-        ({"length": -5}, "--length"),
-        ({"num_samples": 0}, "--num-samples"),
-        ({"num_samples": 100_000}, "--num-samples"),
-        ({"unknown": "ignore"}, "--unknown"),
-        ({"seed": -1}, "--seed"),
-    ],
-)
-def test_out_of_range_configs_raise_naming_the_option(char_model, char_tokenizer, change, option):
-    config = SampleConfig(**change)
-    with pytest.raises(TextgenError) as err:
-        check_sample_config(config)
-    assert str(err.value).startswith(option)
-    with pytest.raises(TextgenError):
-        list(sample_pieces(char_model, char_tokenizer, "The", config))
 
 
 def test_one_stop_string_is_one_stop_text_not_its_characters():

@@ -234,15 +234,12 @@ def test_subword_round_trip_property_on_any_text(text):
 
 
 def test_subword_too_small_vocab_names_the_smallest_workable_size():
-    config = TokenizerConfig(kind="subword", vocab_size=100)
     with pytest.raises(TextgenError, match=r"at least (\d+)") as err:
-        build_tokenizer(config, ENGLISH)
+        SentencePieceTokenizer.from_text(ENGLISH, 100, "unigram")
     smallest = int(err.value.args[0].rsplit(" ", 1)[1])
-    config.vocab_size = smallest
-    assert build_tokenizer(config, ENGLISH).vocab_size == smallest
-    config.vocab_size = smallest - 1
+    assert SentencePieceTokenizer.from_text(ENGLISH, smallest, "unigram").vocab_size == smallest
     with pytest.raises(TextgenError):
-        build_tokenizer(config, ENGLISH)
+        SentencePieceTokenizer.from_text(ENGLISH, smallest - 1, "unigram")
 
 
 def test_subword_training_writes_no_files(tmp_path, monkeypatch):
@@ -310,11 +307,9 @@ def test_missing_or_corrupt_tokenizer_file_is_a_one_line_error_naming_it(
     assert "\n" not in str(err.value)
 
 
-def test_build_rejects_unknown_kind_subword_model_and_empty_text():
-    with pytest.raises(TextgenError, match="unknown tokenizer kind"):
-        build_tokenizer(TokenizerConfig(kind="bytes"), ENGLISH)
+def test_build_rejects_an_unknown_subword_model_and_empty_text():
     with pytest.raises(TextgenError, match="unknown subword model"):
-        build_tokenizer(TokenizerConfig(kind="subword", subword_model="wordpiece"), ENGLISH)
+        SentencePieceTokenizer.from_text(ENGLISH, 500, "wordpiece")
     with pytest.raises(TextgenError, match="empty"):
         build_tokenizer(TokenizerConfig(kind="word"), "")
     with pytest.raises(TextgenError, match="nothing but line breaks"):

@@ -22,13 +22,15 @@ from typing import Any
 
 import torch
 
-from textgen.checkpoint import CheckpointInfo, load_checkpoint
-from textgen.config import SampleConfig, check_sample_config
+from textgen.checkpoint import CONFIG_FILE, CheckpointInfo, load_weights, read_info, read_whole
+from textgen.config import SampleConfig, settings_for
 from textgen.devices import resolve_device
 from textgen.errors import TextgenError
 from textgen.evaluation import EvaluationResult, evaluate_text
-from textgen.model import Step, make_step, prime
+from textgen.model import RNNLanguageModel, Step, make_step, prime
 from textgen.sampling import SamplePiece, candidates, penalize_repeats, prompt_ids, sample_pieces
+from textgen.tokenizers import Tokenizer, load_tokenizer
+from textgen.training import TrainingCallbacks, TrainingResult
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,7 @@ class TextModel:
         given = {name: value for name, value in arguments.items() if name not in ("self", "base") and value is not None}
         if isinstance(given.get("stop"), str):
             given["stop"] = (given["stop"],)
-        config = dataclasses.replace(base or SampleConfig(), **given)
-        check_sample_config(config)
-        return config
+        return dataclasses.replace(base or SampleConfig(), **given)
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -165,7 +165,61 @@ class TextModel:
         return result.perplexity
 
 
+def train(
+    corpus: str | Path | None = None,
+    out: str | Path = "checkpoints/model",
+    preset: str | None = None,
+    encoding: str = "utf-8",
+    callbacks: TrainingCallbacks | None = None,
+    **settings: Any,
+) -> TrainingResult:
+    """Train as `textgen train` does, from the same request: `corpus` is a text file or a corpus
+    name (None: the built-in python-docs), `settings` are the options by their field names
+    (max_time=80, hidden_size=256, kind="word", ...). The same presets and policies apply
+    (textgen.config.settings_for), so the same request gives the same run as the command line."""
+    from textgen.corpus import load_corpus
+    from textgen.training import train as run_training
+
+    run = settings_for(settings, preset)
+    text = load_corpus(None if corpus is None else str(corpus), encoding=encoding)
+    return run_training(text, Path(out), run.model, run.tokenizer, run.train, callbacks)
+
+
 def load(path: str | Path, device: str = "auto") -> TextModel:
     """Load a checkpoint directory made by `textgen train` (device: auto, cpu, cuda, mps)."""
     loaded = load_checkpoint(Path(path), resolve_device(device))
     return TextModel(loaded.model, loaded.tokenizer, loaded.info, loaded.path)
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    info: CheckpointInfo
+    model: RNNLanguageModel  # in eval mode
+    tokenizer: Tokenizer
+
+
+def load_checkpoint(directory: str | Path, device: Any = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model and tokenizer a checkpoint holds, ready to sample or evaluate; safe while
+    a run is still saving into it (one whole save comes back, never half of two)."""
+    loaded = read_whole(Path(directory), lambda folder: _rebuild(folder, device))
+    loaded.path = Path(directory)
+    return loaded
+
+
+def _rebuild(directory: Path, device: Any) -> LoadedCheckpoint:
+    info = read_info(directory)
+    tokenizer = load_tokenizer(directory, info.tokenizer)
+    if tokenizer.vocab_size != info.model.vocab_size:
+        raise TextgenError(
+            f"{directory} is inconsistent: its tokenizer has {tokenizer.vocab_size} tokens, "
+            f"its model {info.model.vocab_size}"
+        )
+    try:
+        model = RNNLanguageModel(info.model)
+    except (TextgenError, TypeError, ValueError, RuntimeError) as error:
+        raise TextgenError(f"{directory / CONFIG_FILE} is corrupt: {str(error).splitlines()[0]}") from None
+    model.to(device)
+    load_weights(model, directory)
+    model.eval()
+    return LoadedCheckpoint(path=directory, info=info, model=model, tokenizer=tokenizer)

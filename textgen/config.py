@@ -1,7 +1,11 @@
-"""Every default textgen uses, as dataclasses that cross module borders.
+"""Every default and every policy textgen uses, as dataclasses that cross module borders.
 
-The CLI reads its option defaults from here, the library functions take these
-objects, and checkpoints store them as JSON (see `to_dict` / `from_dict`).
+The CLI reads its option defaults from here, the library functions take these objects, and
+checkpoints store them as JSON (see `to_dict` / `from_dict`). Each config checks itself when it is
+made, so a config that exists is a valid one; an OptionError names the field, and each front end
+(CLI flags, Python keywords, interactive commands) words it with its own name for that field.
+`settings_for` turns a request (the fields a user set, and perhaps a preset) into the configs a
+run uses, with every policy applied, for the CLI and the Python API alike.
 """
 
 from __future__ import annotations
@@ -14,6 +18,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from textgen.errors import TextgenError
+
+
+class OptionError(TextgenError):
+    """A setting out of range or of an unknown kind. `field` is the config field; `problem` reads
+    after any name for it ("must be at least 1, got 0")."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{field} {problem}")
+
+    def worded(self, name: str) -> str:
+        return f"{name} {self.problem}"
 
 CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu")
 TOKENIZER_KINDS = ("char", "word", "subword")
@@ -48,6 +64,9 @@ class TokenizerConfig:
     # fresh state between end markers (textgen/data/batches.py); "none": one continuous text.
     documents: str = "none"
 
+    def __post_init__(self) -> None:
+        check_tokenizer_config(self)
+
 
 @dataclass
 class ModelConfig:
@@ -58,10 +77,16 @@ class ModelConfig:
     hidden_size: int = 384  # the `small` preset's
     dropout: float = 0.0
     tie_weights: bool = False
-    # The embedding feeds every layer and every layer feeds the output (textgen/model.py). In 80 s
+    # The embedding feeds every layer and every layer feeds the output (textgen/model/rnn.py). In 80 s
     # on tiny Shakespeare: 1.434 nats/char vs 1.463 without, same size (benchmarks/README.md).
+    # None: on, unless the weights are tied (the output layer then reads the top layer alone).
     # Checkpoints written before this option existed have it off.
-    skip_connections: bool = True
+    skip_connections: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.skip_connections is None:
+            self.skip_connections = not self.tie_weights
+        check_model_config(self)
 
 
 @dataclass
@@ -98,6 +123,9 @@ class TrainConfig:
     preset: str | None = None  # the preset these settings came from, recorded for `textgen info`
     # used when no limit is given at all, so a bare `textgen train` ends
     default_max_time: float = 300.0
+
+    def __post_init__(self) -> None:
+        check_train_config(self)
 
 
 @dataclass(frozen=True)
@@ -141,7 +169,7 @@ def apply_preset(
 ) -> tuple[ModelConfig, TrainConfig]:
     """The configs with preset `name` filled in, except the fields named in `keep` (the user's own)."""
     if name not in PRESETS:
-        raise TextgenError(f"--preset must be one of {', '.join(PRESETS)}, not {name!r}")
+        raise OptionError("preset", f"must be one of {', '.join(PRESETS)}, not {name!r}")
     preset = PRESETS[name]
     model = {k: v for k, v in preset.model.items() if k not in keep}
     train = {k: v for k, v in preset.train.items() if k not in keep}
@@ -149,6 +177,40 @@ def apply_preset(
         dataclasses.replace(model_config, **model),
         dataclasses.replace(train_config, **train, preset=name),
     )
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    model: ModelConfig
+    tokenizer: TokenizerConfig
+    train: TrainConfig
+    preset: str | None  # the preset that filled in the shape, if any
+    preset_chosen_for_budget: bool  # True when no preset was named and the budget chose it
+
+
+def settings_for(request: dict[str, Any], preset: str | None = None) -> RunSettings:
+    """The configs for a training request, every policy applied: the fields in `request` (model,
+    tokenizer and training fields alike, as a user set them) win; a preset fills in the shape,
+    the one named, or, when no shape field is set and no step or epoch limit is given, the one
+    measured best for the time budget (the default budget when there is none); tied weights
+    imply the plain stack unless skip connections are asked for. The CLI and the Python API
+    both come through here, so the same request gives the same run."""
+    fields = {name: set(f.name for f in dataclasses.fields(cls)) for name, cls in
+              (("model", ModelConfig), ("tokenizer", TokenizerConfig), ("train", TrainConfig))}
+    unknown = sorted(set(request) - set().union(*fields.values()) - {"preset"})
+    if unknown:
+        raise OptionError(unknown[0], "is not a training setting")
+    parts = {name: {k: v for k, v in request.items() if k in names} for name, names in fields.items()}
+    # The model's vocabulary comes from the tokenizer, and "vocab_size" is the subword tokenizer's.
+    parts["model"].pop("vocab_size", None)
+    train = TrainConfig(**parts["train"])
+    chosen, for_budget = preset, False
+    if chosen is None and not set(request) & SHAPE_OPTIONS and train.max_steps is None and train.epochs is None:
+        chosen, for_budget = preset_for_budget(train.max_time or train.default_max_time), True
+    model = ModelConfig(**parts["model"])
+    if chosen is not None:
+        model, train = apply_preset(chosen, model, train, keep=set(request))
+    return RunSettings(model, TokenizerConfig(**parts["tokenizer"]), train, chosen, for_budget)
 
 
 @dataclass
@@ -170,6 +232,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         # One string is one stop text, not a sequence of one-character stops; JSON gives a list.
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        check_sample_config(self)
 
 
 def unescape(text: str) -> str:
@@ -177,92 +240,86 @@ def unescape(text: str) -> str:
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
-# Checks that name the option a user typed, so the CLI can run them before importing torch.
+# The checks each config runs on itself; they are torch-free, so the CLI runs them before it
+# imports torch.
 
 
 def check_tokenizer_config(config: TokenizerConfig) -> None:
-    if config.kind not in TOKENIZER_KINDS:
-        raise TextgenError(f"--tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, not {config.kind!r}")
-    if config.subword_model not in SUBWORD_MODELS:
-        raise TextgenError(f"--subword-model must be one of {', '.join(SUBWORD_MODELS)}, not {config.subword_model!r}")
-    if config.max_vocab < 2:
-        raise TextgenError(f"--max-vocab must be at least 2, got {config.max_vocab}")
-    if config.min_count < 1:
-        raise TextgenError(f"--min-count must be at least 1, got {config.min_count}")
-    if not MIN_SUBWORD_VOCAB <= config.vocab_size <= MAX_VOCAB:
-        raise TextgenError(f"--vocab-size must be between {MIN_SUBWORD_VOCAB} and {MAX_VOCAB:,}, got {config.vocab_size}")
-    if config.documents not in DOCUMENT_MODES:
-        raise TextgenError(f"--documents must be one of {', '.join(DOCUMENT_MODES)}, not {config.documents!r}")
-    if config.max_vocab > MAX_VOCAB:
-        raise TextgenError(f"--max-vocab must be at most {MAX_VOCAB:,}, got {config.max_vocab}")
+    _one_of("kind", config.kind, TOKENIZER_KINDS)
+    _one_of("subword_model", config.subword_model, SUBWORD_MODELS)
+    _one_of("documents", config.documents, DOCUMENT_MODES)
+    _between("max_vocab", config.max_vocab, 2, MAX_VOCAB)
+    _between("min_count", config.min_count, 1, math.inf)
+    _between("vocab_size", config.vocab_size, MIN_SUBWORD_VOCAB, MAX_VOCAB)
 
 
 def check_model_config(config: ModelConfig) -> None:
-    """Reject shapes that cannot be built, with the option name the user typed."""
-    if config.cell not in CELLS:
-        raise TextgenError(f"--cell must be one of {', '.join(CELLS)}, not {config.cell!r}")
-    for name, value, most in (("--layers", config.layers, 64), ("--hidden-size", config.hidden_size, MAX_LAYER_SIZE),
-                              ("--embedding-size", config.embedding_size, MAX_LAYER_SIZE)):
-        if value < 1:
-            raise TextgenError(f"{name} must be at least 1, got {value}")
-        if value > most:
-            raise TextgenError(f"{name} must be at most {most:,}, got {value}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise TextgenError(f"--dropout must be in [0, 1), got {config.dropout}")
+    """Reject shapes that cannot be built."""
+    _one_of("cell", config.cell, CELLS)
+    _between("layers", config.layers, 1, 64)
+    _between("hidden_size", config.hidden_size, 1, MAX_LAYER_SIZE)
+    _between("embedding_size", config.embedding_size, 1, MAX_LAYER_SIZE)
+    _require("dropout", 0.0 <= config.dropout < 1.0, f"must be in [0, 1), got {config.dropout}")
     if config.tie_weights and config.hidden_size != config.embedding_size:
-        raise TextgenError(
-            "--tie-weights needs --embedding-size equal to --hidden-size "
-            f"(got {config.embedding_size} and {config.hidden_size})"
-        )
+        raise OptionError("tie_weights", "needs the embedding size equal to the hidden size "
+                                         f"(got {config.embedding_size} and {config.hidden_size})")
     if config.tie_weights and config.skip_connections:
-        raise TextgenError(
-            "--tie-weights needs --no-skip-connections (with skip connections the output layer reads every layer)"
-        )
+        raise OptionError("tie_weights", "cannot be combined with skip connections (with them the output layer "
+                                         "reads every layer, not the top one alone)")
 
 
 def check_train_config(config: TrainConfig) -> None:
     checks = [
-        ("--seq-len", config.seq_len >= 1, "at least 1"),
-        ("--batch-size", config.batch_size >= 1, "at least 1"),
-        ("--learning-rate", config.learning_rate > 0, "greater than 0"),
-        ("--clip", config.clip >= 0, "0 (off) or more"),
+        ("seq_len", config.seq_len >= 1, "at least 1"),
+        ("batch_size", config.batch_size >= 1, "at least 1"),
+        ("learning_rate", 0 < config.learning_rate < math.inf, "greater than 0, and finite"),
+        ("clip", 0 <= config.clip <= math.inf, "0 (off) or more"),
+        ("weight_decay", 0 <= config.weight_decay < math.inf, "0 (off) or more, and finite"),
         ("adam_beta1", 0.0 <= config.adam_beta1 < 1.0, "in [0, 1)"),
-        ("--val-fraction", 0.0 <= config.val_fraction <= 0.5, "between 0 and 0.5"),
-        ("--max-steps", config.max_steps is None or config.max_steps >= 1, "at least 1"),
-        ("--epochs", config.epochs is None or config.epochs > 0, "greater than 0"),
-        ("--max-time", config.max_time is None or 0 < config.max_time < math.inf, "greater than 0 seconds, and finite"),
-        ("--eval-every", config.eval_every >= 0, "0 (automatic) or more"),
-        ("--seed", 0 <= config.seed <= MAX_SEED, f"between 0 and {MAX_SEED}"),
-        ("--precision", config.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-        ("--ema-decay", 0.0 <= config.ema_decay < 1.0, "in [0, 1)"),
-        ("--patience", config.patience >= 0, "0 (off) or more"),
+        ("val_fraction", 0.0 <= config.val_fraction <= 0.5, "between 0 and 0.5"),
+        ("max_steps", config.max_steps is None or config.max_steps >= 1, "at least 1"),
+        ("epochs", config.epochs is None or 0 < config.epochs < math.inf, "greater than 0, and finite"),
+        ("max_time", config.max_time is None or 0 < config.max_time < math.inf, "greater than 0 seconds, and finite"),
+        ("eval_every", config.eval_every >= 0, "0 (automatic) or more"),
+        ("seed", 0 <= config.seed <= MAX_SEED, f"between 0 and {MAX_SEED}"),
+        ("precision", config.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+        ("ema_decay", 0.0 <= config.ema_decay < 1.0, "in [0, 1)"),
+        ("patience", config.patience >= 0, "0 (off) or more"),
     ]
-    for option, ok, requirement in checks:
-        if not ok:
-            raise TextgenError(f"{option} must be {requirement}")
+    for field, ok, requirement in checks:
+        _require(field, ok, f"must be {requirement}")
 
 
 def check_sample_config(config: SampleConfig) -> None:
-    if not 0 < config.temperature < math.inf:
-        raise TextgenError(f"--temperature must be greater than 0 (and finite), got {config.temperature}")
-    if config.top_k < 0:
-        raise TextgenError(f"--top-k must be 0 (off) or more, got {config.top_k}")
-    if not 0 < config.top_p <= 1:
-        raise TextgenError(f"--top-p must be greater than 0 and at most 1 (1 = off), got {config.top_p}")
-    if not 1 <= config.repetition_penalty < math.inf:
-        raise TextgenError(
-            f"--repetition-penalty must be at least 1 (1 = off; 1.1 to 1.3 is typical), got {config.repetition_penalty}"
-        )
-    if any(not isinstance(text, str) or not text for text in config.stop):
-        raise TextgenError("--stop needs a non-empty text")
-    if config.length < 1:
-        raise TextgenError(f"--length must be at least 1 character, got {config.length}")
-    if not 1 <= config.num_samples <= MAX_NUM_SAMPLES:
-        raise TextgenError(f"--num-samples must be at least 1 and at most {MAX_NUM_SAMPLES}, got {config.num_samples}")
-    if config.seed is not None and not 0 <= config.seed <= MAX_SEED:
-        raise TextgenError(f"--seed must be between 0 and {MAX_SEED}, got {config.seed}")
-    if config.unknown not in UNKNOWN_POLICIES:
-        raise TextgenError(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}, not {config.unknown!r}")
+    _require("temperature", 0 < config.temperature < math.inf,
+             f"must be greater than 0 (and finite), got {config.temperature}")
+    _require("top_k", config.top_k >= 0, f"must be 0 (off) or more, got {config.top_k}")
+    _require("top_p", 0 < config.top_p <= 1, f"must be greater than 0 and at most 1 (1 = off), got {config.top_p}")
+    _require("repetition_penalty", 1 <= config.repetition_penalty < math.inf,
+             f"must be at least 1 (1 = off; 1.1 to 1.3 is typical), got {config.repetition_penalty}")
+    _require("stop", all(isinstance(text, str) and text for text in config.stop), "needs a non-empty text")
+    _require("length", config.length >= 1, f"must be at least 1 character, got {config.length}")
+    _require("num_samples", 1 <= config.num_samples <= MAX_NUM_SAMPLES,
+             f"must be at least 1 and at most {MAX_NUM_SAMPLES}, got {config.num_samples}")
+    _require("seed", config.seed is None or 0 <= config.seed <= MAX_SEED,
+             f"must be between 0 and {MAX_SEED}, got {config.seed}")
+    _one_of("unknown", config.unknown, UNKNOWN_POLICIES)
+
+
+def _require(field: str, ok: bool, problem: str) -> None:
+    if not ok:  # NaN fails every comparison, so it lands here too
+        raise OptionError(field, problem)
+
+
+def _one_of(field: str, value: Any, choices: tuple[str, ...]) -> None:
+    _require(field, value in choices, f"must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _between(field: str, value: int, least: float, most: float) -> None:
+    if not value >= least:
+        raise OptionError(field, f"must be at least {least:,}, got {value}")
+    if not value <= most:
+        raise OptionError(field, f"must be at most {most:,}, got {value}")
 
 
 T = TypeVar("T")

@@ -101,10 +101,10 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
         # Decoding a sample also rejects codecs that exist but are not text encodings (hex, base64);
         # b"" would not do, Python skips the codec lookup for it.
         b"a".decode(encoding)
-    except (LookupError, ValueError):  # ValueError: a name no codec could have (a NUL inside it)
-        raise TextgenError(f"unknown encoding: {encoding}") from None
     except UnicodeError:
         pass  # a real text encoding that cannot decode one lone byte (UTF-16, UTF-32)
+    except (LookupError, ValueError):  # ValueError: a name no codec could have (a NUL inside it)
+        raise TextgenError(f"unknown encoding: {encoding}") from None
     codec_name = codecs.lookup(encoding).name
     path = Path(path)
     try:

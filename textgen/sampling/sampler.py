@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from textgen.config import MAX_SEED, SampleConfig, check_sample_config
+from textgen.config import MAX_SEED, SampleConfig
 from textgen.errors import TextgenError
 from textgen.model import RNNLanguageModel, Step, make_step, prime
 from textgen.sampling.shaping import choose_tokens
@@ -152,7 +152,6 @@ def sample_pieces(
     last piece has `finished` set. `config.seed` None draws a fresh seed (pass
     `resolve_seed(None)` yourself to know it). `step`: a cached make_step(model), if any.
     """
-    check_sample_config(config)
     ids = prompt_ids(tokenizer, prompt, config.unknown)
     seed = resolve_seed(config.seed)
     streams = [sample_stream(seed, index) for index in range(config.num_samples)]

@@ -28,13 +28,13 @@ import torch.nn.functional as F
 from textgen.checkpoint import (
     CheckpointInfo, TrainerState, is_checkpoint, load_trainer_state, read_info, save_checkpoint, save_trainer_state, update_records,
 )
-from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, check_train_config, from_dict, to_dict
+from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, to_dict
 from textgen.corpus import Corpus, recorded_corpus
 from textgen.data import IGNORE, Window, split_text
 from textgen.devices import precision_note, resolve_device, training_dtype
 from textgen.errors import TextgenError
 from textgen.evaluation import summarise
-from textgen.locking import run_lock
+from textgen.checkpoint.lock import run_lock
 from textgen.model import RNNLanguageModel, State, detach_state, reset_rows
 from textgen.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 from textgen.training.callbacks import EvaluationReport, RunPlan, StepReport, TrainingCallbacks, TrainingResult
@@ -62,7 +62,6 @@ def train(
     model_config = model_config or ModelConfig()
     tokenizer_config = tokenizer_config or TokenizerConfig()
     config = train_config or TrainConfig()
-    check_train_config(config)
     with run_lock(out):
         train_text, val_text = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
         # Char vocabularies come from the whole file so held-out text never holds an unseen character;
@@ -92,10 +91,9 @@ def resume(
             corpus = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
         elif corpus.sha256 != info.corpus.get("sha256"):
             raise TextgenError(f"{corpus.source} is not the text {checkpoint} was trained on; resume needs the same text")
-        config = from_dict(TrainConfig, {"adam_beta1": 0.9, **info.training})  # 0.9: runs from before the option
+        config = info.train_config()
         if limits:
             config = TrainConfig(**{**to_dict(config), **limits})
-        check_train_config(config)
         train_text, val_text = split_text(corpus.text, config.val_fraction, info.tokenizer.documents)
         tokenizer = load_tokenizer(checkpoint, info.tokenizer)
         trainer = Trainer(corpus, train_text, val_text, checkpoint, info.model, info.tokenizer, tokenizer, config)

@@ -20,9 +20,11 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from textgen.config import DOCUMENT_MODES, ModelConfig, TokenizerConfig, from_dict, to_dict
+from textgen.config import DOCUMENT_MODES, ModelConfig, TokenizerConfig, TrainConfig, from_dict, to_dict
+from textgen.checkpoint import atomic
 from textgen.errors import TextgenError
 
 FORMAT_NAME = "textgen-checkpoint"
@@ -58,6 +60,13 @@ class CheckpointInfo:
     corpus: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)
+
+    def train_config(self) -> TrainConfig:
+        """The run's training settings, as it was started (limits included)."""
+        try:  # adam_beta1 0.9: runs from before the option
+            return from_dict(TrainConfig, {"adam_beta1": 0.9, **self.training})
+        except (TextgenError, TypeError, ValueError) as error:
+            raise TextgenError(f"its {CONFIG_FILE} is corrupt: training settings: {error}") from None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,6 +162,8 @@ def read_info(directory: Path) -> CheckpointInfo:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise TextgenError(f"{config_path} is corrupt: missing or bad field {error}") from None
+    except TextgenError as error:  # a setting out of range: the file, not the user, is at fault
+        raise TextgenError(f"{config_path} is corrupt: {error}") from None
 
 
 def read_metrics(directory: Path) -> list[dict[str, Any]]:
@@ -190,12 +201,13 @@ def save_checkpoint(
         temporary.mkdir()
         save_model(model, str(temporary / WEIGHTS_FILE))
         tokenizer.save(temporary)
-        _write_records(temporary, info, metrics)
+        for name, text in _records(info, metrics).items():
+            (temporary / name).write_text(text, encoding="utf-8")
         if trainer is not None:
             _write_trainer_state(temporary / TRAINER_FILE, trainer)
         for path in temporary.iterdir():
-            _fsync(path)
-        _swap_into_place(temporary, directory)
+            atomic.fsync(path)
+        atomic.replace_folder(temporary, directory, _sibling(directory, "old"))
     except Exception as error:
         if not _is_write_failure(error):
             raise
@@ -205,38 +217,29 @@ def save_checkpoint(
         raise TextgenError(f"could not save the checkpoint to {directory}: {reason}{kept}") from None
 
 
-@dataclass
-class LoadedCheckpoint:
-    path: Path
-    info: CheckpointInfo
-    model: Any  # RNNLanguageModel in eval mode
-    tokenizer: Any  # Tokenizer
-
-
 # A reader that meets a checkpoint being swapped for a newer one by a training run tries again;
 # the swap is two renames, so a few short waits always find one whole checkpoint.
 _READ_ATTEMPTS = 20
 _READ_PAUSE = 0.05
+T = TypeVar("T")
 
 
-def load_checkpoint(directory: Path, device: Any = "cpu") -> LoadedCheckpoint:
-    """Rebuild the model and tokenizer a checkpoint holds, ready to sample or evaluate.
-
-    Safe while a run trains into `directory`: what comes back is one whole checkpoint, never
-    the config of one save with the weights of the next."""
+def read_whole(directory: Path, read: Callable[[Path], T]) -> T:
+    """`read(folder)` of one whole checkpoint, safe while a run trains into `directory`: a read that
+    met a save in progress is done again, so what comes back never mixes the config of one save
+    with the weights of the next. A save killed between its renames is read where it was left."""
     directory = Path(directory)
     for attempt in range(_READ_ATTEMPTS):
         before = _identity(directory)
         try:
-            loaded = _load_checkpoint(_readable(directory), device)
-            loaded.path = directory
+            result = read(_readable(directory))
         except TextgenError:
             if attempt + 1 < _READ_ATTEMPTS and _being_swapped(directory, before):
                 time.sleep(_READ_PAUSE)
                 continue
             raise
         if _identity(directory) == before:
-            return loaded
+            return result
         time.sleep(_READ_PAUSE)
     raise TextgenError(f"{directory} kept changing while it was read; try again when its run has saved")
 
@@ -264,27 +267,6 @@ def _being_swapped(directory: Path, before: tuple[int, int, int] | None) -> bool
     return _identity(directory) != before or (before is None and _sibling(directory, "old").exists())
 
 
-def _load_checkpoint(directory: Path, device: Any) -> LoadedCheckpoint:
-    from textgen.model import RNNLanguageModel
-    from textgen.tokenizers import load_tokenizer
-
-    info = read_info(directory)
-    tokenizer = load_tokenizer(directory, info.tokenizer)
-    if tokenizer.vocab_size != info.model.vocab_size:
-        raise TextgenError(
-            f"{directory} is inconsistent: its tokenizer has {tokenizer.vocab_size} tokens, "
-            f"its model {info.model.vocab_size}"
-        )
-    try:
-        model = RNNLanguageModel(info.model)
-    except (TextgenError, TypeError, ValueError, RuntimeError) as error:
-        raise TextgenError(f"{directory / CONFIG_FILE} is corrupt: {str(error).splitlines()[0]}") from None
-    model.to(device)
-    load_weights(model, directory)
-    model.eval()
-    return LoadedCheckpoint(path=directory, info=info, model=model, tokenizer=tokenizer)
-
-
 def update_records(directory: Path, info: CheckpointInfo, metrics: list[dict[str, Any]]) -> None:
     """Rewrite config.json and metrics.jsonl of an existing checkpoint, leaving its weights alone
     (an evaluation that did not beat the best is still worth recording)."""
@@ -292,24 +274,18 @@ def update_records(directory: Path, info: CheckpointInfo, metrics: list[dict[str
     if not is_checkpoint(directory):
         return
     for name, text in _records(info, metrics).items():
-        temporary = directory / f".{name}.tmp"
         try:
-            _write_text(temporary, text)
-            os.replace(temporary, directory / name)
+            atomic.write_text(directory / name, text)
         except OSError:
-            temporary.unlink(missing_ok=True)  # the older record stays whole and readable
+            pass  # the older record stays whole and readable
 
 
 def save_trainer_state(directory: Path, trainer: TrainerState) -> None:
     """Replace the trainer state of an existing checkpoint in one rename; a failed write keeps the old one."""
-    directory = Path(directory)
-    temporary = directory / f".{TRAINER_FILE}.tmp"
     try:
-        _write_trainer_state(temporary, trainer)
-        _fsync(temporary)
-        os.replace(temporary, directory / TRAINER_FILE)
+        with atomic.replacing(Path(directory) / TRAINER_FILE) as temporary:
+            _write_trainer_state(temporary, trainer)
     except Exception as error:
-        temporary.unlink(missing_ok=True)
         if not _is_write_failure(error):
             raise
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
@@ -370,11 +346,6 @@ def _records(info: CheckpointInfo, metrics: list[dict[str, Any]]) -> dict[str, s
     }
 
 
-def _write_records(directory: Path, info: CheckpointInfo, metrics: list[dict[str, Any]]) -> None:
-    for name, text in _records(info, metrics).items():
-        _write_text(directory / name, text)
-
-
 def _is_write_failure(error: Exception) -> bool:
     """OSError, or safetensors' own error type, which is how it reports a failed write (disk full)."""
     return isinstance(error, OSError) or type(error).__name__ == "SafetensorError"
@@ -382,24 +353,6 @@ def _is_write_failure(error: Exception) -> bool:
 
 def _sibling(directory: Path, tag: str) -> Path:
     return directory.parent / f".{directory.name}.{tag}"
-
-
-def _swap_into_place(temporary: Path, directory: Path) -> None:
-    previous = _sibling(directory, "old")
-    if not directory.exists():
-        os.replace(temporary, directory)
-    else:
-        shutil.rmtree(previous, ignore_errors=True)
-        # Two renames: between them the new checkpoint is complete in `temporary` and the
-        # old one in `previous`, so no instant exists where neither is whole on disk.
-        os.replace(directory, previous)
-        try:
-            os.replace(temporary, directory)
-        except OSError:
-            os.replace(previous, directory)  # put the old checkpoint back before reporting
-            raise
-    shutil.rmtree(previous, ignore_errors=True)
-    _fsync(directory.parent)
 
 
 def recover_interrupted_save(directory: Path) -> None:
@@ -415,21 +368,3 @@ def recover_interrupted_save(directory: Path) -> None:
             shutil.rmtree(previous, ignore_errors=True)
     except OSError:
         pass  # leftovers are ignored by readers; the next save tries again
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; the rename is still atomic
-    finally:
-        os.close(fd)

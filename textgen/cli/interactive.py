@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from textgen.config import SampleConfig, check_sample_config, unescape
+from textgen.config import OptionError, SampleConfig, unescape
 from textgen.errors import TextgenError
 
 DEFAULT_NEXT = 10  # rows of the :next table
@@ -45,8 +45,6 @@ _SETTINGS: list[tuple[tuple[str, ...], str, Callable[[str], Any], str]] = [
     ((":penalty", ":repetition-penalty", ":rep"), "repetition_penalty", float, "a number"),
     ((":length", ":len", ":n"), "length", int, "a whole number"),
 ]
-_OPTION_NAMES = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
-                 "repetition_penalty": "--repetition-penalty", "length": "--length", "seed": "--seed"}
 
 
 class Session:
@@ -85,7 +83,7 @@ class Session:
         elif command in (":help", ":h", ":?"):
             self.console.print(HELP, markup=False, highlight=False, soft_wrap=True)
         elif command in (":settings", ":show"):
-            from textgen.console import settings_table
+            from textgen.render.console import settings_table
 
             self.console.print(settings_table(self.config))
         elif command == ":clear":
@@ -111,7 +109,7 @@ class Session:
 
     def write(self, prompt: str | None) -> None:
         """Continue `prompt` (a new seed phrase), or the text so far when None; stream the output."""
-        from textgen.console import write_piece
+        from textgen.render.console import write_piece
 
         seed_phrase = self.text if prompt is None else prompt
         try:
@@ -139,7 +137,7 @@ class Session:
 
     def pick_next(self, argument: str) -> bool:
         """Show the likeliest next tokens and add the ones the user picks; False on Ctrl-D."""
-        from textgen.console import context_tail, next_tokens_table, write_piece
+        from textgen.render.console import context_tail, next_tokens_table, write_piece
 
         try:
             top = int(argument) if argument else DEFAULT_NEXT
@@ -198,14 +196,10 @@ class Session:
 
     def change(self, **changes: Any) -> None:
         """Apply settings if they pass the same checks as the command line's, else say why not."""
-        config = dataclasses.replace(self.config, **changes)
         try:
-            check_sample_config(config)
-        except TextgenError as error:
-            message = str(error)
-            for field, option in _OPTION_NAMES.items():
-                message = message.replace(option, _command_for(field))
-            self.warn(message)
+            config = dataclasses.replace(self.config, **changes)
+        except OptionError as error:
+            self.warn(error.worded(_command_for(error.field)))
             return
         self.config = config
         name, value = next(iter(changes.items()))
@@ -235,7 +229,7 @@ def _command_for(field: str) -> str:
 def run_interactive(model: Any, config: SampleConfig, first_prompt: str | None = None,
                     read_line: Callable[[str], str] | None = None) -> None:
     """The prompt loop on the terminal (or whatever stdin is), until :quit or Ctrl-D."""
-    from textgen.console import console
+    from textgen.render.console import console
 
     if read_line is None:
         try:
