@@ -3,6 +3,7 @@ atomic saves that survive a full disk, and weights that load without running cod
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -18,16 +19,14 @@ from textgen.api import load_checkpoint
 from textgen.checkpoint import (
     CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, CheckpointInfo, read_info, read_metrics, save_checkpoint, update_records,
 )
-from textgen.config import ModelConfig, TokenizerConfig
+from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord
+from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
 from textgen.errors import TextgenError
 from textgen.model import RNNLanguageModel
 from textgen.tokenizers import build_tokenizer
 
 SENTENCE = "When the fog came in, the keeper rang the bell and the ships answered."
-METRICS = [
-    {"step": 10, "val_loss": 3.5, "train_loss": 3.9},
-    {"step": 20, "val_loss": 3.1, "train_loss": 3.4},
-]
+METRICS = [MetricsRow(step=10, val_loss=3.5, train_loss=3.9), MetricsRow(step=20, val_loss=3.1, train_loss=3.4)]
 
 
 def build(prose: str, kind: str = "char", seed: int = 0, cell: str = "lstm", **model_kw):
@@ -39,9 +38,9 @@ def build(prose: str, kind: str = "char", seed: int = 0, cell: str = "lstm", **m
     model = RNNLanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, cell=cell, **shape)).eval()
     info = CheckpointInfo(
         model=model.config, tokenizer=config,
-        corpus={"source": "prose", "characters": len(prose)},
-        training={"seq_len": 32, "steps": 20},
-        best={"step": 20, "val_loss": 3.1},
+        corpus=CorpusRecord(source="prose", characters=len(prose)),
+        training=TrainingRecord(TrainConfig(seq_len=32), steps=20),
+        best=BestRecord(step=20, val_loss=3.1),
     )
     return model, tokenizer, info
 
@@ -116,7 +115,7 @@ def test_checkpoint_holds_exactly_the_documented_files(saved):
     assert sorted(p.name for p in out.iterdir()) == [CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, "tokenizer.json"]
     data = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
     assert data["format"] == "textgen-checkpoint" and data["format_version"] == 1
-    assert [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()] == METRICS
+    assert [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()] == [r.to_json() for r in METRICS]
     assert sorted(p.name for p in out.parent.iterdir()) == ["ck"]  # nothing left beside it
 
 
@@ -429,11 +428,11 @@ def test_load_of_weights_of_another_shape(saved, prose, tmp_path, change):
 def test_update_records_rewrites_config_and_metrics_but_not_the_weights(saved):
     out, _, _, info = saved
     weights = (out / WEIGHTS_FILE).read_bytes()
-    info.training = {**info.training, "steps": 30}
-    update_records(out, info, [*METRICS, {"step": 30, "val_loss": 3.3}])
+    info.training = dataclasses.replace(info.training, steps=30)
+    update_records(out, info, [*METRICS, MetricsRow(step=30, val_loss=3.3)])
     assert (out / WEIGHTS_FILE).read_bytes() == weights
-    assert read_info(out).training["steps"] == 30
-    assert [row["step"] for row in read_metrics(out)] == [10, 20, 30]
+    assert read_info(out).training.steps == 30
+    assert [row.step for row in read_metrics(out)] == [10, 20, 30]
     assert sorted(p.name for p in out.iterdir()) == [CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, "tokenizer.json"]
 
 

@@ -47,4 +47,4 @@ def test_an_old_run_resumes_to_the_same_validation_loss(tmp_path):
     shutil.copytree(CHECKPOINT, tmp_path / "ck")
     result = resume(tmp_path / "ck", load_corpus(str(DATA / "prose.txt")), {"max_steps": 60})
     assert result.steps == 60
-    assert result.metrics[-1]["val_loss"] == pytest.approx(EXPECTED["resumed_to_step_60_val_loss"], rel=1e-5)
+    assert result.metrics[-1].val_loss == pytest.approx(EXPECTED["resumed_to_step_60_val_loss"], rel=1e-5)

@@ -131,14 +131,14 @@ def test_training_on_lines_learns_records_the_mode_and_resumes_exactly(tmp_path)
     tokenizer_config = TokenizerConfig(kind="char", documents="lines")
     whole = Losses()
     result = train(corpus, tmp_path / "whole", TINY, tokenizer_config, config, whole)
-    assert result.best["val_loss"] < whole.losses[0]
+    assert result.best.val_loss < whole.losses[0]
     info = read_info(tmp_path / "whole")
-    assert info.tokenizer.documents == "lines" and info.corpus["documents"] == "lines"
+    assert info.tokenizer.documents == "lines" and info.corpus.documents == "lines"
 
     loaded = load_checkpoint(tmp_path / "whole")
     train_text, val_text = split_text(corpus.text, 0.1, "lines")
     figures = evaluate_text(loaded.model, loaded.tokenizer, val_text, train_text)
-    assert figures.loss == pytest.approx(info.best["val_loss"], rel=1e-6)
+    assert figures.loss == pytest.approx(info.best.val_loss, rel=1e-6)
     assert figures.characters == len(val_text)
 
     # more steps than one epoch, so the resumed run must also deal the next epoch's order

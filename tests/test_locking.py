@@ -17,6 +17,7 @@ import torch
 
 from conftest import PROSE
 from textgen.checkpoint import CheckpointInfo, save_checkpoint
+from textgen.checkpoint.records import TrainingRecord
 from textgen.api import load_checkpoint
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
 from textgen.corpus import Corpus
@@ -143,7 +144,7 @@ def test_two_cli_runs_on_one_out_the_second_is_refused_at_once_and_the_first_fin
     assert second.stderr.count("\n") == 1
     assert resumed.returncode == 2 and "is being trained by another textgen run" in resumed.stderr
     assert first_code == 130
-    assert load_checkpoint(tmp_path / "ck").info.training["steps"] > 0
+    assert load_checkpoint(tmp_path / "ck").info.training.steps > 0
     assert not lock_file(tmp_path / "ck").exists()
 
 
@@ -162,7 +163,7 @@ def test_readers_always_see_one_whole_checkpoint_while_a_run_saves_over_it(tmp_p
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.fill_(float(number))
-        info = CheckpointInfo(model=config, tokenizer=TokenizerConfig(), training={"steps": number})
+        info = CheckpointInfo(model=config, tokenizer=TokenizerConfig(), training=TrainingRecord(steps=number))
         save_checkpoint(out, model, tokenizer, info, [])
 
     save(0)
@@ -179,13 +180,13 @@ def test_readers_always_see_one_whole_checkpoint_while_a_run_saves_over_it(tmp_p
     try:
         while not saves_done.is_set():
             loaded = load_checkpoint(out)
-            number = loaded.info.training["steps"]
+            number = loaded.info.training.steps
             assert all(torch.all(p == float(number)) for p in loaded.model.parameters()), number
             loads += 1
     finally:
         saver.join()
     assert loads > 0
-    assert load_checkpoint(out).info.training["steps"] == 59
+    assert load_checkpoint(out).info.training.steps == 59
 
 
 def test_a_save_killed_between_its_renames_still_loads_and_is_put_back_by_the_next_run(tmp_path):
@@ -202,7 +203,7 @@ def test_a_save_killed_between_its_renames_still_loads_and_is_put_back_by_the_ne
     resumed = textgen("train", "--resume", "ck", "--max-steps", "5", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "prose.txt"]
-    assert load_checkpoint(tmp_path / "ck").info.training["steps"] == 5
+    assert load_checkpoint(tmp_path / "ck").info.training.steps == 5
 
 
 def test_a_new_run_without_overwrite_never_replaces_a_checkpoint_left_aside(tmp_path):

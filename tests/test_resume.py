@@ -3,6 +3,7 @@ weight averaging, precision, presets, and saves that fail halfway."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -84,11 +85,12 @@ def test_resume_continues_with_identical_losses(tmp_path, corpus, signum):
     assert (finished.stop_reason, finished.steps) == ("max-steps", 40)
     assert len(first.losses) == 22 and len(second.losses) == 18
     assert first.losses + second.losses == whole.losses  # exactly, step for step
-    assert finished.best == pytest.approx({**read_info(tmp_path / "whole").best, "elapsed": finished.best["elapsed"]})
+    whole_best = dataclasses.replace(read_info(tmp_path / "whole").best, elapsed=finished.best.elapsed)
+    assert finished.best.to_json() == pytest.approx(whole_best.to_json())
     for name, value in weights(tmp_path / "whole").items():
         assert torch.equal(value, weights(tmp_path / "split")[name]), name
-    whole_rows = [(r["step"], r["val_loss"]) for r in read_metrics(tmp_path / "whole")]
-    split_rows = [(r["step"], r["val_loss"]) for r in read_metrics(tmp_path / "split")]
+    whole_rows = [(r.step, r.val_loss) for r in read_metrics(tmp_path / "whole")]
+    split_rows = [(r.step, r.val_loss) for r in read_metrics(tmp_path / "split")]
     assert split_rows == whole_rows  # the interruption made no validation of its own: one had been made
 
 
@@ -97,7 +99,7 @@ def test_interrupted_before_any_validation_saves_a_validated_resumable_checkpoin
     result = train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=50), recorder)
     assert (result.stop_reason, result.steps) == ("interrupted", 3)
     info = read_info(tmp_path / "ck")
-    assert info.best["step"] == 3 and info.training["steps"] == 3
+    assert info.best.step == 3 and info.training.steps == 3
     saved = load_trainer_state(tmp_path / "ck")
     assert saved.record["progress"]["step"] == 3
     assert resume(tmp_path / "ck", corpus).steps == 50
@@ -107,8 +109,8 @@ def test_resume_with_a_larger_limit_extends_a_finished_run(tmp_path, corpus):
     train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=12))
     result = resume(tmp_path / "ck", corpus, {"max_steps": 20})
     assert (result.stop_reason, result.steps) == ("max-steps", 20)
-    assert read_info(tmp_path / "ck").training["steps"] == 20
-    assert read_info(tmp_path / "ck").training["max_steps"] == 20
+    assert read_info(tmp_path / "ck").training.steps == 20
+    assert read_info(tmp_path / "ck").training.config.max_steps == 20
 
 
 def test_a_run_saved_before_adam_beta1_existed_resumes_with_the_momentum_it_had(tmp_path, corpus, monkeypatch):
@@ -183,8 +185,8 @@ def test_patience_stops_after_that_many_validations_without_a_new_best(tmp_path,
     result = train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=200, eval_every=5, patience=3))
     assert result.stop_reason == "early-stop"
     assert result.steps == 25  # validations at steps 5, 10 (best), 15, 20, 25: three without a new best
-    assert read_info(tmp_path / "ck").best["step"] == 10
-    assert [row["step"] for row in read_metrics(tmp_path / "ck")] == [5, 10, 15, 20, 25]
+    assert read_info(tmp_path / "ck").best.step == 10
+    assert [row.step for row in read_metrics(tmp_path / "ck")] == [5, 10, 15, 20, 25]
 
 
 def test_the_saved_model_is_the_weight_average_and_resume_keeps_training_the_live_weights(tmp_path, corpus):
@@ -206,7 +208,7 @@ def test_evaluation_scores_the_averaged_weights(tmp_path, corpus):
     loaded = load_checkpoint(tmp_path / "ck")
     before, held_out = split_text(corpus.text, 0.1)
     figures = evaluate_text(loaded.model, loaded.tokenizer, held_out, before)
-    assert figures.loss == pytest.approx(loaded.info.best["val_loss"], rel=1e-6)
+    assert figures.loss == pytest.approx(loaded.info.best.val_loss, rel=1e-6)
 
 
 # --- precision ------------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ def test_evaluation_scores_the_averaged_weights(tmp_path, corpus):
                     reason="this CPU cannot run a bfloat16 LSTM (test_devices.py checks the message instead)")
 def test_bfloat16_training_learns_and_saves_float32_weights(tmp_path, corpus):
     result = train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=30, precision="bfloat16"))
-    assert result.best["val_loss"] < 3.5  # from about 4.2 (a uniform guess over the vocabulary)
+    assert result.best.val_loss < 3.5  # from about 4.2 (a uniform guess over the vocabulary)
     assert all(p.dtype == torch.float32 for p in load_checkpoint(tmp_path / "ck").model.parameters())
 
 

@@ -71,7 +71,7 @@ def held_out_loss(out: Path, text: str, val_fraction: float = 0.1):
 
 
 def losses(out: Path) -> list[tuple]:
-    return [(row["step"], row["train_loss"], row.get("val_loss")) for row in read_metrics(out)]
+    return [(row.step, row.train_loss, row.val_loss) for row in read_metrics(out)]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def run(tmp_path_factory, docs_text):
 
 def test_short_run_lowers_validation_loss_well_below_a_uniform_guess(run):
     vocab_size = len(set(run.text))
-    val_losses = [row["val_loss"] for row in read_metrics(run.out)]
+    val_losses = [row.val_loss for row in read_metrics(run.out)]
     assert len(val_losses) == 5
     assert val_losses[0] < math.log(vocab_size)  # 4.5 nats for ~90 characters
     assert val_losses[-1] < val_losses[0] - 0.3
@@ -108,14 +108,14 @@ def test_run_result_reports_the_run(run):
 def test_checkpoint_holds_the_best_by_validation_weights(run):
     info = read_info(run.out)
     rows = read_metrics(run.out)
-    best_row = min(rows, key=lambda row: row["val_loss"])
-    assert info.best["step"] == best_row["step"] and info.best["val_loss"] == best_row["val_loss"]
+    best_row = min(rows, key=lambda row: row.val_loss)
+    assert info.best.step == best_row.step and info.best.val_loss == best_row.val_loss
     figures = held_out_loss(run.out, run.text)
-    assert figures.loss == pytest.approx(info.best["val_loss"], rel=1e-6)
-    assert figures.bits_per_char == pytest.approx(info.best["val_bits_per_char"], rel=1e-6)
-    assert info.training["steps"] == 150
-    assert info.corpus["characters"] == len(run.text)
-    assert info.corpus["val_characters"] == len(split_text(run.text, 0.1)[1])
+    assert figures.loss == pytest.approx(info.best.val_loss, rel=1e-6)
+    assert figures.bits_per_char == pytest.approx(info.best.val_bits_per_char, rel=1e-6)
+    assert info.training.steps == 150
+    assert info.corpus.characters == len(run.text)
+    assert info.corpus.val_characters == len(split_text(run.text, 0.1)[1])
 
 
 def test_checkpoint_keeps_the_best_weights_when_validation_gets_worse(tmp_path, docs_text, monkeypatch):
@@ -127,11 +127,11 @@ def test_checkpoint_keeps_the_best_weights_when_validation_gets_worse(tmp_path, 
     out = tmp_path / "ck"
     train(corpus_of(docs_text), out, TINY, TokenizerConfig(), quick(max_steps=80, eval_every=20))
     rows = read_metrics(out)
-    assert [row["step"] for row in rows] == [20, 40, 60, 80]
-    val = {row["step"]: row["val_loss"] for row in rows}
+    assert [row.step for row in rows] == [20, 40, 60, 80]
+    val = {row.step: row.val_loss for row in rows}
     assert val[60] > val[40] and val[80] > val[40]
     info = read_info(out)
-    assert info.best["step"] == 40 and info.training["steps"] == 80  # records go on after the best
+    assert info.best.step == 40 and info.training.steps == 80  # records go on after the best
     assert held_out_loss(out, docs_text).loss == pytest.approx(val[40], rel=1e-6)
 
 
@@ -187,10 +187,10 @@ def test_on_step_reports_every_step_in_order_with_its_schedule(run):
 def test_on_evaluation_matches_the_metrics_file_and_best_flags(run):
     evaluations = run.recorder.evaluations
     rows = read_metrics(run.out)
-    assert [e.step for e in evaluations] == [row["step"] for row in rows] == [30, 60, 90, 120, 150]
+    assert [e.step for e in evaluations] == [row.step for row in rows] == [30, 60, 90, 120, 150]
     best = math.inf
     for report, row in zip(evaluations, rows):
-        assert report.val_loss == row["val_loss"]
+        assert report.val_loss == row.val_loss
         assert report.val_perplexity == pytest.approx(math.exp(report.val_loss))
         # a char model scores one token per character: bits per char is nats per token over ln 2
         assert report.val_bits_per_char == pytest.approx(report.val_loss / math.log(2))
@@ -202,10 +202,10 @@ def test_on_evaluation_matches_the_metrics_file_and_best_flags(run):
 def test_metrics_rows_carry_the_training_figures(run):
     rows = read_metrics(run.out)
     for row in rows:
-        assert row["epoch"] == pytest.approx(row["step"] / run.recorder.plans[0].steps_per_epoch)
-        assert 0 < row["train_loss"] < 6 and row["tokens_per_second"] > 0
-        assert row["learning_rate"] == pytest.approx(learning_rate_at(run.config, row["step"], row["step"] / 150))
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.3
+        assert row.epoch == pytest.approx(row.step / run.recorder.plans[0].steps_per_epoch)
+        assert 0 < row.train_loss < 6 and row.tokens_per_second > 0
+        assert row.learning_rate == pytest.approx(learning_rate_at(run.config, row.step, row.step / 150))
+    assert rows[-1].train_loss < rows[0].train_loss - 0.3
 
 
 # --- limits ---------------------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ def test_max_time_stops_on_time(tmp_path, small_corpus):
     result = train(small_corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_time=0.6))
     assert result.stop_reason == "max-time" and result.steps > 0
     assert result.elapsed >= 0.6  # how far past the budget depends on the machine, so only the floor is pinned
-    assert load_checkpoint(tmp_path / "ck").info.training["steps"] == result.steps
+    assert load_checkpoint(tmp_path / "ck").info.training.steps == result.steps
 
 
 def test_with_no_limit_the_default_time_applies_and_is_noted(tmp_path, small_corpus):
@@ -260,7 +260,7 @@ def test_interrupt_stops_after_the_current_step_and_saves(tmp_path, small_corpus
     result = train(small_corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=100), recorder)
     assert (result.stop_reason, result.interrupted, result.steps) == ("interrupted", True, 7)
     assert recorder.stop_requests == 1
-    assert read_info(tmp_path / "ck").best["step"] == 7  # no validation yet: one is made before saving
+    assert read_info(tmp_path / "ck").best.step == 7  # no validation yet: one is made before saving
     assert signal.getsignal(signal.SIGINT) is handler  # the caller's handler is back
 
 
@@ -280,9 +280,9 @@ def test_val_fraction_zero_still_saves_the_latest_weights(tmp_path, small_corpus
     assert recorder.evaluations == []  # nothing held out, nothing to report
     assert recorder.checkpoints == [tmp_path / "ck"] * 2
     info = read_info(tmp_path / "ck")
-    assert info.best["step"] == 20 and "val_loss" not in info.best
-    assert result.best == info.best and info.corpus["val_characters"] == 0
-    assert [row["step"] for row in read_metrics(tmp_path / "ck")] == [10, 20]
+    assert info.best.step == 20 and info.best.val_loss is None
+    assert result.best == info.best and info.corpus.val_characters == 0
+    assert [row.step for row in read_metrics(tmp_path / "ck")] == [10, 20]
     loaded = load_checkpoint(tmp_path / "ck")
     assert all(torch.isfinite(p).all() for p in loaded.model.parameters())
 
@@ -294,9 +294,9 @@ def test_word_model_reports_bits_per_character_of_the_held_out_text(tmp_path, do
     val_text = split_text(text, 0.1)[1]
     figures = held_out_loss(tmp_path / "ck", text)
     assert figures.characters == len(val_text) and figures.tokens < len(val_text) / 2
-    assert figures.loss == pytest.approx(result.best["val_loss"], rel=1e-6)
-    assert result.best["val_bits_per_char"] == pytest.approx(
-        result.best["val_loss"] * figures.tokens / math.log(2) / len(val_text), rel=1e-9)
+    assert figures.loss == pytest.approx(result.best.val_loss, rel=1e-6)
+    assert result.best.val_bits_per_char == pytest.approx(
+        result.best.val_loss * figures.tokens / math.log(2) / len(val_text), rel=1e-9)
 
 
 # --- failures ----------------------------------------------------------------------------------------------
@@ -334,10 +334,10 @@ def test_nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(tmp_pat
     assert "diverged at step 25" in message and "nan" in message and str(out) in message
     assert "\n" not in message
     info = read_info(out)
-    assert info.best["step"] == 20 and [row["step"] for row in read_metrics(out)] == [10, 20]
+    assert info.best.step == 20 and [row.step for row in read_metrics(out)] == [10, 20]
     loaded = load_checkpoint(out)
     assert all(torch.isfinite(p).all() for p in loaded.model.parameters())
-    assert held_out_loss(out, small_corpus.text).loss == pytest.approx(info.best["val_loss"], rel=1e-6)
+    assert held_out_loss(out, small_corpus.text).loss == pytest.approx(info.best.val_loss, rel=1e-6)
 
 
 def test_nan_loss_before_any_checkpoint_does_not_claim_one(tmp_path, small_corpus, monkeypatch):

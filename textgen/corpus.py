@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from textgen import config
+from textgen.checkpoint.records import CorpusRecord
 from textgen.data.split import split_text
 from textgen.errors import TextgenError
 
@@ -170,37 +171,34 @@ def _wide_encoding(data: bytes) -> str | None:
     return None
 
 
-def recorded_corpus(record: dict, why: str) -> Corpus:
+def recorded_corpus(record: CorpusRecord, why: str) -> Corpus:
     """The corpus a checkpoint was trained on, provided it is still where it was and unchanged;
     `why` finishes the error messages ("give a FILE to evaluate")."""
-    source = record.get("name") or record.get("path")
+    source = record.name or record.path
     if not source:
         raise TextgenError(f"this checkpoint does not say where its training text is; {why}")
     try:
-        if record.get("name"):
-            corpus = load_named_corpus(record["name"])
+        if record.name:
+            corpus = load_named_corpus(record.name)
         else:
-            encoding = record.get("encoding") or "utf-8"
-            text = read_text_file(Path(record["path"]), encoding)
-            corpus = Corpus(text, record.get("source") or source, None, Path(record["path"]),
-                            _sha256_of_text(text), encoding)
+            encoding = record.encoding or "utf-8"
+            text = read_text_file(Path(source), encoding)
+            corpus = Corpus(text, record.source or source, None, Path(source), _sha256_of_text(text), encoding)
     except TextgenError as error:
         raise TextgenError(f"the training text can no longer be read ({error}); {why}") from None
-    if corpus.sha256 != record.get("sha256"):
+    if corpus.sha256 != record.sha256:
         raise TextgenError(f"the training text {source} has changed since training; {why}")
     return corpus
 
 
-def held_out_text(record: dict) -> tuple[str, str, str]:
+def held_out_text(record: CorpusRecord) -> tuple[str, str, str]:
     """(text just before the held-out part, the held-out part, a description) of the corpus a
     checkpoint was trained on, provided that text is still where it was and unchanged."""
-    val_fraction = record.get("val_fraction") or 0.0
-    if record.get("name") or record.get("path"):
-        if val_fraction <= 0:
-            raise TextgenError("this model was trained with no held-out text (--val-fraction 0); give a FILE to evaluate")
+    if (record.name or record.path) and record.val_fraction <= 0:
+        raise TextgenError("this model was trained with no held-out text (--val-fraction 0); give a FILE to evaluate")
     corpus = recorded_corpus(record, "give a FILE to evaluate")
-    train, held_out = split_text(corpus.text, val_fraction, record.get("documents") or "none")
-    return train, held_out, f"the held-out last {val_fraction:g} of {record.get('name') or record.get('path')}"
+    train, held_out = split_text(corpus.text, record.val_fraction, record.documents)
+    return train, held_out, f"the held-out last {record.val_fraction:g} of {record.name or record.path}"
 
 
 def corpus_cache_dir() -> Path:

@@ -23,8 +23,9 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from textgen.config import DOCUMENT_MODES, ModelConfig, TokenizerConfig, TrainConfig, from_dict, to_dict
 from textgen.checkpoint import atomic
+from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord
+from textgen.config import DOCUMENT_MODES, ModelConfig, TokenizerConfig, from_dict, to_dict
 from textgen.errors import TextgenError
 
 FORMAT_NAME = "textgen-checkpoint"
@@ -36,37 +37,26 @@ TRAINER_FILE = "trainer.safetensors"
 TRAINER_FORMAT = "textgen-trainer-state"
 
 
-# Fields of config.json that other modules compute with, and the JSON types they must have.
+# Fields of the model and tokenizer sections that other modules compute with, and the JSON types they
+# must have (the other sections are typed records that check their own fields).
 _NUMBER = (int, float)
 _FIELD_TYPES = [
     ("model", "vocab_size", (int,)), ("model", "layers", (int,)), ("model", "hidden_size", (int,)),
     ("model", "embedding_size", (int,)), ("model", "dropout", _NUMBER), ("model", "tie_weights", (bool,)),
     ("model", "skip_connections", (bool,)), ("model", "cell", (str,)), ("tokenizer", "kind", (str,)),
     ("tokenizer", "documents", (str,)),
-    ("corpus", "source", (str,)), ("corpus", "name", (str,)), ("corpus", "path", (str,)),
-    ("corpus", "sha256", (str,)), ("corpus", "encoding", (str,)), ("corpus", "val_fraction", _NUMBER),
-    ("corpus", "characters", (int,)), ("training", "steps", (int,)), ("training", "elapsed", _NUMBER),
-    ("best", "step", (int,)), ("best", "val_loss", _NUMBER), ("best", "val_bits_per_char", _NUMBER),
-    ("best", "val_perplexity", _NUMBER),
 ]
 
 
 @dataclass
 class CheckpointInfo:
-    """Everything in config.json, typed where other modules rely on it."""
+    """Everything in config.json."""
 
     model: ModelConfig
     tokenizer: TokenizerConfig
-    corpus: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    best: dict[str, Any] = field(default_factory=dict)
-
-    def train_config(self) -> TrainConfig:
-        """The run's training settings, as it was started (limits included)."""
-        try:  # adam_beta1 0.9: runs from before the option
-            return from_dict(TrainConfig, {"adam_beta1": 0.9, **self.training})
-        except (TextgenError, TypeError, ValueError) as error:
-            raise TextgenError(f"its {CONFIG_FILE} is corrupt: training settings: {error}") from None
+    corpus: CorpusRecord = field(default_factory=CorpusRecord)
+    training: TrainingRecord = field(default_factory=TrainingRecord)
+    best: BestRecord = field(default_factory=BestRecord)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,9 +64,9 @@ class CheckpointInfo:
             "format_version": FORMAT_VERSION,
             "model": to_dict(self.model),
             "tokenizer": to_dict(self.tokenizer),
-            "corpus": self.corpus,
-            "training": self.training,
-            "best": self.best,
+            "corpus": self.corpus.to_json(),
+            "training": self.training.to_json(),
+            "best": self.best.to_json(),
         }
 
 
@@ -156,9 +146,9 @@ def read_info(directory: Path) -> CheckpointInfo:
         return CheckpointInfo(
             model=from_dict(ModelConfig, model_section),
             tokenizer=from_dict(TokenizerConfig, sections["tokenizer"]),
-            corpus=dict(sections["corpus"] or {}),
-            training=dict(sections["training"] or {}),
-            best=dict(sections["best"] or {}),
+            corpus=CorpusRecord.from_json(sections["corpus"]),
+            training=TrainingRecord.from_json(sections["training"]),
+            best=BestRecord.from_json(sections["best"]),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise TextgenError(f"{config_path} is corrupt: missing or bad field {error}") from None
@@ -166,15 +156,15 @@ def read_info(directory: Path) -> CheckpointInfo:
         raise TextgenError(f"{config_path} is corrupt: {error}") from None
 
 
-def read_metrics(directory: Path) -> list[dict[str, Any]]:
+def read_metrics(directory: Path) -> list[MetricsRow]:
     path = Path(directory) / METRICS_FILE
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            rows.append(MetricsRow.from_json(json.loads(line)))
+        except (json.JSONDecodeError, TextgenError, TypeError):
             continue  # a damaged line costs one point of a chart, not the checkpoint
     return rows
 
@@ -184,7 +174,7 @@ def save_checkpoint(
     model: Any,
     tokenizer: Any,
     info: CheckpointInfo,
-    metrics: list[dict[str, Any]],
+    metrics: list[MetricsRow],
     trainer: TrainerState | None = None,
 ) -> None:
     """Write the whole checkpoint beside `directory`, then swap it in."""
@@ -267,7 +257,7 @@ def _being_swapped(directory: Path, before: tuple[int, int, int] | None) -> bool
     return _identity(directory) != before or (before is None and _sibling(directory, "old").exists())
 
 
-def update_records(directory: Path, info: CheckpointInfo, metrics: list[dict[str, Any]]) -> None:
+def update_records(directory: Path, info: CheckpointInfo, metrics: list[MetricsRow]) -> None:
     """Rewrite config.json and metrics.jsonl of an existing checkpoint, leaving its weights alone
     (an evaluation that did not beat the best is still worth recording)."""
     directory = Path(directory)
@@ -339,10 +329,10 @@ def load_weights(model: Any, directory: Path) -> None:
         raise TextgenError(f"{path} is corrupt or does not match its config.json: {first_line}") from None
 
 
-def _records(info: CheckpointInfo, metrics: list[dict[str, Any]]) -> dict[str, str]:
+def _records(info: CheckpointInfo, metrics: list[MetricsRow]) -> dict[str, str]:
     return {
         CONFIG_FILE: json.dumps(info.to_json(), indent=2, ensure_ascii=False) + "\n",
-        METRICS_FILE: "".join(json.dumps(row) + "\n" for row in metrics),
+        METRICS_FILE: "".join(json.dumps(row.to_json()) + "\n" for row in metrics),
     }
 
 

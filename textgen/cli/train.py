@@ -146,15 +146,15 @@ def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]
     with run_lock(checkpoint):
         recover_interrupted_save(checkpoint)
         info = read_info(checkpoint)
-        device = limits.get("device", info.train_config().device)
-        training_dtype(info.train_config().precision, resolve_device(device))
+        device = limits.get("device", info.training.config.device)
+        training_dtype(info.training.config.precision, resolve_device(device))
         if corpus:
-            text = load_corpus(corpus, encoding=info.corpus.get("encoding") or "utf-8")
+            text = load_corpus(corpus, encoding=info.corpus.encoding or "utf-8")
         else:
             text = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
         with TrainingDisplay() as display:
             result = resume_run(checkpoint, text, limits, callbacks=display)
-    _finish(result, "ROMEO:" if info.corpus.get("name") == "shakespeare" else "")
+    _finish(result, "ROMEO:" if info.corpus.name == "shakespeare" else "")
 
 
 def _finish(result: Any, prompt: str) -> None:

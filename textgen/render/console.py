@@ -129,15 +129,15 @@ class TrainingDisplay:
         )
 
 
-def loss_chart(metrics: list[dict[str, Any]], width: int = 60, height: int = 12) -> Text:
+def loss_chart(metrics: list[Any], width: int = 60, height: int = 12) -> Text:
     """Training and validation loss against step, drawn in text so it works in any terminal."""
     series = [
         ("training", "train_loss", "·", "yellow"),
         ("validation", "val_loss", "•", "cyan"),
     ]
     points = {
-        key: [(row["step"], row[key]) for row in metrics
-              if isinstance(row.get(key), (int, float)) and math.isfinite(row[key]) and isinstance(row.get("step"), int)]
+        key: [(row.step, getattr(row, key)) for row in metrics
+              if isinstance(getattr(row, key), (int, float)) and math.isfinite(getattr(row, key))]
         for _, key, _, _ in series
     }
     values = [loss for curve in points.values() for _, loss in curve]
@@ -189,7 +189,7 @@ def loss_chart(metrics: list[dict[str, Any]], width: int = 60, height: int = 12)
     return chart
 
 
-def run_report(path: Path, info: Any, parameters: int | None, metrics: list[dict[str, Any]]) -> Group:
+def run_report(path: Path, info: Any, parameters: int | None, metrics: list[Any]) -> Group:
     """What a checkpoint holds and how its run went: the info table over the loss chart
     (a chart needs two evaluations to show a trend)."""
     if len(metrics) < 2:
@@ -206,10 +206,10 @@ def training_summary(result: Any) -> Table:
     table.add_row("steps", f"{result.steps:,}")
     table.add_row("time", f"{result.elapsed:.1f} s")
     table.add_row("last training loss", _figure(result.final_train_loss, 4))
-    if best.get("val_loss") is not None:
-        table.add_row("best validation loss", f"{best['val_loss']:.4f} nats/token (step {best['step']:,})")
-        table.add_row("best bits per character", _figure(best.get("val_bits_per_char"), 4))
-        table.add_row("best perplexity", _figure(best.get("val_perplexity"), 2))
+    if best.val_loss is not None:
+        table.add_row("best validation loss", f"{best.val_loss:.4f} nats/token (step {best.step:,})")
+        table.add_row("best bits per character", _figure(best.val_bits_per_char, 4))
+        table.add_row("best perplexity", _figure(best.val_perplexity, 2))
     table.add_row("checkpoint", str(result.checkpoint))
     return table
 
@@ -243,17 +243,15 @@ def info_table(path: Path, info: Any, parameters: int | None = None) -> Table:
     documents = getattr(tok, "documents", "none")
     per_document = f", one document per {'line' if documents == 'lines' else 'paragraph'}" if documents != "none" else ""
     table.add_row("tokenizer", f"{tok.kind}, vocabulary {model.vocab_size:,}{per_document}")
-    table.add_row("corpus", f"{corpus.get('source')} ({corpus.get('characters', 0):,} characters, "
-                            f"last {corpus.get('val_fraction', 0):g} held out)")
-    if training.get("steps") is not None:
-        shape = ""
-        if isinstance(training.get("batch_size"), int) and isinstance(training.get("seq_len"), int):
-            shape = f", batch {training['batch_size']} x window {training['seq_len']}"
-        preset = f", preset {training['preset']}" if isinstance(training.get("preset"), str) else ""
-        table.add_row("trained", f"{training['steps']:,} steps in {training.get('elapsed', 0):.0f} s{shape}{preset}")
-    if best.get("val_loss") is not None:
-        table.add_row("best validation", f"{best['val_loss']:.4f} nats/token, "
-                                         f"{_figure(best.get('val_bits_per_char'), 4)} bits/char at step {best['step']:,}")
+    table.add_row("corpus", f"{corpus.source} ({corpus.characters:,} characters, "
+                            f"last {corpus.val_fraction:g} held out)")
+    config = training.config
+    shape = f", batch {config.batch_size} x window {config.seq_len}"
+    preset = f", preset {config.preset}" if config.preset else ""
+    table.add_row("trained", f"{training.steps:,} steps in {training.elapsed:.0f} s{shape}{preset}")
+    if best.val_loss is not None:
+        table.add_row("best validation", f"{best.val_loss:.4f} nats/token, "
+                                         f"{_figure(best.val_bits_per_char, 4)} bits/char at step {best.step:,}")
     return table
 
 

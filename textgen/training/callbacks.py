@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from textgen.checkpoint import CheckpointInfo
+from textgen.checkpoint.records import BestRecord, MetricsRow
 
 
 @dataclass
@@ -61,9 +61,9 @@ class TrainingResult:
     # "max-steps", "epochs", "max-time", "early-stop" (no better validation for --patience
     # evaluations) or "interrupted"
     stop_reason: str
-    best: dict[str, Any]
+    best: BestRecord
     final_train_loss: float
-    metrics: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[MetricsRow] = field(default_factory=list)
     info: CheckpointInfo | None = None  # what the checkpoint's config.json says
     parameters: int = 0
 

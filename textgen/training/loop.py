@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord
 from textgen.checkpoint import (
     CheckpointInfo, TrainerState, is_checkpoint, load_trainer_state, read_info, save_checkpoint, save_trainer_state, update_records,
 )
@@ -89,9 +90,9 @@ def resume(
         saved = load_trainer_state(checkpoint)
         if corpus is None:
             corpus = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
-        elif corpus.sha256 != info.corpus.get("sha256"):
+        elif corpus.sha256 != info.corpus.sha256:
             raise TextgenError(f"{corpus.source} is not the text {checkpoint} was trained on; resume needs the same text")
-        config = info.train_config()
+        config = info.training.config
         if limits:
             config = TrainConfig(**{**to_dict(config), **limits})
         train_text, val_text = split_text(corpus.text, config.val_fraction, info.tokenizer.documents)
@@ -132,15 +133,13 @@ class Trainer:
         self.info = CheckpointInfo(
             model=model_config,
             tokenizer=tokenizer_config,
-            corpus={
-                "source": corpus.source, "name": corpus.name,
-                "path": str(corpus.path) if corpus.path else None, "sha256": corpus.sha256,
-                "encoding": corpus.encoding,
-                "characters": len(corpus.text), "val_fraction": config.val_fraction,
-                "train_characters": len(train_text), "val_characters": len(val_text),
-                "documents": tokenizer_config.documents,
-            },
-            training=to_dict(config),
+            corpus=CorpusRecord(
+                source=corpus.source, name=corpus.name, path=str(corpus.path) if corpus.path else None,
+                sha256=corpus.sha256, encoding=corpus.encoding, characters=len(corpus.text),
+                val_fraction=config.val_fraction, train_characters=len(train_text), val_characters=len(val_text),
+                documents=tokenizer_config.documents,
+            ),
+            training=TrainingRecord(config),
         )
         self.progress = Progress()
         self.state: State | None = None
@@ -180,7 +179,7 @@ class Trainer:
                 self._save(self._validate(callbacks), callbacks)
         return TrainingResult(
             checkpoint=self.out, steps=progress.step, elapsed=self._elapsed(), stop_reason=stop_reason,
-            best=dict(self.info.best), final_train_loss=progress.smoothed_loss, metrics=list(progress.metrics),
+            best=self.info.best, final_train_loss=progress.smoothed_loss, metrics=list(progress.metrics),
             info=self.info, parameters=self.model.num_parameters(),
         )
 
@@ -263,12 +262,12 @@ class Trainer:
         """Score the held-out text, record a metrics row; whether it is a new best."""
         progress, validation = self.progress, self.data.validation
         elapsed = self._elapsed()
-        row: dict[str, Any] = {
-            "step": progress.step, "epoch": progress.step / self.steps_per_epoch, "elapsed": round(elapsed, 3),
-            "train_loss": float(np.mean(progress.loss_since_eval)) if progress.loss_since_eval else None,
-            "learning_rate": learning_rate_at(self.config, progress.step, self._fraction_done()),
-            "tokens_per_second": progress.tokens_seen / progress.training_seconds if progress.training_seconds else None,
-        }
+        row = MetricsRow(
+            step=progress.step, epoch=progress.step / self.steps_per_epoch, elapsed=round(elapsed, 3),
+            train_loss=float(np.mean(progress.loss_since_eval)) if progress.loss_since_eval else None,
+            learning_rate=learning_rate_at(self.config, progress.step, self._fraction_done()),
+            tokens_per_second=progress.tokens_seen / progress.training_seconds if progress.training_seconds else None,
+        )
         progress.loss_since_eval.clear()
         if validation.tokens:
             validation_started = time.perf_counter()
@@ -276,7 +275,7 @@ class Trainer:
                 nats, count = validation.score(self.model)
             progress.evaluation_seconds += time.perf_counter() - validation_started
             result = summarise(nats, count, validation.characters)
-            row.update(val_loss=result.loss, val_bits_per_char=result.bits_per_char, val_perplexity=result.perplexity)
+            row.val_loss, row.val_bits_per_char, row.val_perplexity = result.loss, result.bits_per_char, result.perplexity
             score = result.loss
         else:  # nothing held out: the latest weights are the best we know
             score = -progress.step
@@ -284,15 +283,14 @@ class Trainer:
         is_best = score < progress.best_score  # a NaN validation loss is never best
         if is_best:
             progress.best_score, progress.evaluations_since_best = score, 0
-            self.info.best = {k: row[k] for k in ("step", "elapsed", "val_loss", "val_bits_per_char",
-                                                  "val_perplexity", "train_loss") if k in row}
+            self.info.best = BestRecord.of(row)
         else:
             progress.evaluations_since_best += 1
         progress.elapsed = self._elapsed()
-        if row.get("val_loss") is not None:
+        if row.val_loss is not None:
             callbacks.on_evaluation(EvaluationReport(
-                step=progress.step, val_loss=row["val_loss"], val_bits_per_char=row["val_bits_per_char"],
-                val_perplexity=row["val_perplexity"], is_best=is_best, elapsed=elapsed,
+                step=progress.step, val_loss=row.val_loss, val_bits_per_char=row.val_bits_per_char,
+                val_perplexity=row.val_perplexity, is_best=is_best, elapsed=elapsed,
             ))
         return is_best
 
@@ -321,8 +319,7 @@ class Trainer:
         callbacks.on_checkpoint(self.out)
 
     def _record_training(self) -> None:
-        self.info.training = {**to_dict(self.config), "steps": self.progress.step,
-                              "elapsed": round(self.progress.elapsed, 3)}
+        self.info.training = TrainingRecord(self.config, self.progress.step, self.progress.elapsed)
 
     def _snapshot(self) -> TrainerState:
         return snapshot(self.model, self.optimizer, self.average, self.state, self.progress, self.info.best)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 
 from textgen.checkpoint import TrainerState
+from textgen.checkpoint.records import BestRecord, MetricsRow
 from textgen.errors import TextgenError
 from textgen.model import RNNLanguageModel, State
 from textgen.training.optimization import WeightAverage
@@ -43,7 +43,7 @@ class Progress:
     next_eval_fraction: float = 1.0 / EVALUATIONS_PER_RUN
     smoothed_loss: float = math.nan
     loss_since_eval: list[float] = field(default_factory=list)
-    metrics: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[MetricsRow] = field(default_factory=list)
 
 
 def snapshot(
@@ -52,7 +52,7 @@ def snapshot(
     average: WeightAverage | None,
     state: State | None,
     progress: Progress,
-    best: dict[str, Any],
+    best: BestRecord,
 ) -> TrainerState:
     """Copies of everything the next step depends on (copies: the averaged weights may be
     swapped in for the save that follows)."""
@@ -72,7 +72,9 @@ def snapshot(
     if model.device.type == "cuda":
         tensors["random.cuda"] = torch.cuda.get_rng_state(model.device)
     tensors = {name: value.detach().to("cpu", copy=True).contiguous() for name, value in tensors.items()}
-    return TrainerState(tensors=tensors, record={"progress": asdict(progress), "best": best})
+    record = {"progress": {**asdict(progress), "metrics": [row.to_json() for row in progress.metrics]},
+              "best": best.to_json()}
+    return TrainerState(tensors=tensors, record=record)
 
 
 def restore(
@@ -81,7 +83,7 @@ def restore(
     optimizer: torch.optim.Optimizer,
     average: WeightAverage | None,
     where: str,
-) -> tuple[State | None, Progress, dict[str, Any]]:
+) -> tuple[State | None, Progress, BestRecord]:
     """Put a snapshot back into the model, optimiser and average; the carried state, the progress
     and the best figures come back. `where` names the checkpoint in errors."""
     tensors, record = saved.tensors, saved.record
@@ -107,7 +109,8 @@ def restore(
         if device.type == "cuda" and "random.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["random.cuda"], device)
         progress = Progress(**record["progress"])
-        best = dict(record.get("best") or {})
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        progress.metrics = [MetricsRow.from_json(row) for row in progress.metrics]
+        best = BestRecord.from_json(record.get("best"))
+    except (KeyError, TypeError, ValueError, RuntimeError, TextgenError) as error:
         raise TextgenError(f"{where}'s trainer state does not match its model: {str(error).splitlines()[0][:200]}") from None
     return state, progress, best
