@@ -876,6 +876,7 @@ def test_the_suggested_command_stays_on_one_line_for_a_long_checkpoint_path(tmp_
 # --- interruption ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_training_saves_a_loadable_checkpoint_and_exits_130(
     cli: Callable[..., CliResult], tmp_path: Path
 ) -> None:
@@ -1060,6 +1061,7 @@ def shakespeare_mirror() -> Iterator[tuple[str, list[str]]]:
         thread.join(5)
 
 
+@pytest.mark.slow
 def test_shakespeare_downloads_once_from_the_mirror_then_trains_from_the_cache(
     shakespeare_mirror: tuple[str, list[str]], tmp_path: Path
 ) -> None:

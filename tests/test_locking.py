@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +117,7 @@ def test_library_train_is_refused_while_another_process_trains_into_the_same_fol
     assert (tmp_path / "ck" / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_two_cli_runs_on_one_out_the_second_is_refused_at_once_and_the_first_finishes(tmp_path):
     (tmp_path / "prose.txt").write_text(PROSE * 20, encoding="utf-8")
     first = subprocess.Popen(
@@ -189,6 +189,7 @@ def test_readers_always_see_one_whole_checkpoint_while_a_run_saves_over_it(tmp_p
     assert load_checkpoint(out).info.training.steps == 59
 
 
+@pytest.mark.slow
 def test_a_save_killed_between_its_renames_still_loads_and_is_put_back_by_the_next_run(tmp_path):
     (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
     made = textgen("train", "prose.txt", "--out", "ck", *TINY, "--max-steps", "3", cwd=tmp_path)
@@ -206,6 +207,7 @@ def test_a_save_killed_between_its_renames_still_loads_and_is_put_back_by_the_ne
     assert load_checkpoint(tmp_path / "ck").info.training.steps == 5
 
 
+@pytest.mark.slow
 def test_a_new_run_without_overwrite_never_replaces_a_checkpoint_left_aside(tmp_path):
     (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
     assert textgen("train", "prose.txt", "--out", "ck", *TINY, "--max-steps", "3", cwd=tmp_path).returncode == 0

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from textgen.checkpoint import CONFIG_FILE, CheckpointInfo, load_weights, read_info, read_whole
+from textgen.checkpoint import CONFIG_FILE, CheckpointInfo, check_vocabulary, load_weights, read_info, read_whole
 from textgen.config import SampleConfig, settings_for
 from textgen.devices import resolve_device
 from textgen.errors import TextgenError
@@ -210,11 +210,7 @@ def load_checkpoint(directory: str | Path, device: Any = "cpu") -> LoadedCheckpo
 def _rebuild(directory: Path, device: Any) -> LoadedCheckpoint:
     info = read_info(directory)
     tokenizer = load_tokenizer(directory, info.tokenizer)
-    if tokenizer.vocab_size != info.model.vocab_size:
-        raise TextgenError(
-            f"{directory} is inconsistent: its tokenizer has {tokenizer.vocab_size} tokens, "
-            f"its model {info.model.vocab_size}"
-        )
+    check_vocabulary(directory, tokenizer, info)
     try:
         model = RNNLanguageModel(info.model)
     except (TextgenError, TypeError, ValueError, RuntimeError) as error:

@@ -49,14 +49,20 @@ def replace_folder(new: Path, folder: Path, aside: Path) -> None:
 
 
 def fsync(path: Path) -> None:
-    """Flush a file, or a folder's entries, to disk where the file system allows it."""
+    """Flush a file, or a folder's entries, to disk. A file that cannot be flushed (a full disk,
+    an I/O error) raises OSError: renaming it over the old one could lose both."""
+    is_folder = Path(path).is_dir()
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return
+        if is_folder:
+            return  # some systems cannot open a folder for reading; the rename is still atomic
+        raise
     try:
         os.fsync(fd)
     except OSError:
-        pass  # some file systems cannot fsync a directory; the rename is still atomic
+        if not is_folder:
+            raise
+        # some file systems cannot fsync a directory; the rename is still atomic
     finally:
         os.close(fd)

@@ -315,6 +315,15 @@ def _write_trainer_state(path: Path, trainer: TrainerState) -> None:
     save_file(trainer.tensors, str(path), metadata=metadata)
 
 
+def check_vocabulary(directory: Path, tokenizer: Any, info: CheckpointInfo) -> None:
+    """The tokenizer's files and config.json must agree on the vocabulary's size."""
+    if tokenizer.vocab_size != info.model.vocab_size:
+        raise TextgenError(
+            f"{directory} is inconsistent: its tokenizer has {tokenizer.vocab_size} tokens, "
+            f"its model {info.model.vocab_size}"
+        )
+
+
 def load_weights(model: Any, directory: Path) -> None:
     """Fill `model` with the checkpoint's weights; a damaged or mismatched file is a TextgenError."""
     from safetensors.torch import load_model

@@ -54,8 +54,9 @@ def _root(
     """Train a recurrent language model on your text, generate from it, and measure it."""
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI with every anticipated failure as one line on stderr and a non-zero exit."""
+def run(argv: list[str] | None = None) -> None:
+    """Run the CLI with every anticipated failure as one line on stderr and a non-zero exit
+    (textgen.cli.main wraps this, so an interruption while it is imported is handled too)."""
     from textgen.render.console import print_error
 
     if not (sys.argv[1:] if argv is None else argv):

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord
 from textgen.checkpoint import (
-    CheckpointInfo, TrainerState, is_checkpoint, load_trainer_state, read_info, save_checkpoint, save_trainer_state, update_records,
+    CheckpointInfo, TrainerState, check_vocabulary, is_checkpoint, load_trainer_state, load_weights, read_info,
+    save_checkpoint, save_trainer_state, update_records,
 )
+from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, to_dict
 from textgen.corpus import Corpus, recorded_corpus
 from textgen.data import IGNORE, Window, split_text
@@ -97,7 +98,9 @@ def resume(
             config = TrainConfig(**{**to_dict(config), **limits})
         train_text, val_text = split_text(corpus.text, config.val_fraction, info.tokenizer.documents)
         tokenizer = load_tokenizer(checkpoint, info.tokenizer)
+        check_vocabulary(checkpoint, tokenizer, info)
         trainer = Trainer(corpus, train_text, val_text, checkpoint, info.model, info.tokenizer, tokenizer, config)
+        load_weights(trainer.model, checkpoint)  # a damaged checkpoint is refused, not trained over
         trainer.restore(saved)
         progress = trainer.progress
         if trainer.limits.reached(progress.step, trainer.steps_per_epoch, progress.elapsed):
