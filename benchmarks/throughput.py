@@ -26,7 +26,7 @@ from torch import nn
 
 from _common import SHAKESPEARE
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
-from textgen.corpus import Corpus
+from textgen.data.corpus import Corpus
 from textgen.devices import training_dtype
 from textgen.training import TrainingCallbacks, train
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from _common import require_shakespeare
 
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
-from textgen.corpus import load_corpus
+from textgen.data.corpus import load_corpus
 from textgen.training import train
 
 
@@ -31,8 +31,8 @@ def main() -> None:
                 TrainConfig(max_time=seconds),
             )
         label = "folded leading space" if fold else "whitespace runs apart"
-        print(f"{label:24s} val {result.best['val_loss']:.4f} nats/token  "
-              f"{result.best['val_bits_per_char']:.4f} bits/char  ({result.steps} steps in {seconds:g} s)", flush=True)
+        print(f"{label:24s} val {result.best.val_loss:.4f} nats/token  "
+              f"{result.best.val_bits_per_char:.4f} bits/char  ({result.steps} steps in {seconds:g} s)", flush=True)
 
 
 if __name__ == "__main__":

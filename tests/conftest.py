@@ -134,3 +134,17 @@ def next_token_distribution(logits: torch.Tensor, temperature: float, top_k: int
     if ids is not None:
         probabilities = torch.zeros_like(batched, dtype=torch.float32).scatter_(-1, ids, probabilities)
     return probabilities.view(logits.shape)
+
+
+@pytest.fixture(scope="session")
+def char_checkpoint(tmp_path_factory: pytest.TempPathFactory, prose: str, make_checkpoint: Callable[..., Path]) -> Path:
+    """A small char model fitted to PROSE, saved once for the whole suite (tests must not change it)."""
+    return make_checkpoint(tmp_path_factory.mktemp("shared") / "char", prose, "char")
+
+
+@pytest.fixture(scope="session")
+def model(char_checkpoint: Path):
+    """That checkpoint loaded as a textgen.TextModel on the CPU."""
+    import textgen
+
+    return textgen.load(char_checkpoint, device="cpu")

@@ -14,20 +14,9 @@ import torch
 
 import textgen
 from conftest import generate, next_token_distribution
-from textgen.api import TextModel
 from textgen.config import SampleConfig
 from textgen.errors import TextgenError
 from textgen.evaluation import evaluate_text
-
-
-@pytest.fixture(scope="module")
-def char_checkpoint(tmp_path_factory, prose, make_checkpoint) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("api") / "char", prose, "char")
-
-
-@pytest.fixture(scope="module")
-def model(char_checkpoint) -> TextModel:
-    return textgen.load(char_checkpoint, device="cpu")
 
 
 def test_importing_textgen_imports_no_torch_and_load_is_there():
@@ -173,3 +162,16 @@ def test_the_cli_and_the_api_train_the_same_model_from_the_same_request(tmp_path
     assert by_cli.info.model == by_api.info.model and not by_api.info.model.skip_connections
     assert dataclasses.replace(by_cli.info.best, elapsed=0) == dataclasses.replace(by_api.info.best, elapsed=0)
     assert by_cli.generate("The", length=80, seed=4) == by_api.generate("The", length=80, seed=4)
+
+
+def test_the_readme_training_example_runs_with_a_shorter_limit(tmp_path, monkeypatch, capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    example = next(block for block in readme.split("```python\n")[1:] if "from textgen.api import train" in block)
+    example = example.split("```")[0]
+    assert "max_time=60" in example
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TEXTGEN_CACHE_DIR", str(tmp_path / "cache"))
+    shorter = example.replace("max_time=60", "max_steps=2, hidden_size=16, embedding_size=8, val_fraction=0.01")
+    exec(compile(shorter, "README.md", "exec"), {"load": textgen.load})
+    assert len(capsys.readouterr().out) > 100
+    assert (tmp_path / "checkpoints" / "docs" / "config.json").is_file()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from textgen.api import load
-from textgen.corpus import load_corpus
+from textgen.data.corpus import load_corpus
 from textgen.training import resume
 
 DATA = Path(__file__).parent / "data"

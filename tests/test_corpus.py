@@ -1,4 +1,4 @@
-"""Tests for textgen.corpus: reading files, the named corpora, the split and the download cache."""
+"""Tests for textgen.data.corpus: reading files, the named corpora, the split and the download cache."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from textgen import config
-from textgen.corpus import (
+from textgen.data.corpus import (
     KNOWN_CORPORA,
     corpus_cache_dir,
     fetch_corpus,

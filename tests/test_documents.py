@@ -12,7 +12,7 @@ import torch
 from textgen.checkpoint import read_info
 from textgen.api import load_checkpoint
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
-from textgen.corpus import Corpus
+from textgen.data.corpus import Corpus
 from textgen.data import (
     IGNORE, DocumentBatches, document_split_point, lay_out, shuffled, split_documents, split_text,
 )

@@ -163,7 +163,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_corpus_reader_turns_any_bytes_into_text_or_a_textgen_error(
     data: bytes, encoding: str, scratch: Path
 ) -> None:
-    from textgen.corpus import read_text_file
+    from textgen.data.corpus import read_text_file
 
     path = scratch / "corpus.txt"
     path.write_bytes(data)
@@ -186,7 +186,7 @@ READABLE_TEXT = st.text(min_size=1).filter(lambda t: t.strip() and "\x00" not in
 @given(text=READABLE_TEXT, encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be",
                                                       "utf-32", "latin-1", "cp1252"]))
 def test_a_text_file_in_the_encoding_given_reads_back_as_its_text(text: str, encoding: str, scratch: Path) -> None:
-    from textgen.corpus import read_text_file
+    from textgen.data.corpus import read_text_file
 
     try:
         data = text.encode(encoding)

@@ -824,7 +824,7 @@ RUN_CASES = [
          patch=disk_full_at("safetensors.torch.save_model")),
     Case("disk-full-writing-the-tokenizer", ("train", "corpus.txt", "--out", "ck", "--overwrite", *TINY), 2,
          r"could not save the checkpoint to ck: No space left on device", both(corpus(), checkpoint()),
-         patch=disk_full_at("textgen.tokenizers._TokenList.save")),
+         patch=disk_full_at("textgen.tokenizers.base.TokenList.save")),
     Case("disk-full-saving-a-resumed-run", RESUME, 2, r"could not save the (checkpoint|training state) to ck: "
          r"No space left on device; the previous (checkpoint there|one there) is unchanged", checkpoint(),
          patch=disk_full_at("safetensors.torch.save_file")),
@@ -841,9 +841,9 @@ RUN_CASES = [
          both(checkpoint(), corpus("out.txt", "earlier samples\n")), patch=disk_full_at("os.fsync")),
     # Ctrl-C at any point: "error: interrupted", exit 130, and (before training) nothing left behind.
     Case("interrupted-reading-the-corpus", train("corpus.txt"), 130, r"^error: interrupted$", corpus(),
-         patch=interrupted_at("textgen.corpus.read_text_file")),
+         patch=interrupted_at("textgen.data.corpus.read_text_file")),
     Case("interrupted-reading-the-text-to-resume", RESUME, 130, r"^error: interrupted$", checkpoint(),
-         patch=interrupted_at("textgen.corpus.read_text_file")),
+         patch=interrupted_at("textgen.data.corpus.read_text_file")),
     Case("interrupted-while-sampling", READERS["sample"], 130, r"^error: interrupted$", checkpoint(),
          patch=interrupted_at("textgen.api.TextModel.stream_samples")),
     Case("interrupted-while-evaluating", READERS["evaluate"], 130, r"^error: interrupted$", checkpoint(),

@@ -11,27 +11,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-import textgen
 from textgen.api import TextModel
 from textgen.config import SampleConfig
 from textgen.cli.interactive import Session
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, prose, make_checkpoint) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("interactive") / "char", prose, "char")
-
-
-@pytest.fixture(scope="module")
-def model(checkpoint) -> TextModel:
-    return textgen.load(checkpoint, device="cpu")
 
 
 class Scripted:
@@ -159,11 +147,11 @@ def textgen_env() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"}
 
 
-def test_interactive_through_stdin(checkpoint, model):
+def test_interactive_through_stdin(char_checkpoint, model):
     script = "\n".join([":seed 5", ":temp 0.6", ":temp abc", ":topk 0", "The keeper", ":next 3", "1", "",
                         ":nonsense", ":quit", "never read"]) + "\n"
     done = subprocess.run(
-        [sys.executable, "-m", "textgen", "sample", str(checkpoint), "--interactive", "--length", "50"],
+        [sys.executable, "-m", "textgen", "sample", str(char_checkpoint), "--interactive", "--length", "50"],
         input=script, capture_output=True, text=True, encoding="utf-8", timeout=120, env=textgen_env(),
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
@@ -177,9 +165,9 @@ def test_interactive_through_stdin(checkpoint, model):
     assert "never read" not in out and "Traceback" not in out
 
 
-def test_interactive_ends_cleanly_at_the_end_of_stdin(checkpoint, model):
+def test_interactive_ends_cleanly_at_the_end_of_stdin(char_checkpoint, model):
     done = subprocess.run(
-        [sys.executable, "-m", "textgen", "sample", str(checkpoint), "-i", "--length", "20", "--seed", "3",
+        [sys.executable, "-m", "textgen", "sample", str(char_checkpoint), "-i", "--length", "20", "--seed", "3",
          "--prompt", "The"],
         input="In the\n", capture_output=True, text=True, encoding="utf-8", timeout=120, env=textgen_env(),
     )
@@ -189,12 +177,12 @@ def test_interactive_ends_cleanly_at_the_end_of_stdin(checkpoint, model):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
-def test_interactive_in_a_terminal_streams_and_leaves_on_ctrl_d(checkpoint, model):
+def test_interactive_in_a_terminal_streams_and_leaves_on_ctrl_d(char_checkpoint, model):
     import pty
 
     master, slave = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "textgen", "sample", str(checkpoint), "--interactive", "--length", "30"],
+        [sys.executable, "-m", "textgen", "sample", str(char_checkpoint), "--interactive", "--length", "30"],
         stdin=slave, stdout=slave, stderr=slave, env={**textgen_env(), "TERM": "xterm", "COLUMNS": "100"},
         close_fds=True,
     )

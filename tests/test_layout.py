@@ -25,15 +25,12 @@ LAYERS = [
 ]
 # The render layer draws plain data for the CLI: it may import only these.
 RENDER_MAY_IMPORT = {"render", "config", "errors"}
-# Modules still at the top level that belong to a room.
-ROOM_OF_MODULE = {"corpus": "data"}
 
 
 def room_of(module: str) -> str:
-    """textgen.training.loop -> training; textgen.corpus -> data."""
+    """textgen.training.loop -> training."""
     parts = module.split(".")
-    name = parts[1] if len(parts) > 1 else ""
-    return ROOM_OF_MODULE.get(name, name)
+    return parts[1] if len(parts) > 1 else ""
 
 
 def layer_of(room: str) -> int:

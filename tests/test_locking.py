@@ -19,7 +19,7 @@ from textgen.checkpoint import CheckpointInfo, save_checkpoint
 from textgen.checkpoint.records import TrainingRecord
 from textgen.api import load_checkpoint
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
-from textgen.corpus import Corpus
+from textgen.data.corpus import Corpus
 from textgen.errors import TextgenError
 from textgen.checkpoint.lock import lock_file, run_lock
 from textgen.model import RNNLanguageModel

@@ -22,7 +22,7 @@ from textgen.api import load_checkpoint
 from textgen.config import (
     ModelConfig, TokenizerConfig, TrainConfig,
 )
-from textgen.corpus import Corpus
+from textgen.data.corpus import Corpus
 from textgen.devices import UNSUPPORTED, bfloat16_support
 from textgen.errors import TextgenError
 from textgen.training import StepReport, TrainingCallbacks, resume, train
@@ -130,7 +130,7 @@ def test_a_run_saved_before_adam_beta1_existed_resumes_with_the_momentum_it_had(
 def test_resume_finds_the_training_file_where_it_was(tmp_path, docs_text):
     text_file = tmp_path / "text.txt"
     text_file.write_text(docs_text[:12_000], encoding="utf-8")
-    from textgen.corpus import load_corpus
+    from textgen.data.corpus import load_corpus
 
     train(load_corpus(str(text_file)), tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=6))
     assert resume(tmp_path / "ck", None, {"max_steps": 9}).steps == 9

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -369,18 +367,3 @@ def _unigram() -> SentencePieceTokenizer:
     if "unigram" not in _cache:
         _cache["unigram"] = SentencePieceTokenizer.from_text(ALL_TEXT, 500, "unigram")
     return _cache["unigram"]
-
-
-def test_speed_on_tinyshakespeare_is_printed():
-    path = Path(__file__).parents[2] / "shared/corpora/tinyshakespeare.txt"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    text = path.read_text(encoding="utf-8")
-    for config in [TokenizerConfig(kind="char"), word_config(), TokenizerConfig(kind="subword")]:
-        start = time.perf_counter()
-        tok = build_tokenizer(config, text)
-        built = time.perf_counter()
-        ids = tok.encode(text)
-        encoded = time.perf_counter()
-        print(f"\n{config.kind}: vocab {tok.vocab_size}, {len(ids)} tokens, "
-              f"build {built - start:.2f}s, encode {encoded - built:.2f}s")

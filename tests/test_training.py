@@ -18,7 +18,7 @@ import textgen.training.run_data
 from textgen.checkpoint import read_info, read_metrics
 from textgen.api import load_checkpoint
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
-from textgen.corpus import Corpus
+from textgen.data.corpus import Corpus
 from textgen.data import split_text
 from textgen.errors import TextgenError
 from textgen.evaluation import evaluate_text

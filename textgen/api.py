@@ -177,7 +177,7 @@ def train(
     name (None: the built-in python-docs), `settings` are the options by their field names
     (max_time=80, hidden_size=256, kind="word", ...). The same presets and policies apply
     (textgen.config.settings_for), so the same request gives the same run as the command line."""
-    from textgen.corpus import load_corpus
+    from textgen.data.corpus import load_corpus
     from textgen.training import train as run_training
 
     run = settings_for(settings, preset)

@@ -29,7 +29,7 @@ def evaluate(
         raise TextgenError(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}, not {unknown!r}")
     from textgen.api import load_checkpoint
     from textgen.render.console import console, evaluation_table
-    from textgen.corpus import held_out_text, read_text_file
+    from textgen.data.corpus import held_out_text, read_text_file
     from textgen.devices import resolve_device
     from textgen.evaluation import evaluate_text
 

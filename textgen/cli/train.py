@@ -97,7 +97,7 @@ def train(
         out = _default_out(corpus)
     check_output_directory(out, overwrite)
 
-    from textgen.corpus import load_corpus
+    from textgen.data.corpus import load_corpus
     from textgen.devices import resolve_device, training_dtype
     from textgen.render.console import TrainingDisplay, console
     from textgen.training import train as run_training
@@ -137,7 +137,7 @@ def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]
     limits = {name: given[name] for name in ("max_steps", "epochs", "max_time", "device") if name in given}
     TrainConfig(**limits)  # a bad limit fails before anything is read
     from textgen.checkpoint import read_info, recover_interrupted_save
-    from textgen.corpus import load_corpus, recorded_corpus
+    from textgen.data.corpus import load_corpus, recorded_corpus
     from textgen.devices import resolve_device, training_dtype
     from textgen.checkpoint.lock import run_lock
     from textgen.render.console import TrainingDisplay

@@ -1,5 +1,7 @@
-"""The data a model learns from, as ids: split.py cuts the text for training and validation,
-batches.py lays ids out in windows for truncated BPTT (streams and documents behind one interface)."""
+"""The data a model learns from: corpus.py reads a user's file or a named corpus (strictly: a bad
+file is a one-line error naming its byte offset), split.py cuts the text for training and
+validation, batches.py lays ids out in windows for truncated BPTT (streams and documents behind
+one interface)."""
 
 from textgen.data.batches import (
     IGNORE, Batches, DocumentBatches, Layout, StreamBatches, Window, batchify, lay_out, shuffled, window_for,

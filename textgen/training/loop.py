@@ -31,7 +31,7 @@ from textgen.checkpoint import (
 )
 from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, to_dict
-from textgen.corpus import Corpus, recorded_corpus
+from textgen.data.corpus import Corpus, recorded_corpus
 from textgen.data import IGNORE, Window, split_text
 from textgen.devices import precision_note, resolve_device, training_dtype
 from textgen.errors import TextgenError

@@ -1,4 +1,5 @@
-"""Where the training text comes from: a user's file or a named corpus, and its train/validation split.
+"""Where the training text comes from: a user's file or a named corpus (built in, or downloaded once
+into a cache and checked against its hash), and finding a checkpoint's text again.
 
 Every problem a user can fix (a missing, binary or mis-encoded file, no network
 for a download) becomes a one-line TextgenError that names the file.
@@ -10,7 +11,6 @@ import codecs
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from textgen import config
+from textgen.checkpoint import atomic
 from textgen.checkpoint.records import CorpusRecord
 from textgen.data.split import split_text
 from textgen.errors import TextgenError
@@ -234,24 +235,18 @@ def fetch_corpus(
     by_hand = f"download it yourself and save it as {target}"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Beside the target, so the final rename stays on one filesystem and is atomic.
-        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".part")
     except OSError as error:
         raise TextgenError(f"cannot write to the corpus cache {target.parent}: {error.strerror or error}") from None
-    temp = Path(temp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
+        # A failed or partial download leaves nothing behind, and never a half file at `target`.
+        with atomic.replacing(target) as temporary, open(temporary, "wb") as out:
             digest = _download(url, out, timeout, known.size, name, by_hand)
-        if digest != known.sha256:
-            raise TextgenError(
-                f"downloaded {name} from {url} but its SHA-256 is {digest}, expected {known.sha256}; {by_hand}"
-            )
-        os.replace(temp, target)
+            if digest != known.sha256:
+                raise TextgenError(
+                    f"downloaded {name} from {url} but its SHA-256 is {digest}, expected {known.sha256}; {by_hand}"
+                )
     except OSError as error:  # writing the cache, not the network: _download wraps those
         raise TextgenError(f"could not save {name} to {target}: {error.strerror or error}") from None
-    finally:
-        # A failed or partial download must leave nothing behind; after os.replace this is a no-op.
-        temp.unlink(missing_ok=True)
     return target
 
 

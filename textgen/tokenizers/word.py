@@ -1,0 +1,83 @@
+"""Words as tokens: words, numbers, punctuation marks and whitespace runs, each Chinese ideograph a
+word of its own, optionally a leading space folded into the word (GPT-2 style); rare words are <unk>."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from textgen.errors import TextgenError
+from textgen.tokenizers.base import UNK, TokenList
+
+# CJK ideographs (extension A, the unified block, compatibility ideographs,
+# planes 2): Chinese has no spaces, so each ideograph is a word of its own.
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
+# A leading space folds into the token after it; a run of spaces gives its last
+# space to the next token (`\s+(?= \S)`), so "a   b" -> "a", "  ", " b". Unlike
+# GPT-2's `\s+(?!\S)`, a run ending in a newline stays whole ("\n\n" is one token).
+_FOLDED = re.compile(rf" ?[{_CJK}]| ?[^\W\d_{_CJK}]+| ?\d+| ?\S|\s+(?= \S)|\s+")
+_UNFOLDED = re.compile(rf"[{_CJK}]|[^\W\d_{_CJK}]+|\d+|\S|\s+")
+
+
+class WordTokenizer(TokenList):
+    """Words, numbers, punctuation marks and whitespace as tokens; <unk> is id 0."""
+
+    kind = "word"
+
+    def __init__(self, tokens: list[str], fold_spaces: bool = False) -> None:
+        super().__init__(tokens)  # tokens[0] is UNK, which no text ever spells
+        self._index.pop(UNK, None)
+        self.fold_spaces = fold_spaces
+        self._pattern = _FOLDED if fold_spaces else _UNFOLDED
+        self._space_id = self._index.get(" ")
+
+    @classmethod
+    def from_text(
+        cls, text: str, max_vocab: int, min_count: int, fold_spaces: bool = False
+    ) -> WordTokenizer:
+        if max_vocab < 2:
+            raise TextgenError(f"max_vocab must be at least 2 (<unk> and a word), not {max_vocab}")
+        counts = Counter((_FOLDED if fold_spaces else _UNFOLDED).findall(text))
+        # A lone " " is rare once spaces fold into words, yet encode needs it to
+        # keep the space of an unknown " word"; so it is kept, right after <unk>.
+        specials = [UNK, " "] if fold_spaces and " " in text else [UNK]
+        # Ties go by the token itself so the same text always gives the same ids.
+        ranked = sorted(
+            (t for t, n in counts.items() if n >= min_count and t not in specials),
+            key=lambda t: (-counts[t], t),
+        )
+        if not ranked and len(specials) == 1:
+            # A vocabulary of <unk> alone trains a model that can only ever write <unk>.
+            raise TextgenError(f"no token occurs at least {min_count} times in the text, so the vocabulary "
+                               f"would hold nothing but {UNK}; lower --min-count")
+        return cls((specials + ranked)[:max_vocab], fold_spaces)
+
+    def split(self, text: str) -> list[str]:
+        """The token strings of `text`; joined together they give `text` back."""
+        return self._pattern.findall(text)
+
+    @property
+    def unk_id(self) -> int | None:
+        return 0
+
+    def encode(self, text: str) -> list[int]:
+        tokens = self.split(text)
+        ids = list(map(self._index.get, tokens, [0] * len(tokens)))
+        if 0 not in ids or not self.fold_spaces or self._space_id is None:
+            return ids
+        # An unknown " word" keeps its space as a token, so the layout survives.
+        out: list[int] = []
+        for token, token_id in zip(tokens, ids):
+            if token_id == 0 and len(token) > 1 and token[0] == " ":
+                out.append(self._space_id)
+            out.append(token_id)
+        return out
+
+    def unknown_symbols(self, text: str) -> list[str]:
+        unknown = (t for t in dict.fromkeys(self.split(text)) if t not in self._index)
+        if not self.fold_spaces:
+            return list(unknown)
+        return list(dict.fromkeys(t[1:] if len(t) > 1 and t[0] == " " else t for t in unknown))
+
+    def _extra_json(self) -> dict[str, object]:
+        return {"fold_spaces": self.fold_spaces}
