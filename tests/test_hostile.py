@@ -991,7 +991,7 @@ def test_a_signal_at_a_random_moment_exits_130_with_a_loadable_checkpoint_or_not
             assert training.wait(120), "".join(lines)
         time.sleep(delay)
         process.send_signal(signum)
-        code = process.wait(timeout=120)
+        code = process.wait(timeout=600)
     finally:
         if process.poll() is None:
             process.kill()

@@ -332,7 +332,7 @@ def load_weights(model: Any, directory: Path) -> None:
     if not path.is_file():
         raise TextgenError(f"{directory} is an incomplete checkpoint: {WEIGHTS_FILE} is missing")
     try:
-        load_model(model, str(path), strict=True, device=str(next(model.parameters()).device))
+        load_model(model, str(path), strict=True, device=str(model.device))
     except Exception as error:  # safetensors raises several types for truncated or foreign files
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TextgenError(f"{path} is corrupt or does not match its config.json: {first_line}") from None
