@@ -677,6 +677,8 @@ def make_bad_inputs(directory: Path, checkpoint: Path) -> None:
     (directory / "unseen.txt").write_text("Zoe paid 5 EUR in Zurich.\n", encoding="utf-8")
     (directory / "notes").mkdir()
     (directory / "notes" / "todo.txt").write_text("buy milk\n", encoding="utf-8")
+    (directory / "pictures").mkdir()
+    (directory / "pictures" / "cat.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     shutil.copytree(checkpoint, directory / "garbage-weights")
     (directory / "garbage-weights" / "model.safetensors").write_bytes(b"this is not a safetensors file" * 10)
     shutil.copytree(checkpoint, directory / "foreign-config")
@@ -690,7 +692,8 @@ def make_bad_inputs(directory: Path, checkpoint: Path) -> None:
 CK = "{checkpoint}"  # replaced by the module's char checkpoint
 BAD_INPUTS = [
     ("missing-file", ["train", "missing.txt"], ["no such file or known corpus: missing.txt"]),
-    ("directory", ["train", "notes"], ["notes is a directory"]),
+    ("folder-of-too-little", ["train", "notes"], ["shorter than one training window"]),
+    ("folder-without-text", ["train", "pictures"], ["pictures holds no text files"]),
     ("empty-file", ["train", "empty.txt"], ["empty.txt is empty"]),
     ("blank-file", ["train", "blank.txt"], ["blank.txt is empty"]),
     ("binary-file", ["train", "archive.zip"], ["archive.zip looks binary", "offset 4"]),

@@ -17,7 +17,8 @@ LAYERS = [
     {"errors"},
     {"config"},
     {"checkpoint", "devices"},
-    {"data", "tokenizers", "model"},
+    {"tokenizers", "model"},
+    {"data"},  # preparing a big corpus tokenizes it
     {"evaluation"},
     {"training", "sampling"},
     {"api"},

@@ -177,11 +177,11 @@ def train(
     name (None: the built-in python-docs), `settings` are the options by their field names
     (max_time=80, hidden_size=256, kind="word", ...). The same presets and policies apply
     (textgen.config.settings_for), so the same request gives the same run as the command line."""
-    from textgen.data.corpus import load_corpus
+    from textgen.data.prepare import load_or_prepare
     from textgen.training import train as run_training
 
     run = settings_for(settings, preset)
-    text = load_corpus(None if corpus is None else str(corpus), encoding=encoding)
+    text = load_or_prepare(None if corpus is None else str(corpus), encoding, run.tokenizer, run.train.val_fraction)
     return run_training(text, Path(out), run.model, run.tokenizer, run.train, callbacks)
 
 

@@ -44,6 +44,12 @@ MIN_SUBWORD_VOCAB = 260  # sentencepiece's 256 byte pieces, <unk>, the newline a
 MAX_LAYER_SIZE = 65_536  # far beyond any RNN that trains on one machine; stops typos like 5120000
 UNKNOWN_POLICIES = ("error", "skip", "replace")  # what to do with seed-text symbols the model never saw
 MAX_NUM_SAMPLES = 1000  # one batch; beyond this a word model's logits alone take gigabytes
+# A file this big, or any folder or glob, is read a block at a time into a memory-mapped id cache
+# (textgen/data/prepare.py) instead of into memory whole.
+STREAM_ABOVE_BYTES = 32 << 20
+# Validation scores at most this many held-out tokens (the first ones): a big corpus's tenth would
+# otherwise take minutes each time. The plan line says when it applies.
+MAX_VALIDATION_TOKENS = 2_000_000
 
 
 @dataclass

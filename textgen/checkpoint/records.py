@@ -24,7 +24,7 @@ R = TypeVar("R")
 # The JSON types a field of each kind may hold (a JSON integer is a fine float).
 _ACCEPTS: dict[Any, tuple[type, ...]] = {
     "str | None": (str, type(None)), "int": (int,), "int | None": (int, type(None)), "float": (int, float),
-    "float | None": (int, float, type(None)), "str": (str,),
+    "float | None": (int, float, type(None)), "str": (str,), "bool": (bool,),
 }
 
 
@@ -40,7 +40,7 @@ def _read(cls: type[R], data: Any, where: str) -> R:
             continue
         value = data[spec.name]
         accepted = _ACCEPTS.get(spec.type)
-        if accepted and (not isinstance(value, accepted) or isinstance(value, bool)):
+        if accepted and (not isinstance(value, accepted) or isinstance(value, bool) and bool not in accepted):
             raise TextgenError(f"{where}.{spec.name} has the wrong type")
         values[spec.name] = value
     return cls(**values)
@@ -64,6 +64,7 @@ class CorpusRecord:
     train_characters: int | None = None
     val_characters: int | None = None
     documents: str = "none"
+    streamed: bool = False  # prepared a block at a time into the id cache (a folder, a glob, a big file)
 
     @classmethod
     def from_json(cls, data: Any) -> CorpusRecord:

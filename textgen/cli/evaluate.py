@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -34,14 +34,39 @@ def evaluate(
     from textgen.evaluation import evaluate_text
 
     loaded = load_checkpoint(checkpoint, resolve_device(device))
-    if file is None:
-        context, text, what = held_out_text(loaded.info.corpus)
+    record = loaded.info.corpus
+    if file is None and record.streamed:
+        result, what = _evaluate_streamed(loaded)
     else:
-        context, text, what = "", read_text_file(Path(file), encoding), file
-    result = evaluate_text(loaded.model, loaded.tokenizer, text, context, unknown, label=what)
+        if file is None:
+            context, text, what = held_out_text(record)
+        else:
+            context, text, what = "", read_text_file(Path(file), encoding), file
+        result = evaluate_text(loaded.model, loaded.tokenizer, text, context, unknown, label=what)
     if result.tokens == 0:
         raise TextgenError(f"{what} is too short to score: it is a single token")
     if as_json:
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "text": what, **result.to_json()}))
     else:
         console.print(evaluation_table(result, what))
+
+
+def _evaluate_streamed(loaded: Any) -> tuple[Any, str]:
+    """The held-out part of a corpus prepared into the id cache, scored as validation scored it."""
+    import torch
+
+    from textgen.data.corpus import corpus_cache_dir
+    from textgen.data.prepare import held_out, prepare, recorded_files
+    from textgen.evaluation import summarise, total_loss
+
+    record = loaded.info.corpus
+    if record.val_fraction <= 0:
+        raise TextgenError("this model was trained with no held-out text (--val-fraction 0); give a FILE to evaluate")
+    prepared = prepare(recorded_files(record, "give a FILE to evaluate"), loaded.info.tokenizer, record.val_fraction,
+                       corpus_cache_dir())
+    if prepared.sha256 != record.sha256:
+        raise TextgenError(f"the training text {record.source} has changed since training; give a FILE to evaluate")
+    part = held_out(prepared)
+    nats, count = total_loss(loaded.model, torch.from_numpy(part.ids), part.context_id)
+    what = f"the held-out last {record.val_fraction:g} of {record.source}" + (f" ({part.note})" if part.note else "")
+    return summarise(nats, count, part.characters), what

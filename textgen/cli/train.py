@@ -97,16 +97,17 @@ def train(
         out = _default_out(corpus)
     check_output_directory(out, overwrite)
 
-    from textgen.data.corpus import load_corpus
+    from textgen.data.prepare import load_or_prepare
     from textgen.devices import resolve_device, training_dtype
-    from textgen.render.console import TrainingDisplay, console
+    from textgen.render.console import PreparationDisplay, TrainingDisplay, console
     from textgen.training import train as run_training
 
     training_dtype(settings.train.precision, resolve_device(settings.train.device))  # fails before any work
     with run_lock(out):
         recover_interrupted_save(out)
         check_output_directory(out, overwrite)  # again: a run that just ended may have saved there
-        text = load_corpus(corpus, encoding=encoding)
+        with PreparationDisplay() as show_progress:
+            text = load_or_prepare(corpus, encoding, settings.tokenizer, settings.train.val_fraction, show_progress)
         if settings.preset is not None:
             budget = settings.train.max_time or settings.train.default_max_time
             why = f"for a {budget:g} s budget; --preset to choose" if settings.preset_chosen_for_budget else "as asked"
@@ -114,7 +115,7 @@ def train(
                           soft_wrap=True)
         with TrainingDisplay() as display:
             result = run_training(text, out, settings.model, settings.tokenizer, settings.train, callbacks=display)
-    _finish(result, "ROMEO:" if text.name == "shakespeare" else "")
+    _finish(result, "ROMEO:" if getattr(text, "name", None) == "shakespeare" else "")
 
 
 def _default_out(corpus_source: str | None) -> Path:
@@ -137,10 +138,11 @@ def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]
     limits = {name: given[name] for name in ("max_steps", "epochs", "max_time", "device") if name in given}
     TrainConfig(**limits)  # a bad limit fails before anything is read
     from textgen.checkpoint import read_info, recover_interrupted_save
-    from textgen.data.corpus import load_corpus, recorded_corpus
+    from textgen.data.corpus import recorded_corpus
+    from textgen.data.prepare import load_or_prepare
     from textgen.devices import resolve_device, training_dtype
     from textgen.checkpoint.lock import run_lock
-    from textgen.render.console import TrainingDisplay
+    from textgen.render.console import PreparationDisplay, TrainingDisplay
     from textgen.training import resume as resume_run
 
     with run_lock(checkpoint):
@@ -149,7 +151,11 @@ def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]
         device = limits.get("device", info.training.config.device)
         training_dtype(info.training.config.precision, resolve_device(device))
         if corpus:
-            text = load_corpus(corpus, encoding=info.corpus.encoding or "utf-8")
+            with PreparationDisplay() as show_progress:
+                text = load_or_prepare(corpus, info.corpus.encoding or "utf-8", info.tokenizer,
+                                       info.corpus.val_fraction, show_progress)
+        elif info.corpus.streamed:
+            text = None  # found again and read from the id cache by resume itself
         else:
             text = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
         with TrainingDisplay() as display:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from textgen.errors import TextgenError
@@ -111,27 +112,46 @@ def batchify(ids: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class StreamBatches:
-    """The training windows of one continuous text: the same bands of columns every epoch."""
+    """The training windows of one continuous text: the same bands of columns every epoch.
 
-    def __init__(self, ids: torch.Tensor, rows: int, seq_len: int, device: torch.device | str = "cpu") -> None:
-        if ids.numel() < seq_len + 1:
+    `ids` is a tensor (a small corpus: laid out once, on the training device) or a numpy array,
+    typically memory-mapped (a big corpus: each window's band is read from it as it is needed,
+    so the ids never need to fit in memory)."""
+
+    def __init__(self, ids: torch.Tensor | np.ndarray, rows: int, seq_len: int,
+                 device: torch.device | str = "cpu") -> None:
+        count = len(ids)
+        if count < seq_len + 1:
             raise TextgenError(
-                f"the training text is {ids.numel()} tokens long, shorter than one training window "
+                f"the training text is {count} tokens long, shorter than one training window "
                 f"(--seq-len {seq_len}); use a longer text or a smaller --seq-len"
             )
         # Every row holds at least one whole window.
-        self.rows = min(rows, (ids.numel() - 1) // seq_len)
+        self.rows = min(rows, (count - 1) // seq_len)
         self.window = seq_len
-        self.tokens = ids.numel()
-        self.inputs, self.targets = (t.to(device) for t in batchify(ids, self.rows))
-        self._steps = math.ceil(self.inputs.shape[1] / seq_len)
+        self.tokens = count
+        self.row_length = (count - 1) // self.rows
+        self.device = device
+        self._steps = math.ceil(self.row_length / seq_len)
+        if isinstance(ids, torch.Tensor):
+            self.inputs, self.targets = (t.to(device) for t in batchify(ids, self.rows))
+            self.mapped = None
+        else:
+            self.mapped = ids
 
     def steps_in_epoch(self, epoch: int) -> int:
         return self._steps
 
     def window_at(self, epoch: int, position: int) -> Window:
-        columns = slice(position * self.window, (position + 1) * self.window)
-        return Window(self.inputs[:, columns], self.targets[:, columns])
+        start = position * self.window
+        if self.mapped is None:
+            columns = slice(start, start + self.window)
+            return Window(self.inputs[:, columns], self.targets[:, columns])
+        stop = min(start + self.window, self.row_length)
+        band = np.stack([self.mapped[row * self.row_length + start : row * self.row_length + stop + 1]
+                         for row in range(self.rows)])
+        band = torch.from_numpy(band.astype(np.int64)).to(self.device)
+        return Window(band[:, :-1], band[:, 1:])
 
     def scored_tokens(self, window: Window) -> int:
         return window.inputs.numel()

@@ -14,7 +14,9 @@ from typing import Any
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+)
 from rich.segment import Segment
 from rich.style import Style
 from rich.table import Table
@@ -52,6 +54,30 @@ class _FieldsColumn(ProgressColumn):
                 text.append(f" {label} ", style="dim")
                 text.append(_figure(f[key], digits), style=style)
         return text
+
+
+class PreparationDisplay:
+    """A progress bar for preparing a big corpus: each pass over the text, with MB/s and time left.
+    Call it as the preparation's progress report: display(phase, bytes done, bytes in all)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:<11}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> PreparationDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.progress.add_task(phase, total=total)
+        self.progress.update(self.tasks[phase], completed=done)
 
 
 class TrainingDisplay:

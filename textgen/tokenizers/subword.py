@@ -43,23 +43,35 @@ class SentencePieceTokenizer:
 
     @classmethod
     def from_text(cls, text: str, vocab_size: int, model_type: str) -> SentencePieceTokenizer:
+        return cls.from_texts([text], vocab_size, model_type)
+
+    @classmethod
+    def from_texts(
+        cls, texts: Iterable[str], vocab_size: int, model_type: str, sample_sentences: int = 0
+    ) -> SentencePieceTokenizer:
+        """Learn from pieces of text cut at line breaks (a big corpus a block at a time); with
+        `sample_sentences`, sentencepiece learns from that many sentences drawn at random."""
         if model_type not in SUBWORD_MODELS:
             choices = ", ".join(SUBWORD_MODELS)
             raise TextgenError(f"unknown subword model {model_type!r}; use one of {choices}")
         # Training reads lines, so "\n" is a user-defined piece put back at
         # encode time; a literal "▁" would train as a space, so it splits too.
-        sentences = [
-            part[i : i + _SP_CHUNK]
-            for line in text.split("\n")
-            for part in line.split(_SP_SPACE)
-            for i in range(0, len(part), _SP_CHUNK)
-        ]
-        if not sentences:
-            raise TextgenError("the text has nothing but line breaks to learn subwords from")
+        seen = [False]
+
+        def sentences() -> Iterable[str]:
+            for text in texts:
+                for line in text.split("\n"):
+                    for part in line.split(_SP_SPACE):
+                        for i in range(0, len(part), _SP_CHUNK):
+                            seen[0] = True
+                            yield part[i : i + _SP_CHUNK]
+
+        sampling = {"input_sentence_size": sample_sentences, "shuffle_input_sentence": True} if sample_sentences else {}
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(sentences),
+                sentence_iterator=iter(sentences()),
+                **sampling,
                 model_writer=model,
                 model_type=model_type,
                 vocab_size=vocab_size,
@@ -76,6 +88,8 @@ class SentencePieceTokenizer:
                 minloglevel=2,
             )
         except RuntimeError as e:
+            if not seen[0]:
+                raise TextgenError("the text has nothing but line breaks to learn subwords from") from None
             needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
             if needed:
                 raise TextgenError(

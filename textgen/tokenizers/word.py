@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 
 from textgen.errors import TextgenError
 from textgen.tokenizers.base import UNK, TokenList
@@ -19,6 +20,11 @@ _FOLDED = re.compile(rf" ?[{_CJK}]| ?[^\W\d_{_CJK}]+| ?\d+| ?\S|\s+(?= \S)|\s+")
 _UNFOLDED = re.compile(rf"[{_CJK}]|[^\W\d_{_CJK}]+|\d+|\S|\s+")
 
 
+def pattern_for(fold_spaces: bool) -> re.Pattern[str]:
+    """The regular expression whose matches are a word tokenizer's tokens."""
+    return _FOLDED if fold_spaces else _UNFOLDED
+
+
 class WordTokenizer(TokenList):
     """Words, numbers, punctuation marks and whitespace as tokens; <unk> is id 0."""
 
@@ -28,19 +34,27 @@ class WordTokenizer(TokenList):
         super().__init__(tokens)  # tokens[0] is UNK, which no text ever spells
         self._index.pop(UNK, None)
         self.fold_spaces = fold_spaces
-        self._pattern = _FOLDED if fold_spaces else _UNFOLDED
+        self._pattern = pattern_for(fold_spaces)
         self._space_id = self._index.get(" ")
 
     @classmethod
     def from_text(
         cls, text: str, max_vocab: int, min_count: int, fold_spaces: bool = False
     ) -> WordTokenizer:
+        counts = Counter(pattern_for(fold_spaces).findall(text))
+        return cls.from_counts(counts, max_vocab, min_count, fold_spaces, has_space=" " in text)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Mapping[str, int], max_vocab: int, min_count: int, fold_spaces: bool, has_space: bool
+    ) -> WordTokenizer:
+        """The vocabulary of token counts made with `pattern_for(fold_spaces)` (however they were
+        counted: at once, or a block at a time for a big corpus); `has_space`: the text holds a " "."""
         if max_vocab < 2:
             raise TextgenError(f"max_vocab must be at least 2 (<unk> and a word), not {max_vocab}")
-        counts = Counter((_FOLDED if fold_spaces else _UNFOLDED).findall(text))
         # A lone " " is rare once spaces fold into words, yet encode needs it to
         # keep the space of an unknown " word"; so it is kept, right after <unk>.
-        specials = [UNK, " "] if fold_spaces and " " in text else [UNK]
+        specials = [UNK, " "] if fold_spaces and has_space else [UNK]
         # Ties go by the token itself so the same text always gives the same ids.
         ranked = sorted(
             (t for t, n in counts.items() if n >= min_count and t not in specials),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ from textgen.checkpoint import (
 )
 from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, to_dict
-from textgen.data.corpus import Corpus, recorded_corpus
+from textgen.data.corpus import Corpus, corpus_cache_dir, recorded_corpus
 from textgen.data import IGNORE, Window, split_text
+from textgen.data.prepare import PreparedCorpus, prepare, recorded_files
 from textgen.devices import precision_note, resolve_device, training_dtype
 from textgen.errors import TextgenError
 from textgen.evaluation import summarise
@@ -43,7 +45,7 @@ from textgen.training.callbacks import EvaluationReport, RunPlan, StepReport, Tr
 from textgen.training.interrupt import StopRequest
 from textgen.training.limits import Limits
 from textgen.training.optimization import WeightAverage, averaged_weights, learning_rate_at, make_optimizer
-from textgen.training.run_data import lay_out_run_data
+from textgen.training.run_data import RunData, lay_out_prepared, lay_out_run_data
 from textgen.training.snapshot import EVALUATIONS_PER_RUN, Progress, restore, snapshot
 
 # With --eval-every 0, validation stops once it has taken this share of a time budget: in a short
@@ -52,31 +54,37 @@ EVALUATION_SHARE = 0.05
 
 
 def train(
-    corpus: Corpus,
+    corpus: Corpus | PreparedCorpus,
     out: Path,
     model_config: ModelConfig | None = None,
     tokenizer_config: TokenizerConfig | None = None,
     train_config: TrainConfig | None = None,
     callbacks: TrainingCallbacks | None = None,
 ) -> TrainingResult:
-    """Train a language model on `corpus` and keep its best-by-validation weights in `out`.
+    """Train a language model on `corpus` (a text in memory, or a big corpus prepared into the id
+    cache by textgen.data.prepare) and keep its best-by-validation weights in `out`.
     Another run training into `out` at the same time is refused (TextgenError)."""
     model_config = model_config or ModelConfig()
     tokenizer_config = tokenizer_config or TokenizerConfig()
     config = train_config or TrainConfig()
     with run_lock(out):
-        train_text, val_text = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
-        # Char vocabularies come from the whole file so held-out text never holds an unseen character;
-        # word and subword vocabularies are learnt from the training part only.
-        tokenizer = build_tokenizer(tokenizer_config, corpus.text if tokenizer_config.kind == "char" else train_text)
+        if isinstance(corpus, PreparedCorpus):
+            text = _prepared_text(corpus, tokenizer_config, config)
+        else:
+            train_text, val_text = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
+            # Char vocabularies come from the whole file so held-out text never holds an unseen character;
+            # word and subword vocabularies are learnt from the training part only.
+            source = corpus.text if tokenizer_config.kind == "char" else train_text
+            tokenizer = build_tokenizer(tokenizer_config, source)
+            text = _text_in_memory(corpus, train_text, val_text, tokenizer, tokenizer_config, config)
         torch.manual_seed(config.seed)
-        trainer = Trainer(corpus, train_text, val_text, Path(out), model_config, tokenizer_config, tokenizer, config)
+        trainer = Trainer(text, Path(out), model_config, tokenizer_config, config)
         return trainer.run(callbacks or TrainingCallbacks())
 
 
 def resume(
     checkpoint: Path,
-    corpus: Corpus | None = None,
+    corpus: Corpus | PreparedCorpus | None = None,
     limits: dict[str, Any] | None = None,
     callbacks: TrainingCallbacks | None = None,
 ) -> TrainingResult:
@@ -89,17 +97,29 @@ def resume(
     with run_lock(checkpoint):
         info = read_info(checkpoint)
         saved = load_trainer_state(checkpoint)
-        if corpus is None:
-            corpus = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
-        elif corpus.sha256 != info.corpus.sha256:
-            raise TextgenError(f"{corpus.source} is not the text {checkpoint} was trained on; resume needs the same text")
+        how = "give the training text: textgen train FILE --resume CHECKPOINT"
+        if corpus is None and info.corpus.streamed:
+            files = recorded_files(info.corpus, how)
+            corpus = prepare(files, info.tokenizer, info.corpus.val_fraction, corpus_cache_dir())
+        elif corpus is None:
+            corpus = recorded_corpus(info.corpus, how)
+        if corpus.sha256 != info.corpus.sha256:
+            raise TextgenError(f"{corpus.files.source if isinstance(corpus, PreparedCorpus) else corpus.source} is "
+                               f"not the text {checkpoint} was trained on; resume needs the same text")
         config = info.training.config
         if limits:
             config = TrainConfig(**{**to_dict(config), **limits})
-        train_text, val_text = split_text(corpus.text, config.val_fraction, info.tokenizer.documents)
         tokenizer = load_tokenizer(checkpoint, info.tokenizer)
         check_vocabulary(checkpoint, tokenizer, info)
-        trainer = Trainer(corpus, train_text, val_text, checkpoint, info.model, info.tokenizer, tokenizer, config)
+        if isinstance(corpus, PreparedCorpus):
+            if _vocabulary(corpus.tokenizer) != _vocabulary(tokenizer):
+                raise TextgenError(f"the id cache of {corpus.files.source} holds another vocabulary than {checkpoint}; "
+                                   f"delete {corpus.folder} and resume again")
+            text = _prepared_text(corpus, info.tokenizer, config)
+        else:
+            train_text, val_text = split_text(corpus.text, config.val_fraction, info.tokenizer.documents)
+            text = _text_in_memory(corpus, train_text, val_text, tokenizer, info.tokenizer, config)
+        trainer = Trainer(text, checkpoint, info.model, info.tokenizer, config)
         load_weights(trainer.model, checkpoint)  # a damaged checkpoint is refused, not trained over
         trainer.restore(saved)
         progress = trainer.progress
@@ -111,19 +131,60 @@ def resume(
         return trainer.run(callbacks or TrainingCallbacks())
 
 
+def _vocabulary(tokenizer: Tokenizer) -> list[str]:
+    return [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
+
+
+@dataclass
+class TrainingText:
+    """What a run learns from: the record of where the text came from, its tokenizer, and the text
+    laid out as batches and a validation set."""
+
+    record: CorpusRecord
+    tokenizer: Tokenizer
+    data: RunData
+
+
+def _text_in_memory(corpus: Corpus, train_text: str, val_text: str, tokenizer: Tokenizer,
+                    tokenizer_config: TokenizerConfig, config: TrainConfig) -> TrainingText:
+    record = CorpusRecord(
+        source=corpus.source, name=corpus.name, path=str(corpus.path) if corpus.path else None,
+        sha256=corpus.sha256, encoding=corpus.encoding, characters=len(corpus.text),
+        val_fraction=config.val_fraction, train_characters=len(train_text), val_characters=len(val_text),
+        documents=tokenizer_config.documents,
+    )
+    data = lay_out_run_data(train_text, val_text, tokenizer, tokenizer_config.documents, config.batch_size,
+                            config.seq_len, config.seed, resolve_device(config.device))
+    return TrainingText(record, tokenizer, data)
+
+
+def _prepared_text(prepared: PreparedCorpus, tokenizer_config: TokenizerConfig, config: TrainConfig) -> TrainingText:
+    files = prepared.files
+    path = str(files.paths[0].resolve()) if files.source_is_file else files.source
+    record = CorpusRecord(
+        source=files.source, path=path, sha256=prepared.sha256, encoding=files.encoding,
+        characters=prepared.characters, val_fraction=config.val_fraction,
+        train_characters=prepared.train_characters, val_characters=prepared.val_characters,
+        documents=tokenizer_config.documents, streamed=True,
+    )
+    data = lay_out_prepared(prepared, config.batch_size, config.seq_len, resolve_device(config.device))
+    how = "reused from the id cache" if prepared.reused else "prepared into the id cache"
+    data.notes.insert(0, f"{len(prepared.train_ids) + len(prepared.val_ids):,} token ids {how} ({prepared.folder})")
+    return TrainingText(record, prepared.tokenizer, data)
+
+
 class Trainer:
     """One run: its model, optimiser, data, progress and checkpoint, built fresh (then `restore`d
     for a resume) and driven by `run`."""
 
-    def __init__(self, corpus: Corpus, train_text: str, val_text: str, out: Path, model_config: ModelConfig,
-                 tokenizer_config: TokenizerConfig, tokenizer: Tokenizer, config: TrainConfig) -> None:
-        self.out, self.config, self.tokenizer = out, config, tokenizer
+    def __init__(self, text: TrainingText, out: Path, model_config: ModelConfig, tokenizer_config: TokenizerConfig,
+                 config: TrainConfig) -> None:
+        self.out, self.config, self.tokenizer = out, config, text.tokenizer
         self.device = resolve_device(config.device)
-        self.data = lay_out_run_data(train_text, val_text, tokenizer, tokenizer_config.documents, config.batch_size,
-                                     config.seq_len, config.seed, self.device)
+        self.data = text.data
         self.limits = Limits.of(config)
         self.steps_per_epoch = self.data.batches.steps_in_epoch(0)
-        model_config = ModelConfig(**{**to_dict(model_config), "vocab_size": tokenizer.vocab_size})
+        model_config = ModelConfig(**{**to_dict(model_config), "vocab_size": self.tokenizer.vocab_size})
         try:
             self.model = RNNLanguageModel(model_config).to(self.device)
         except (RuntimeError, MemoryError) as error:
@@ -133,17 +194,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, config)
         self.autocast_dtype = training_dtype(config.precision, self.device)
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
-        self.info = CheckpointInfo(
-            model=model_config,
-            tokenizer=tokenizer_config,
-            corpus=CorpusRecord(
-                source=corpus.source, name=corpus.name, path=str(corpus.path) if corpus.path else None,
-                sha256=corpus.sha256, encoding=corpus.encoding, characters=len(corpus.text),
-                val_fraction=config.val_fraction, train_characters=len(train_text), val_characters=len(val_text),
-                documents=tokenizer_config.documents,
-            ),
-            training=TrainingRecord(config),
-        )
+        self.info = CheckpointInfo(model=model_config, tokenizer=tokenizer_config, corpus=text.record,
+                                   training=TrainingRecord(config))
         self.progress = Progress()
         self.state: State | None = None
         self.resumed_at: int | None = None

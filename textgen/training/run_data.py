@@ -1,5 +1,6 @@
 """Laying a run's text out for training: the training part as batches (a stream or documents),
-the held-out part as a validation set that scores a model, both behind one interface."""
+the held-out part as a validation set that scores a model, both behind one interface. The text is
+a string (a small corpus) or a prepared corpus's memory-mapped ids (a big one)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from textgen.data import Batches, DocumentBatches, StreamBatches, split_documents
+from textgen.data.prepare import PreparedCorpus, held_out
 from textgen.evaluation import documents_loss, total_loss
 from textgen.model import RNNLanguageModel
 from textgen.tokenizers import Tokenizer
@@ -79,6 +81,19 @@ def _stream(train_text: str, val_text: str, tokenizer: Tokenizer, batch_size: in
         notes.append(f"batch size lowered to {batches.rows} so every row holds at least one window")
     validation = StreamValidation(_as_tensor(tokenizer.encode(val_text)), int(train_ids[-1]), len(val_text))
     return RunData(batches, validation, notes)
+
+
+def lay_out_prepared(prepared: PreparedCorpus, batch_size: int, seq_len: int, device: torch.device) -> RunData:
+    """A prepared corpus's ids as batches read from the memory map, and a validation set of at
+    most MAX_VALIDATION_TOKENS held-out tokens."""
+    batches = StreamBatches(prepared.train_ids, batch_size, seq_len, device)
+    notes = []
+    if batches.rows < batch_size:
+        notes.append(f"batch size lowered to {batches.rows} so every row holds at least one window")
+    part = held_out(prepared)
+    if part.note:
+        notes.append(part.note)
+    return RunData(batches, StreamValidation(torch.from_numpy(part.ids), part.context_id, part.characters), notes)
 
 
 def _as_tensor(ids: list[int]) -> torch.Tensor:
