@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -99,23 +101,47 @@ def train(
 
     from textgen.data.prepare import load_or_prepare
     from textgen.devices import resolve_device, training_dtype
-    from textgen.render.console import PreparationDisplay, TrainingDisplay, console
+    from textgen.render.console import console
     from textgen.training import train as run_training
+    from textgen.training.distributed import join, leave
 
     training_dtype(settings.train.precision, resolve_device(settings.train.device))  # fails before any work
-    with run_lock(out):
-        recover_interrupted_save(out)
-        check_output_directory(out, overwrite)  # again: a run that just ended may have saved there
+    group = join(settings.train.device)  # several processes under torchrun; otherwise just this one
+    try:
+        with run_lock(out) if group.is_main else nullcontext():
+            if group.is_main:
+                recover_interrupted_save(out)
+                check_output_directory(out, overwrite)  # again: a run that just ended may have saved there
+            text = _read_corpus(group, lambda progress: load_or_prepare(
+                corpus, encoding, settings.tokenizer, settings.train.val_fraction, progress))
+            if settings.preset is not None and group.is_main:
+                budget = settings.train.max_time or settings.train.default_max_time
+                why = f"for a {budget:g} s budget; --preset to choose" if settings.preset_chosen_for_budget else "as asked"
+                console.print(f"[bold]preset {settings.preset}[/] ({why}): {PRESETS[settings.preset].description}",
+                              soft_wrap=True)
+            with _display(group) as display:
+                result = run_training(text, out, settings.model, settings.tokenizer, settings.train, display, group)
+    finally:
+        leave(group, failed=sys.exc_info()[0] is not None)
+    _finish(result, "ROMEO:" if getattr(text, "name", None) == "shakespeare" else "", group)
+
+
+def _read_corpus(group: Any, read: Any) -> Any:
+    """The corpus, read with a progress bar by process 0 first (it prepares the id cache of a big
+    one), then by the others, who find the cache ready."""
+    from textgen.render.console import PreparationDisplay
+
+    if group.is_main:
         with PreparationDisplay() as show_progress:
-            text = load_or_prepare(corpus, encoding, settings.tokenizer, settings.train.val_fraction, show_progress)
-        if settings.preset is not None:
-            budget = settings.train.max_time or settings.train.default_max_time
-            why = f"for a {budget:g} s budget; --preset to choose" if settings.preset_chosen_for_budget else "as asked"
-            console.print(f"[bold]preset {settings.preset}[/] ({why}): {PRESETS[settings.preset].description}",
-                          soft_wrap=True)
-        with TrainingDisplay() as display:
-            result = run_training(text, out, settings.model, settings.tokenizer, settings.train, callbacks=display)
-    _finish(result, "ROMEO:" if getattr(text, "name", None) == "shakespeare" else "")
+            text = read(show_progress)
+    group.barrier()
+    return text if group.is_main else read(None)
+
+
+def _display(group: Any) -> Any:
+    from textgen.render.console import TrainingDisplay
+
+    return TrainingDisplay() if group.is_main else nullcontext(None)
 
 
 def _default_out(corpus_source: str | None) -> Path:
@@ -142,30 +168,41 @@ def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]
     from textgen.data.prepare import load_or_prepare
     from textgen.devices import resolve_device, training_dtype
     from textgen.checkpoint.lock import run_lock
-    from textgen.render.console import PreparationDisplay, TrainingDisplay
     from textgen.training import resume as resume_run
+    from textgen.training.distributed import join, leave
 
-    with run_lock(checkpoint):
-        recover_interrupted_save(checkpoint)
-        info = read_info(checkpoint)
-        device = limits.get("device", info.training.config.device)
-        training_dtype(info.training.config.precision, resolve_device(device))
-        if corpus:
-            with PreparationDisplay() as show_progress:
-                text = load_or_prepare(corpus, info.corpus.encoding or "utf-8", info.tokenizer,
-                                       info.corpus.val_fraction, show_progress)
-        elif info.corpus.streamed:
-            text = None  # found again and read from the id cache by resume itself
-        else:
-            text = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
-        with TrainingDisplay() as display:
-            result = resume_run(checkpoint, text, limits, callbacks=display)
-    _finish(result, "ROMEO:" if info.corpus.name == "shakespeare" else "")
+    info = read_info(checkpoint) if checkpoint.is_dir() else None
+    device = limits.get("device", info.training.config.device if info else "auto")
+    group = join(device)
+    try:
+        with run_lock(checkpoint) if group.is_main else nullcontext():
+            if group.is_main:
+                recover_interrupted_save(checkpoint)
+            group.barrier()
+            info = read_info(checkpoint)
+            training_dtype(info.training.config.precision, resolve_device(device))
+            if corpus:
+                text = _read_corpus(group, lambda progress: load_or_prepare(
+                    corpus, info.corpus.encoding or "utf-8", info.tokenizer, info.corpus.val_fraction, progress))
+            elif info.corpus.streamed:
+                text = None  # found again and read from the id cache by resume itself
+            else:
+                text = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
+            with _display(group) as display:
+                result = resume_run(checkpoint, text, limits, display, group)
+    finally:
+        leave(group, failed=sys.exc_info()[0] is not None)
+    _finish(result, "ROMEO:" if info.corpus.name == "shakespeare" else "", group)
 
 
-def _finish(result: Any, prompt: str) -> None:
-    """The run's report, then what to do next; exit 130 after an interruption."""
+def _finish(result: Any, prompt: str, group: Any) -> None:
+    """The run's report, then what to do next (process 0 only); exit 130 after an interruption."""
     from textgen.render.console import console, run_report, training_summary
+
+    if not group.is_main:
+        if result.interrupted:
+            raise typer.Exit(130)
+        return
 
     console.print(training_summary(result))
     if result.metrics:

@@ -119,7 +119,7 @@ class StreamBatches:
     so the ids never need to fit in memory)."""
 
     def __init__(self, ids: torch.Tensor | np.ndarray, rows: int, seq_len: int,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", rank: int = 0, world: int = 1) -> None:
         count = len(ids)
         if count < seq_len + 1:
             raise TextgenError(
@@ -127,14 +127,21 @@ class StreamBatches:
                 f"(--seq-len {seq_len}); use a longer text or a smaller --seq-len"
             )
         # Every row holds at least one whole window.
-        self.rows = min(rows, (count - 1) // seq_len)
+        self.global_rows = min(rows, (count - 1) // seq_len)
+        if self.global_rows % world:
+            raise TextgenError(f"the text fills {self.global_rows} rows of --seq-len {seq_len}, which do not split "
+                               f"evenly over {world} processes; give a smaller --batch-size or --seq-len")
+        # Under torchrun each process takes a contiguous share of the rows (see distributed.py).
+        self.rows = self.global_rows // world
+        self.first_row = rank * self.rows
         self.window = seq_len
         self.tokens = count
-        self.row_length = (count - 1) // self.rows
+        self.row_length = (count - 1) // self.global_rows
         self.device = device
         self._steps = math.ceil(self.row_length / seq_len)
         if isinstance(ids, torch.Tensor):
-            self.inputs, self.targets = (t.to(device) for t in batchify(ids, self.rows))
+            share = slice(self.first_row, self.first_row + self.rows)
+            self.inputs, self.targets = (t[share].to(device) for t in batchify(ids, self.global_rows))
             self.mapped = None
         else:
             self.mapped = ids
@@ -149,7 +156,7 @@ class StreamBatches:
             return Window(self.inputs[:, columns], self.targets[:, columns])
         stop = min(start + self.window, self.row_length)
         band = np.stack([self.mapped[row * self.row_length + start : row * self.row_length + stop + 1]
-                         for row in range(self.rows)])
+                         for row in range(self.first_row, self.first_row + self.rows)])
         band = torch.from_numpy(band.astype(np.int64)).to(self.device)
         return Window(band[:, :-1], band[:, 1:])
 

@@ -35,7 +35,7 @@ from textgen.tokenizers.word import pattern_for
 
 CACHE_VERSION = 1
 # sentencepiece learns from this many sentences drawn from a big corpus, not from all of them.
-SUBWORD_SAMPLE_SENTENCES = 2_000_000
+SUBWORD_SAMPLE_SENTENCES = 500_000
 # Progress reports: (phase, bytes read in this pass, bytes in all).
 Progress = Callable[[str, int, int], None]
 

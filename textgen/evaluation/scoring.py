@@ -30,9 +30,10 @@ def evaluation_mode(model: RNNLanguageModel) -> Iterator[None]:
         model.train(was_training)
 
 
-# Logits of at most this many numbers are held at once (256 MB in float32): a 60,000-word model
-# scores in shorter windows than a char model, with the same result, since the state is carried.
-_MAX_LOGITS = 64_000_000
+# Logits of at most this many numbers are held at once (64 MB in float32, and as much again for the
+# loss): a 20,000-word model scores in shorter windows than a char model, with the same result,
+# since the state is carried.
+_MAX_LOGITS = 16_000_000
 
 
 def window_within_memory(model: RNNLanguageModel, rows: int, window: int) -> int:
@@ -62,9 +63,12 @@ def total_loss(
     context_id: int | None = None,
     rows: int = 32,
     window: int = 256,
+    share: tuple[int, int] = (0, 1),
 ) -> tuple[float, int]:
     """Sum of next-token losses in nats over every token of `ids` after the first
     (over every token when `context_id` supplies the one before it), and how many were scored.
+    With `share` (k, n), only rows k, k + n, k + 2n, ... are scored, so n processes can each score
+    their share and add the sums up; the count is always the whole text's.
 
     The ids are cut into `rows` contiguous segments run side by side, each carrying its
     state through windows of `window` tokens; padding at the end is masked out:
@@ -87,10 +91,12 @@ def total_loss(
     targets = torch.full((rows * length,), IGNORE, dtype=torch.long)
     inputs[:count] = ids[:-1]
     targets[:count] = ids[1:]
-    inputs, targets = inputs.view(rows, length), targets.view(rows, length)
+    inputs, targets = inputs.view(rows, length)[share[0] :: share[1]], targets.view(rows, length)[share[0] :: share[1]]
+    if not len(inputs):
+        return 0.0, count
     windows = (Window(inputs[:, start : start + window], targets[:, start : start + window])
                for start in range(0, length, window))
-    return score_windows(model, windows, rows), count
+    return score_windows(model, windows, len(inputs)), count
 
 
 def documents_loss(

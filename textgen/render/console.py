@@ -115,10 +115,12 @@ class TrainingDisplay:
             limits.append(f"{plan.epochs:g} epochs")
         if plan.max_time:
             limits.append(f"{plan.max_time:g} s")
+        where = plan.device if plan.processes == 1 else f"{plan.processes} processes ({plan.device} each)"
+        batch = "batch" if plan.processes == 1 else "global batch"
         self.progress.console.print(
-            f"[bold]training[/] on {plan.device}: {plan.parameters / 1e6:.2f} M parameters, "
+            f"[bold]training[/] on {where}: {plan.parameters / 1e6:.2f} M parameters, "
             f"vocabulary {plan.vocab_size}, {plan.train_tokens:,} training and {plan.val_tokens:,} "
-            f"validation tokens, batch {plan.batch_size} x window {plan.seq_len} "
+            f"validation tokens, {batch} {plan.batch_size} x window {plan.seq_len} "
             f"({plan.steps_per_epoch} steps per epoch), {plan.precision}, stopping at {' or '.join(limits)}",
             soft_wrap=True,
         )

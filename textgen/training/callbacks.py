@@ -29,6 +29,7 @@ class RunPlan:
     precision: str = "float32"
     resumed_at_step: int | None = None
     notes: list[str] = field(default_factory=list)
+    processes: int = 1  # under torchrun; batch_size is then the global batch, shared among them
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,14 @@ from textgen.checkpoint.lock import run_lock
 from textgen.model import RNNLanguageModel, State, detach_state, reset_rows
 from textgen.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 from textgen.training.callbacks import EvaluationReport, RunPlan, StepReport, TrainingCallbacks, TrainingResult
+from textgen.training.distributed import SINGLE, Group
 from textgen.training.interrupt import StopRequest
 from textgen.training.limits import Limits
 from textgen.training.optimization import WeightAverage, averaged_weights, learning_rate_at, make_optimizer
 from textgen.training.run_data import RunData, lay_out_prepared, lay_out_run_data
 from textgen.training.snapshot import EVALUATIONS_PER_RUN, Progress, restore, snapshot
 
+_STOP_REASONS = ["", "max-steps", "epochs", "max-time", "interrupted", "early-stop"]
 # With --eval-every 0, validation stops once it has taken this share of a time budget: in a short
 # run the seconds are worth more as training steps (the final validation always happens).
 EVALUATION_SHARE = 0.05
@@ -60,26 +63,29 @@ def train(
     tokenizer_config: TokenizerConfig | None = None,
     train_config: TrainConfig | None = None,
     callbacks: TrainingCallbacks | None = None,
+    group: Group = SINGLE,
 ) -> TrainingResult:
     """Train a language model on `corpus` (a text in memory, or a big corpus prepared into the id
     cache by textgen.data.prepare) and keep its best-by-validation weights in `out`.
-    Another run training into `out` at the same time is refused (TextgenError)."""
+    Another run training into `out` at the same time is refused (TextgenError). Under torchrun,
+    `group` (textgen.training.distributed.join()) shares the batch among the processes."""
     model_config = model_config or ModelConfig()
     tokenizer_config = tokenizer_config or TokenizerConfig()
     config = train_config or TrainConfig()
-    with run_lock(out):
+    _check_shareable(tokenizer_config, config, group)
+    with run_lock(out) if group.is_main else nullcontext():
         if isinstance(corpus, PreparedCorpus):
-            text = _prepared_text(corpus, tokenizer_config, config)
+            text = _prepared_text(corpus, tokenizer_config, config, group)
         else:
             train_text, val_text = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
             # Char vocabularies come from the whole file so held-out text never holds an unseen character;
             # word and subword vocabularies are learnt from the training part only.
             source = corpus.text if tokenizer_config.kind == "char" else train_text
             tokenizer = build_tokenizer(tokenizer_config, source)
-            text = _text_in_memory(corpus, train_text, val_text, tokenizer, tokenizer_config, config)
+            text = _text_in_memory(corpus, train_text, val_text, tokenizer, tokenizer_config, config, group)
         torch.manual_seed(config.seed)
-        trainer = Trainer(text, Path(out), model_config, tokenizer_config, config)
-        return trainer.run(callbacks or TrainingCallbacks())
+        trainer = Trainer(text, Path(out), model_config, tokenizer_config, config, group)
+        return trainer.run(callbacks if callbacks and group.is_main else TrainingCallbacks())
 
 
 def resume(
@@ -87,6 +93,7 @@ def resume(
     corpus: Corpus | PreparedCorpus | None = None,
     limits: dict[str, Any] | None = None,
     callbacks: TrainingCallbacks | None = None,
+    group: Group = SINGLE,
 ) -> TrainingResult:
     """Continue the run saved in `checkpoint` from the step where it stopped, with its optimiser,
     schedule, data position and random state, so the losses match a run never interrupted.
@@ -94,7 +101,7 @@ def resume(
     `corpus` defaults to the text the run was trained on, read again from where it was;
     `limits` (max_steps, epochs, max_time) replace the run's own, counted from its start."""
     checkpoint = Path(checkpoint)
-    with run_lock(checkpoint):
+    with run_lock(checkpoint) if group.is_main else nullcontext():
         info = read_info(checkpoint)
         saved = load_trainer_state(checkpoint)
         how = "give the training text: textgen train FILE --resume CHECKPOINT"
@@ -109,17 +116,18 @@ def resume(
         config = info.training.config
         if limits:
             config = TrainConfig(**{**to_dict(config), **limits})
+        _check_shareable(info.tokenizer, config, group)
         tokenizer = load_tokenizer(checkpoint, info.tokenizer)
         check_vocabulary(checkpoint, tokenizer, info)
         if isinstance(corpus, PreparedCorpus):
             if _vocabulary(corpus.tokenizer) != _vocabulary(tokenizer):
                 raise TextgenError(f"the id cache of {corpus.files.source} holds another vocabulary than {checkpoint}; "
                                    f"delete {corpus.folder} and resume again")
-            text = _prepared_text(corpus, info.tokenizer, config)
+            text = _prepared_text(corpus, info.tokenizer, config, group)
         else:
             train_text, val_text = split_text(corpus.text, config.val_fraction, info.tokenizer.documents)
-            text = _text_in_memory(corpus, train_text, val_text, tokenizer, info.tokenizer, config)
-        trainer = Trainer(text, checkpoint, info.model, info.tokenizer, config)
+            text = _text_in_memory(corpus, train_text, val_text, tokenizer, info.tokenizer, config, group)
+        trainer = Trainer(text, checkpoint, info.model, info.tokenizer, config, group)
         load_weights(trainer.model, checkpoint)  # a damaged checkpoint is refused, not trained over
         trainer.restore(saved)
         progress = trainer.progress
@@ -128,7 +136,15 @@ def resume(
                 f"{checkpoint} already reached its limit at step {progress.step:,} ({progress.elapsed:.0f} s); "
                 "give a larger --max-steps, --epochs or --max-time to train on"
             )
-        return trainer.run(callbacks or TrainingCallbacks())
+        return trainer.run(callbacks if callbacks and group.is_main else TrainingCallbacks())
+
+
+def _check_shareable(tokenizer_config: TokenizerConfig, config: TrainConfig, group: Group) -> None:
+    if not group.active:
+        return
+    if tokenizer_config.documents != "none":
+        raise TextgenError("--documents cannot be trained across processes yet; run it as one process")
+    group.rows(config.batch_size)  # refuses a batch that does not split evenly
 
 
 def _vocabulary(tokenizer: Tokenizer) -> list[str]:
@@ -146,7 +162,7 @@ class TrainingText:
 
 
 def _text_in_memory(corpus: Corpus, train_text: str, val_text: str, tokenizer: Tokenizer,
-                    tokenizer_config: TokenizerConfig, config: TrainConfig) -> TrainingText:
+                    tokenizer_config: TokenizerConfig, config: TrainConfig, group: Group) -> TrainingText:
     record = CorpusRecord(
         source=corpus.source, name=corpus.name, path=str(corpus.path) if corpus.path else None,
         sha256=corpus.sha256, encoding=corpus.encoding, characters=len(corpus.text),
@@ -154,11 +170,12 @@ def _text_in_memory(corpus: Corpus, train_text: str, val_text: str, tokenizer: T
         documents=tokenizer_config.documents,
     )
     data = lay_out_run_data(train_text, val_text, tokenizer, tokenizer_config.documents, config.batch_size,
-                            config.seq_len, config.seed, resolve_device(config.device))
+                            config.seq_len, config.seed, resolve_device(config.device), group)
     return TrainingText(record, tokenizer, data)
 
 
-def _prepared_text(prepared: PreparedCorpus, tokenizer_config: TokenizerConfig, config: TrainConfig) -> TrainingText:
+def _prepared_text(prepared: PreparedCorpus, tokenizer_config: TokenizerConfig, config: TrainConfig,
+                   group: Group) -> TrainingText:
     files = prepared.files
     path = str(files.paths[0].resolve()) if files.source_is_file else files.source
     record = CorpusRecord(
@@ -167,7 +184,7 @@ def _prepared_text(prepared: PreparedCorpus, tokenizer_config: TokenizerConfig, 
         train_characters=prepared.train_characters, val_characters=prepared.val_characters,
         documents=tokenizer_config.documents, streamed=True,
     )
-    data = lay_out_prepared(prepared, config.batch_size, config.seq_len, resolve_device(config.device))
+    data = lay_out_prepared(prepared, config.batch_size, config.seq_len, resolve_device(config.device), group)
     how = "reused from the id cache" if prepared.reused else "prepared into the id cache"
     data.notes.insert(0, f"{len(prepared.train_ids) + len(prepared.val_ids):,} token ids {how} ({prepared.folder})")
     return TrainingText(record, prepared.tokenizer, data)
@@ -178,8 +195,8 @@ class Trainer:
     for a resume) and driven by `run`."""
 
     def __init__(self, text: TrainingText, out: Path, model_config: ModelConfig, tokenizer_config: TokenizerConfig,
-                 config: TrainConfig) -> None:
-        self.out, self.config, self.tokenizer = out, config, text.tokenizer
+                 config: TrainConfig, group: Group = SINGLE) -> None:
+        self.out, self.config, self.tokenizer, self.group = out, config, text.tokenizer, group
         self.device = resolve_device(config.device)
         self.data = text.data
         self.limits = Limits.of(config)
@@ -191,6 +208,12 @@ class Trainer:
             raise TextgenError(
                 f"could not build a model of this size on {self.device}: {str(error).splitlines()[0][:200]}"
             ) from None
+        # The forward pass of training goes through DDP when several processes train, so the
+        # gradients are averaged over them during backward; everything else uses the model itself.
+        self.forward = self.model
+        if group.active:
+            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = make_optimizer(self.model, config)
         self.autocast_dtype = training_dtype(config.precision, self.device)
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
@@ -203,6 +226,11 @@ class Trainer:
 
     def restore(self, saved: TrainerState) -> None:
         self.state, self.progress, self.info.best = restore(saved, self.model, self.optimizer, self.average, str(self.out))
+        if self.group.active and self.state is not None:  # this process's rows of the saved batch
+            batches = self.data.batches
+            rows = slice(batches.first_row, batches.first_row + batches.rows)
+            self.state = tuple(s[:, rows].contiguous() for s in self.state) if isinstance(self.state, tuple) \
+                else self.state[:, rows].contiguous()
         self.resumed_at = self.progress.step
         self.saved_once = is_checkpoint(self.out)
 
@@ -216,13 +244,10 @@ class Trainer:
         self.started = time.perf_counter() - progress.elapsed
         with StopRequest(callbacks.on_stop_requested) as self.stop:
             while True:
-                done = self._fraction_done()
-                stop_reason = self.limits.reached(progress.step, self.steps_per_epoch, self._elapsed())
-                if not stop_reason and self.stop.requested:
-                    stop_reason = "interrupted"
+                stop_reason, validate, done = self._decide()
                 if stop_reason:
                     break
-                if self._validation_due(done):
+                if validate:
                     self._save(self._validate(callbacks), callbacks)
                     if self.config.patience and progress.evaluations_since_best >= self.config.patience:
                         stop_reason = "early-stop"
@@ -238,6 +263,18 @@ class Trainer:
             info=self.info, parameters=self.model.num_parameters(),
         )
 
+    def _decide(self) -> tuple[str, bool, float]:
+        """Whether to stop (and why), whether to validate, and how far along the run is: decided by
+        process 0 and followed by all, so every process stops and validates at the same step."""
+        progress = self.progress
+        done = self._fraction_done()
+        stop_reason = self.limits.reached(progress.step, self.steps_per_epoch, self._elapsed())
+        if not stop_reason and self.group.any(self.stop.requested):
+            stop_reason = "interrupted"
+        validate = not stop_reason and self._validation_due(done)
+        code, validate, done = self.group.decide([_STOP_REASONS.index(stop_reason), float(validate), done])
+        return _STOP_REASONS[int(code)], bool(validate), done
+
     def _step(self, done: float, callbacks: TrainingCallbacks) -> None:
         config, progress, model = self.config, self.progress, self.model
         window = self._next_window()
@@ -247,13 +284,13 @@ class Trainer:
             group["lr"] = lr
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            logits, state = model(window.inputs, self.state)
+            logits, state = self.forward(window.inputs, self.state)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), window.targets.reshape(-1),
                                ignore_index=IGNORE)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip if config.clip > 0 else math.inf)
-        loss_value = loss.item()
+        loss_value = loss.item() if not self.group.active else self.group.sum([loss.item()])[0] / self.group.world
         if not math.isfinite(loss_value):
             kept = f"the last good checkpoint is kept in {self.out}" if self.saved_once else "no checkpoint was saved yet"
             raise TextgenError(f"training diverged at step {progress.step}: the loss became {loss_value}; {kept}; "
@@ -327,7 +364,7 @@ class Trainer:
         if validation.tokens:
             validation_started = time.perf_counter()
             with averaged_weights(self.average):
-                nats, count = validation.score(self.model)
+                nats, count = validation.score(self.model, self.group)
             progress.evaluation_seconds += time.perf_counter() - validation_started
             result = summarise(nats, count, validation.characters)
             row.val_loss, row.val_bits_per_char, row.val_perplexity = result.loss, result.bits_per_char, result.perplexity
@@ -353,31 +390,43 @@ class Trainer:
         """A new best replaces the whole checkpoint; otherwise only its records and trainer state
         change (never this run's records beside another run's weights, before its first save)."""
         self._record_training()
+        if not is_best and not self.saved_once:
+            return
+        trainer_state = self._snapshot()  # on every process: it gathers the carried state's rows
+        if not self.group.is_main:
+            self.saved_once = True
+            return
         with self.stop.deferred():
             if is_best:
-                trainer_state = self._snapshot()
                 with averaged_weights(self.average):
                     save_checkpoint(self.out, self.model, self.tokenizer, self.info, self.progress.metrics,
                                     trainer_state)
                 self.saved_once = True
                 callbacks.on_checkpoint(self.out)
-            elif self.saved_once:
+            else:
                 update_records(self.out, self.info, self.progress.metrics)
-                save_trainer_state(self.out, self._snapshot())
+                save_trainer_state(self.out, trainer_state)
 
     def _save_where_the_run_stands(self, callbacks: TrainingCallbacks) -> None:
         self.progress.elapsed = self._elapsed()
         self._record_training()
+        trainer_state = self._snapshot()
+        if not self.group.is_main:
+            return
         with self.stop.deferred():
             update_records(self.out, self.info, self.progress.metrics)
-            save_trainer_state(self.out, self._snapshot())
+            save_trainer_state(self.out, trainer_state)
         callbacks.on_checkpoint(self.out)
 
     def _record_training(self) -> None:
         self.info.training = TrainingRecord(self.config, self.progress.step, self.progress.elapsed)
 
     def _snapshot(self) -> TrainerState:
-        return snapshot(self.model, self.optimizer, self.average, self.state, self.progress, self.info.best)
+        state = self.state
+        if self.group.active and state is not None:  # the whole batch's state, as one process would hold it
+            state = tuple(self.group.gather_rows(s, dim=1) for s in state) if isinstance(state, tuple) \
+                else self.group.gather_rows(state, dim=1)
+        return snapshot(self.model, self.optimizer, self.average, state, self.progress, self.info.best)
 
     def _plan(self) -> RunPlan:
         notes = list(self.data.notes)
@@ -390,7 +439,8 @@ class Trainer:
         batches = self.data.batches
         return RunPlan(
             device=str(self.device), parameters=self.model.num_parameters(), vocab_size=self.tokenizer.vocab_size,
-            train_tokens=batches.tokens, val_tokens=self.data.validation.tokens, batch_size=batches.rows,
+            train_tokens=batches.tokens, val_tokens=self.data.validation.tokens,
+            batch_size=getattr(batches, "global_rows", batches.rows), processes=self.group.world,
             seq_len=batches.window, steps_per_epoch=self.steps_per_epoch, max_steps=limits.max_steps,
             epochs=limits.epochs, max_time=limits.max_time, notes=notes, resumed_at_step=self.resumed_at,
             precision="bfloat16 autocast" if self.autocast_dtype else "float32",

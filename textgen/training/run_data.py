@@ -14,6 +14,7 @@ from textgen.data.prepare import PreparedCorpus, held_out
 from textgen.evaluation import documents_loss, total_loss
 from textgen.model import RNNLanguageModel
 from textgen.tokenizers import Tokenizer
+from textgen.training.distributed import SINGLE, Group
 
 
 @dataclass
@@ -28,8 +29,10 @@ class StreamValidation:
     def tokens(self) -> int:
         return self.ids.numel()
 
-    def score(self, model: RNNLanguageModel) -> tuple[float, int]:
-        return total_loss(model, self.ids, self.context_id)
+    def score(self, model: RNNLanguageModel, group: Group = SINGLE) -> tuple[float, int]:
+        """Summed over every process, each scoring its share of the rows."""
+        nats, count = total_loss(model, self.ids, self.context_id, share=(group.rank, group.world))
+        return group.sum([nats])[0], count
 
 
 @dataclass
@@ -44,8 +47,8 @@ class DocumentValidation:
     def tokens(self) -> int:
         return sum(len(ids) + 1 for ids in self.documents)
 
-    def score(self, model: RNNLanguageModel) -> tuple[float, int]:
-        return documents_loss(model, self.documents, self.end_id)
+    def score(self, model: RNNLanguageModel, group: Group = SINGLE) -> tuple[float, int]:
+        return documents_loss(model, self.documents, self.end_id)  # documents train in one process only
 
 
 Validation = StreamValidation | DocumentValidation
@@ -59,9 +62,9 @@ class RunData:
 
 
 def lay_out_run_data(train_text: str, val_text: str, tokenizer: Tokenizer, documents: str, batch_size: int,
-                     seq_len: int, seed: int, device: torch.device) -> RunData:
+                     seq_len: int, seed: int, device: torch.device, group: Group = SINGLE) -> RunData:
     if documents == "none":
-        return _stream(train_text, val_text, tokenizer, batch_size, seq_len, device)
+        return _stream(train_text, val_text, tokenizer, batch_size, seq_len, device, group)
     encode = tokenizer.encode
     train_documents = [encode(d) for d in split_documents(train_text, documents)]
     validation = DocumentValidation([encode(d) for d in split_documents(val_text, documents)],
@@ -73,23 +76,24 @@ def lay_out_run_data(train_text: str, val_text: str, tokenizer: Tokenizer, docum
 
 
 def _stream(train_text: str, val_text: str, tokenizer: Tokenizer, batch_size: int, seq_len: int,
-            device: torch.device) -> RunData:
+            device: torch.device, group: Group) -> RunData:
     train_ids = _as_tensor(tokenizer.encode(train_text))
-    batches = StreamBatches(train_ids, batch_size, seq_len, device)
+    batches = StreamBatches(train_ids, batch_size, seq_len, device, group.rank, group.world)
     notes = []
-    if batches.rows < batch_size:
-        notes.append(f"batch size lowered to {batches.rows} so every row holds at least one window")
+    if batches.global_rows < batch_size:
+        notes.append(f"batch size lowered to {batches.global_rows} so every row holds at least one window")
     validation = StreamValidation(_as_tensor(tokenizer.encode(val_text)), int(train_ids[-1]), len(val_text))
     return RunData(batches, validation, notes)
 
 
-def lay_out_prepared(prepared: PreparedCorpus, batch_size: int, seq_len: int, device: torch.device) -> RunData:
+def lay_out_prepared(prepared: PreparedCorpus, batch_size: int, seq_len: int, device: torch.device,
+                     group: Group = SINGLE) -> RunData:
     """A prepared corpus's ids as batches read from the memory map, and a validation set of at
     most MAX_VALIDATION_TOKENS held-out tokens."""
-    batches = StreamBatches(prepared.train_ids, batch_size, seq_len, device)
+    batches = StreamBatches(prepared.train_ids, batch_size, seq_len, device, group.rank, group.world)
     notes = []
-    if batches.rows < batch_size:
-        notes.append(f"batch size lowered to {batches.rows} so every row holds at least one window")
+    if batches.global_rows < batch_size:
+        notes.append(f"batch size lowered to {batches.global_rows} so every row holds at least one window")
     part = held_out(prepared)
     if part.note:
         notes.append(part.note)
