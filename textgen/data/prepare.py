@@ -193,7 +193,10 @@ def _encode_words_in_one_pass(files: CorpusFiles, config: TokenizerConfig, split
     handles = {part: open(path, "wb") for part, path in paths.items()}
     try:
         for part, text, done in _pieces_with_progress(files, split, _word_cut):
-            ids = [provisional.setdefault(token, len(provisional)) for token in pattern.findall(text)]
+            tokens = pattern.findall(text)
+            ids = list(map(provisional.get, tokens))  # after the first blocks nearly every token is known
+            if None in ids:
+                ids = [provisional.setdefault(token, len(provisional)) for token in tokens]
             np.asarray(ids, dtype=np.uint32).tofile(handles[part])
             report("tokenizing", done, total)
     finally:
