@@ -20,7 +20,7 @@ LAYERS = [
     {"tokenizers", "model"},
     {"data"},  # preparing a big corpus tokenizes it
     {"evaluation"},
-    {"training", "sampling"},
+    {"training", "sampling", "insight"},
     {"api"},
     {"cli"},
 ]

@@ -1,4 +1,5 @@
-"""`textgen evaluate`: loss, perplexity and bits per character of a checkpoint on a text."""
+"""`textgen evaluate`: loss, perplexity and bits per character of a checkpoint on a text; several
+checkpoints compared on one text; and views of what a model learnt (--memory, --show)."""
 
 from __future__ import annotations
 
@@ -13,42 +14,112 @@ from textgen.errors import TextgenError
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory made by `textgen train`.", show_default=False)],
-    file: Annotated[Optional[str], typer.Argument(
-        help="Text to score. Default: the held-out part of the training text.", show_default=False)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
-    encoding: Annotated[str, typer.Option(help="Encoding of FILE.")] = "utf-8",
+    paths: Annotated[list[Path], typer.Argument(
+        help="One checkpoint directory made by `textgen train`, or several to compare on one text (then give "
+             "--text). After one checkpoint, a FILE to score may follow.", show_default=False, metavar="CHECKPOINT...")],
+    text_file: Annotated[Optional[str], typer.Option(
+        "--text", help="Text to score. Default: the held-out part of the (one) model's training text.",
+        show_default=False)] = None,
+    memory: Annotated[bool, typer.Option(
+        "--memory", help="Also bits per character with the hidden state reset every 1, 2, 4, ... tokens: how far "
+                         "back each model uses its context.")] = False,
+    show: Annotated[bool, typer.Option(
+        "--show", help="Also show the text coloured by how surprised the model is by each token.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    encoding: Annotated[str, typer.Option(help="Encoding of the text file.")] = "utf-8",
     unknown: Annotated[str, typer.Option(
-        help="Symbols of FILE the model never saw: error (refuse, naming them) | skip (leave them out of the "
+        help="Symbols of the text the model never saw: error (refuse, naming them) | skip (leave them out of the "
              "score) | replace (a stand-in the model knows; <unk> for a word model). The result says how many.")
     ] = "error",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
 ) -> None:
-    """Measure loss, perplexity and bits per character on a text."""
+    """Measure loss, perplexity and bits per character on a text; compare models; see what they learnt."""
     if unknown not in UNKNOWN_POLICIES:
         raise TextgenError(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}, not {unknown!r}")
+    checkpoints = list(paths)
+    if text_file is None and len(checkpoints) == 2 and not (checkpoints[1] / "config.json").is_file():
+        text_file = str(checkpoints.pop())  # `textgen evaluate CHECKPOINT FILE`, as before --text
+    if len(checkpoints) > 1 and text_file is None:
+        raise TextgenError("comparing models needs one text for all of them: give --text FILE")
     from textgen.api import load_checkpoint
-    from textgen.render.console import console, evaluation_table
     from textgen.data.corpus import held_out_text, read_text_file
     from textgen.devices import resolve_device
     from textgen.evaluation import evaluate_text
+    from textgen.render.console import console, evaluation_table
 
-    loaded = load_checkpoint(checkpoint, resolve_device(device))
-    record = loaded.info.corpus
-    if file is None and record.streamed:
-        result, what = _evaluate_streamed(loaded)
+    loaded = [load_checkpoint(path, resolve_device(device)) for path in checkpoints]
+    text = read_text_file(Path(text_file), encoding) if text_file is not None else None
+    if len(loaded) > 1:
+        _compare(loaded, checkpoints, text, text_file, unknown, memory, show, as_json)
+        return
+    first, checkpoint = loaded[0], checkpoints[0]
+    record = first.info.corpus
+    if text is None and record.streamed:
+        result, what = _evaluate_streamed(first)
     else:
-        if file is None:
+        if text is None:
             context, text, what = held_out_text(record)
         else:
-            context, text, what = "", read_text_file(Path(file), encoding), file
-        result = evaluate_text(loaded.model, loaded.tokenizer, text, context, unknown, label=what)
+            context, what = "", text_file
+        result = evaluate_text(first.model, first.tokenizer, text, context, unknown, label=what)
     if result.tokens == 0:
         raise TextgenError(f"{what} is too short to score: it is a single token")
+    views = _views(first, text, memory, show, unknown, what) if text is not None else {}
     if as_json:
-        typer.echo(json.dumps({"checkpoint": str(checkpoint), "text": what, **result.to_json()}))
-    else:
-        console.print(evaluation_table(result, what))
+        typer.echo(json.dumps({"checkpoint": str(checkpoint), "text": what, **result.to_json(),
+                               **{k: v for k, v in views.items() if k != "shown"}}))
+        return
+    console.print(evaluation_table(result, what))
+    _print_views(views, str(checkpoint))
+
+
+def _compare(loaded: list[Any], checkpoints: list[Path], text: str, what: str, unknown: str, memory: bool,
+             show: bool, as_json: bool) -> None:
+    from textgen.api import TextModel
+    from textgen.insight import compare
+    from textgen.render.console import comparison_table, console
+
+    models = [(str(path), TextModel(each.model, each.tokenizer, each.info, path)) for path, each in zip(checkpoints, loaded)]
+    rows = compare(models, text, unknown, label=what)
+    views = {str(path): _views(each, text, memory, show, unknown, what) for path, each in zip(checkpoints, loaded)}
+    if as_json:
+        typer.echo(json.dumps([{**row.to_json(), **{k: v for k, v in views[row.name].items() if k != "shown"}}
+                               for row in rows]))
+        return
+    console.print(comparison_table(rows, what))
+    for name in (row.name for row in rows):
+        _print_views(views[name], name)
+
+
+def _views(loaded: Any, text: str, memory: bool, show: bool, unknown: str, what: str) -> dict[str, Any]:
+    """The insight views asked for, as plain data: memory reach and the per-token surprise."""
+    from textgen.insight import memory_reach, surprisal
+    from textgen.tokenizers import encode_leniently
+
+    if not (memory or show):
+        return {}
+    tokenizer = loaded.tokenizer
+    ids = tokenizer.encode(text) if unknown == "error" else encode_leniently(tokenizer, text, unknown)
+    characters = len(text) - len(tokenizer.decode(ids[:1]))
+    views: dict[str, Any] = {}
+    if memory:
+        views["memory"] = [{"reset_every": p.reset_every, "bits_per_char": p.bits_per_char,
+                            "nats_per_token": p.nats_per_token} for p in memory_reach(loaded.model, ids, characters)]
+    if show:
+        views["shown"] = surprisal(loaded.model, tokenizer, ids)
+        views["surprisal_bits"] = [round(token.bits, 4) for token in views["shown"]]
+    return views
+
+
+def _print_views(views: dict[str, Any], name: str) -> None:
+    from textgen.insight import MemoryPoint
+    from textgen.render.console import console, memory_chart, surprise_text
+
+    if "memory" in views:
+        points = [MemoryPoint(p["reset_every"], p["bits_per_char"], p["nats_per_token"]) for p in views["memory"]]
+        console.print(memory_chart({name: points}))
+    if "shown" in views:
+        console.print(surprise_text(views["shown"]))
 
 
 def _evaluate_streamed(loaded: Any) -> tuple[Any, str]:

@@ -401,3 +401,60 @@ def settings_table(config: Any) -> Table:
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def comparison_table(rows: list[Any], what: str) -> Table:
+    """Several models on one text, best first; bits per character is the column that compares."""
+    table = Table(title=f"models on {what}, best first", title_justify="left", box=box.SIMPLE_HEAD)
+    for name, justify in (("model", "left"), ("cell", "left"), ("parameters", "right"), ("tokenizer", "left"),
+                          ("tokens", "right"), ("nats/token", "right"), ("perplexity", "right"),
+                          ("bits/char", "right"), ("bits/byte", "right"), ("unseen", "right")):
+        table.add_column(name, justify=justify, style="bold" if name == "bits/char" else None)
+    for row in rows:
+        unseen = f"{row.unseen:,} {row.unseen_handling}" if row.unseen else "0"
+        table.add_row(row.name, f"{row.cell} {row.layers} x {row.hidden_size}", f"{row.parameters:,}",
+                      f"{row.tokenizer} {row.vocab_size:,}", f"{row.tokens:,}", _figure(row.nats_per_token, 4),
+                      _figure(row.perplexity, 2), _figure(row.bits_per_char, 4), _figure(row.bits_per_byte, 4),
+                      unseen)
+    return table
+
+
+def memory_chart(series: dict[str, list[Any]], width: int = 40) -> Table:
+    """Bits per character against how often the state is reset, one bar per point and model:
+    where the bars stop shrinking, the model stops using older context."""
+    table = Table(title="memory reach: bits per character with the state reset every k tokens",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("model")
+    table.add_column("reset every", justify="right")
+    table.add_column("bits/char", justify="right")
+    table.add_column("", no_wrap=True)
+    values = [point.bits_per_char for points in series.values() for point in points]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    for name, points in series.items():
+        for index, point in enumerate(points):
+            share = (point.bits_per_char - low) / (high - low) if high > low else 1.0
+            bar = "█" * max(1, round(share * width))
+            table.add_row(name if index == 0 else "", "never" if point.reset_every is None else f"{point.reset_every:,}",
+                          f"{point.bits_per_char:.4f}", Text(bar, style="cyan"))
+    return table
+
+
+# Surprisal in bits, coloured from sure (green) to lost (red).
+_SURPRISE_STEPS = [(1.0, "green"), (2.0, "bright_green"), (4.0, "yellow"), (6.0, "dark_orange"), (8.0, "red"),
+                   (math.inf, "bold red")]
+
+
+def surprise_text(tokens: list[Any]) -> Group:
+    """The text with each token coloured by how many bits it cost the model, and a legend."""
+    text = Text()
+    for token in tokens:
+        style = next(style for limit, style in _SURPRISE_STEPS if token.bits < limit)
+        text.append(token.text, style=style)
+    legend = Text("surprise in bits: ", style="dim")
+    previous = 0.0
+    for limit, style in _SURPRISE_STEPS:
+        label = f"{previous:g}-{limit:g}" if math.isfinite(limit) else f"{previous:g}+"
+        legend.append(f" {label} ", style=f"reverse {style}")
+        legend.append(" ")
+        previous = limit
+    return Group(text, Text(), legend)

@@ -1,0 +1,113 @@
+"""Tests for textgen.insight: memory reach and surprisal checked against token-by-token loops by
+hand, the comparison of models on one text, and the views through `textgen evaluate`."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+
+import textgen
+from conftest import PROSE
+from textgen.cli import main
+from textgen.config import TokenizerConfig
+from textgen.evaluation import evaluate_text, total_loss
+from textgen.insight import compare, memory_reach, surprisal
+from textgen.tokenizers import CharTokenizer, build_tokenizer
+
+TEXT = PROSE[:300]
+
+
+@pytest.fixture(scope="module")
+def char_setup(prose):
+    tokenizer = CharTokenizer.from_text(prose)
+    torch.manual_seed(3)
+    from textgen.config import ModelConfig
+    from textgen.model import RNNLanguageModel
+
+    model = RNNLanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, cell="gru", layers=2, hidden_size=16,
+                                         embedding_size=8)).eval()
+    return model, tokenizer, tokenizer.encode(TEXT)
+
+
+def nats_by_hand(model, ids: list[int], reset_every: int | None) -> float:
+    """-log p of each token after the first, one token at a time, the state zeroed every k predictions."""
+    total, state = 0.0, None
+    with torch.no_grad():
+        for t in range(len(ids) - 1):
+            if reset_every and t % reset_every == 0:
+                state = None
+            logits, state = model(torch.tensor([[ids[t]]]), state)
+            total -= torch.log_softmax(logits[0, -1].double(), dim=-1)[ids[t + 1]].item()
+    return total
+
+
+def test_memory_reach_resets_the_state_every_k_tokens_as_a_loop_by_hand_does(char_setup):
+    model, _, ids = char_setup
+    points = memory_reach(model, ids, characters=len(TEXT) - 1, longest=64)
+    assert [p.reset_every for p in points] == [1, 2, 4, 8, 16, 32, 64, None]
+    for point in points:
+        nats = nats_by_hand(model, ids, point.reset_every)
+        assert point.nats_per_token == pytest.approx(nats / (len(ids) - 1), rel=1e-5)
+        assert point.bits_per_char == pytest.approx(nats / math.log(2) / (len(TEXT) - 1), rel=1e-5)
+
+
+def test_surprisal_adds_up_to_the_texts_loss_and_names_the_preferred_tokens(char_setup):
+    model, tokenizer, ids = char_setup
+    tokens = surprisal(model, tokenizer, ids, top=3, chunk=50)  # several chunks, the state carried across
+    assert "".join(t.text for t in tokens) == TEXT[1:]
+    nats, _ = total_loss(model, torch.tensor(ids), rows=1)
+    assert sum(t.bits for t in tokens) == pytest.approx(nats / math.log(2), rel=1e-5)
+    for token in tokens:
+        assert token.probability == pytest.approx(2 ** -token.bits, rel=1e-6)
+        assert len(token.preferred) == 3 and token.preferred[0][1] >= max(token.probability, token.preferred[1][1])
+
+
+def test_models_compare_by_bits_per_character_best_first(make_model, prose):
+    word_tokenizer = build_tokenizer(TokenizerConfig(kind="word", min_count=1), prose)
+    char_tokenizer = CharTokenizer.from_text(prose)
+    from textgen.api import TextModel
+
+    models = [("word", TextModel(make_model(word_tokenizer.vocab_size, seed=1), word_tokenizer)),
+              ("char", TextModel(make_model(char_tokenizer.vocab_size, seed=2), char_tokenizer))]
+    rows = compare(models, TEXT)
+    assert [r.bits_per_char for r in rows] == sorted(r.bits_per_char for r in rows)
+    for row in rows:
+        model = dict(models)[row.name]
+        expected = evaluate_text(model.model, model.tokenizer, TEXT)
+        assert (row.tokens, row.bits_per_char, row.nats_per_token) == (
+            expected.tokens, expected.bits_per_char, expected.loss)
+        assert row.bits_per_byte == pytest.approx(row.bits_per_char * len(TEXT) / len(TEXT.encode("utf-8")))
+        assert row.tokenizer == row.name and row.parameters == model.model.num_parameters()
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return done.value.code or 0, out, err
+
+
+def test_evaluate_compares_checkpoints_and_shows_memory_and_surprise(tmp_path, monkeypatch, capsys, make_checkpoint,
+                                                                    prose):
+    monkeypatch.chdir(tmp_path)
+    make_checkpoint(tmp_path / "char", prose, "char")
+    make_checkpoint(tmp_path / "word", prose, "word")
+    (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
+    code, out, err = run(["evaluate", "char", "word", "--text", "text.txt", "--memory", "--json"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert {row["name"] for row in rows} == {"char", "word"}
+    assert rows[0]["bits_per_char"] <= rows[1]["bits_per_char"]
+    assert [p["reset_every"] for p in rows[0]["memory"]][-1] is None
+    single = textgen.load(tmp_path / "char")
+    assert next(r for r in rows if r["name"] == "char")["bits_per_char"] == pytest.approx(
+        single.evaluate(TEXT).bits_per_char)
+    code, out, err = run(["evaluate", "char", "--text", "text.txt", "--show", "--memory"], capsys)
+    assert code == 0, err
+    assert "surprise in bits" in out and "memory reach" in out and re.search(r"never\s+│?\s*\d\.\d{4}", out)
+    code, out, err = run(["evaluate", "char", "word"], capsys)
+    assert code == 2 and "comparing models needs one text for all of them: give --text FILE" in err

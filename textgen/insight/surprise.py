@@ -1,0 +1,42 @@
+"""Surprise: how many bits each token of a text costs the model, read in one pass with the state
+carried, beside the probability it gave the token and the tokens it preferred."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from textgen.evaluation import evaluation_mode
+from textgen.model import RNNLanguageModel
+from textgen.tokenizers import Tokenizer
+
+
+@dataclass(frozen=True)
+class TokenSurprise:
+    text: str  # the token as text
+    bits: float  # -log2 p(token | everything before it)
+    probability: float
+    preferred: list[tuple[str, float]]  # the model's likeliest tokens there, with their probabilities
+
+
+def surprisal(model: RNNLanguageModel, tokenizer: Tokenizer, ids: list[int], top: int = 5,
+              chunk: int = 4096) -> list[TokenSurprise]:
+    """One entry per token of ids[1:] (the first has nothing before it to be predicted from)."""
+    result: list[TokenSurprise] = []
+    state = None
+    with evaluation_mode(model):
+        for start in range(0, len(ids) - 1, chunk):
+            inputs = torch.tensor([ids[start : start + chunk]], device=model.device)
+            targets = ids[start + 1 : start + chunk + 1]
+            logits, state = model(inputs[:, : len(targets)], state)
+            log_probabilities = torch.log_softmax(logits[0].float(), dim=-1).cpu()
+            best = torch.topk(log_probabilities, min(top, log_probabilities.shape[-1]), dim=-1)
+            for position, target in enumerate(targets):
+                log_p = float(log_probabilities[position, target])
+                preferred = [(tokenizer.token_text(int(i)), math.exp(float(v)))
+                             for v, i in zip(best.values[position], best.indices[position])]
+                result.append(TokenSurprise(tokenizer.token_text(target), -log_p / math.log(2), math.exp(log_p),
+                                            preferred))
+    return result
