@@ -106,8 +106,43 @@ def test_evaluate_compares_checkpoints_and_shows_memory_and_surprise(tmp_path, m
     single = textgen.load(tmp_path / "char")
     assert next(r for r in rows if r["name"] == "char")["bits_per_char"] == pytest.approx(
         single.evaluate(TEXT).bits_per_char)
-    code, out, err = run(["evaluate", "char", "--text", "text.txt", "--show", "--memory"], capsys)
+    code, out, err = run(["evaluate", "char", "--text", "text.txt", "--show", "--memory", "--gradients"], capsys)
     assert code == 0, err
     assert "surprise in bits" in out and "memory reach" in out and re.search(r"never\s+│?\s*\d\.\d{4}", out)
+    assert "fading gradients" in out
+    code, out, err = run(["evaluate", "char", "--text", "text.txt", "--gradients", "--json"], capsys)
+    fades = json.loads(out)["gradients"]
+    assert [f["layer"] for f in fades] == [0] and len(fades[0]["norms"]) == 201  # k = 0 .. 200
     code, out, err = run(["evaluate", "char", "word"], capsys)
     assert code == 2 and "comparing models needs one text for all of them: give --text FILE" in err
+
+
+def test_gradient_fade_of_a_relu_rnn_with_known_weights_halves_at_each_step(make_model):
+    """h_t = relu(0.5 h_(t-1) + 1) whatever the input: every h is positive, so d h_t / d h_(t-1) is
+    0.5 I, and the gradient k steps back is exactly 0.5^k times the gradient at the step itself."""
+    from textgen.insight import gradient_fade
+
+    model = make_model(20, cell="rnn-relu", layers=1, hidden_size=6, embedding_size=4, seed=5)
+    weights = model.layer_weights()[0]
+    with torch.no_grad():
+        model.embedding.weight.zero_()
+        weights["weight_ih"].zero_()
+        weights["bias_ih"].fill_(1.0)
+        weights["bias_hh"].zero_()
+        weights["weight_hh"].copy_(0.5 * torch.eye(6))
+    ids = [(7 * i) % 20 for i in range(60)]
+    (fade,) = gradient_fade(model, ids, distance=12, positions=4)
+    assert len(fade.norms) == 13
+    for k, norm in enumerate(fade.norms):
+        assert norm == pytest.approx(fade.norms[0] * 0.5 ** k, rel=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn-tanh"])
+def test_gradient_fade_gives_a_curve_per_layer_for_every_cell(make_model, cell):
+    from textgen.insight import gradient_fade
+
+    model = make_model(20, cell=cell, layers=2, hidden_size=8, embedding_size=4, seed=6)
+    fades = gradient_fade(model, [(3 * i) % 20 for i in range(40)], distance=10, positions=3)
+    assert [f.layer for f in fades] == [0, 1] and all(len(f.norms) == 11 for f in fades)
+    assert all(n >= 0 and math.isfinite(n) for f in fades for n in f.norms) and fades[1].norms[0] > 0
+    assert all(p.grad is None for p in model.parameters())  # the model is left as it was

@@ -23,6 +23,9 @@ def evaluate(
     memory: Annotated[bool, typer.Option(
         "--memory", help="Also bits per character with the hidden state reset every 1, 2, 4, ... tokens: how far "
                          "back each model uses its context.")] = False,
+    gradients: Annotated[bool, typer.Option(
+        "--gradients", help="Also the norm of the loss's gradient with respect to each layer's state k steps "
+                            "back, k up to 200: the vanishing-gradient picture.")] = False,
     show: Annotated[bool, typer.Option(
         "--show", help="Also show the text coloured by how surprised the model is by each token.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
@@ -50,7 +53,7 @@ def evaluate(
     loaded = [load_checkpoint(path, resolve_device(device)) for path in checkpoints]
     text = read_text_file(Path(text_file), encoding) if text_file is not None else None
     if len(loaded) > 1:
-        _compare(loaded, checkpoints, text, text_file, unknown, memory, show, as_json)
+        _compare(loaded, checkpoints, text, text_file, unknown, (memory, gradients, show), as_json)
         return
     first, checkpoint = loaded[0], checkpoints[0]
     record = first.info.corpus
@@ -64,7 +67,7 @@ def evaluate(
         result = evaluate_text(first.model, first.tokenizer, text, context, unknown, label=what)
     if result.tokens == 0:
         raise TextgenError(f"{what} is too short to score: it is a single token")
-    views = _views(first, text, memory, show, unknown, what) if text is not None else {}
+    views = _views(first, text, memory, gradients, show, unknown) if text is not None else {}
     if as_json:
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "text": what, **result.to_json(),
                                **{k: v for k, v in views.items() if k != "shown"}}))
@@ -73,15 +76,15 @@ def evaluate(
     _print_views(views, str(checkpoint))
 
 
-def _compare(loaded: list[Any], checkpoints: list[Path], text: str, what: str, unknown: str, memory: bool,
-             show: bool, as_json: bool) -> None:
+def _compare(loaded: list[Any], checkpoints: list[Path], text: str, what: str, unknown: str,
+             asked: tuple[bool, bool, bool], as_json: bool) -> None:
     from textgen.api import TextModel
     from textgen.insight import compare
     from textgen.render.console import comparison_table, console
 
     models = [(str(path), TextModel(each.model, each.tokenizer, each.info, path)) for path, each in zip(checkpoints, loaded)]
     rows = compare(models, text, unknown, label=what)
-    views = {str(path): _views(each, text, memory, show, unknown, what) for path, each in zip(checkpoints, loaded)}
+    views = {str(path): _views(each, text, *asked, unknown) for path, each in zip(checkpoints, loaded)}
     if as_json:
         typer.echo(json.dumps([{**row.to_json(), **{k: v for k, v in views[row.name].items() if k != "shown"}}
                                for row in rows]))
@@ -91,12 +94,12 @@ def _compare(loaded: list[Any], checkpoints: list[Path], text: str, what: str, u
         _print_views(views[name], name)
 
 
-def _views(loaded: Any, text: str, memory: bool, show: bool, unknown: str, what: str) -> dict[str, Any]:
-    """The insight views asked for, as plain data: memory reach and the per-token surprise."""
-    from textgen.insight import memory_reach, surprisal
+def _views(loaded: Any, text: str, memory: bool, gradients: bool, show: bool, unknown: str) -> dict[str, Any]:
+    """The insight views asked for, as plain data: memory reach, gradient fade, per-token surprise."""
+    from textgen.insight import gradient_fade, memory_reach, surprisal
     from textgen.tokenizers import encode_leniently
 
-    if not (memory or show):
+    if not (memory or gradients or show):
         return {}
     tokenizer = loaded.tokenizer
     ids = tokenizer.encode(text) if unknown == "error" else encode_leniently(tokenizer, text, unknown)
@@ -105,6 +108,8 @@ def _views(loaded: Any, text: str, memory: bool, show: bool, unknown: str, what:
     if memory:
         views["memory"] = [{"reset_every": p.reset_every, "bits_per_char": p.bits_per_char,
                             "nats_per_token": p.nats_per_token} for p in memory_reach(loaded.model, ids, characters)]
+    if gradients:
+        views["gradients"] = [{"layer": fade.layer, "norms": fade.norms} for fade in gradient_fade(loaded.model, ids)]
     if show:
         views["shown"] = surprisal(loaded.model, tokenizer, ids)
         views["surprisal_bits"] = [round(token.bits, 4) for token in views["shown"]]
@@ -112,12 +117,14 @@ def _views(loaded: Any, text: str, memory: bool, show: bool, unknown: str, what:
 
 
 def _print_views(views: dict[str, Any], name: str) -> None:
-    from textgen.insight import MemoryPoint
-    from textgen.render.console import console, memory_chart, surprise_text
+    from textgen.insight import GradientFade, MemoryPoint
+    from textgen.render.console import console, gradient_chart, memory_chart, surprise_text
 
     if "memory" in views:
         points = [MemoryPoint(p["reset_every"], p["bits_per_char"], p["nats_per_token"]) for p in views["memory"]]
         console.print(memory_chart({name: points}))
+    if "gradients" in views:
+        console.print(gradient_chart({name: [GradientFade(g["layer"], g["norms"]) for g in views["gradients"]]}))
     if "shown" in views:
         console.print(surprise_text(views["shown"]))
 

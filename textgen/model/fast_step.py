@@ -55,7 +55,7 @@ class _Linear:
 
     SMALL = 131_072  # weights; a 65 x 512 output layer is small, a 2048 x 512 recurrent one is not
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, packed: bool = True) -> None:
         weight = weight.detach()
         self.bias = None if bias is None else bias.detach().contiguous()
         self.transposed = weight.t().contiguous()
@@ -66,7 +66,7 @@ class _Linear:
             self.mode = "rows"
             self._expanded = self.transposed.unsqueeze(0)
             return
-        if torch.backends.mkldnn.is_available():
+        if packed and torch.backends.mkldnn.is_available():
             try:
                 packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), 16)
                 probe = torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(0))
@@ -107,7 +107,7 @@ class _Layer:
     apart, since its reset gate multiplies the hidden part alone.
     """
 
-    def __init__(self, cell: str, weights: LayerWeights, embedding: torch.Tensor | None) -> None:
+    def __init__(self, cell: str, weights: LayerWeights, embedding: torch.Tensor | None, packed: bool = True) -> None:
         hidden = weights.weight_hh.shape[1]
         w_ih, w_hh, b_ih, b_hh = (t.detach() if t is not None else None for t in
                                   (weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh))
@@ -128,12 +128,12 @@ class _Layer:
             self.embedding, rest, input_bias = None, w_ih[:, embedding.shape[1] :], None
         self.reads_rest = rest.shape[1] > 0
         if self.separate:
-            self.input = _Linear(rest, input_bias) if self.reads_rest else None
-            self.hidden = _Linear(w_hh, b_hh)
+            self.input = _Linear(rest, input_bias, packed) if self.reads_rest else None
+            self.hidden = _Linear(w_hh, b_hh, packed)
         elif self.reads_rest:
-            self.joint = _Linear(torch.cat([rest, w_hh], dim=1), input_bias)
+            self.joint = _Linear(torch.cat([rest, w_hh], dim=1), input_bias, packed)
         else:
-            self.hidden = _Linear(w_hh, None)
+            self.hidden = _Linear(w_hh, None, packed)
 
     def _rest(self, tokens: torch.Tensor, below: torch.Tensor | None) -> list[torch.Tensor]:
         """The inputs not covered by the table: the embedding when there is none, and the layer below's h."""
@@ -168,14 +168,16 @@ class FastStep:
 
     kind = "fast"
 
-    def __init__(self, model: RNNLanguageModel) -> None:
+    def __init__(self, model: RNNLanguageModel, differentiable: bool = False) -> None:
+        """`differentiable`: keep every product one that autograd can go back through (no weights
+        packed for oneDNN), for measuring gradients with respect to the state."""
         self.cell = model.config.cell
         self.hidden = model.config.hidden_size
         embedding = model.embedding.weight.detach()
         self.skip_connections = model.config.skip_connections
-        self.layers = [_Layer(self.cell, w, embedding if k == 0 or self.skip_connections else None)
+        self.layers = [_Layer(self.cell, w, embedding if k == 0 or self.skip_connections else None, not differentiable)
                        for k, w in enumerate(_layer_weights(model))]
-        self.decoder = _Linear(model.decoder.weight, model.decoder.bias)
+        self.decoder = _Linear(model.decoder.weight, model.decoder.bias, not differentiable)
         self.lstm_split = [3 * self.hidden, self.hidden]
 
     def from_model_state(self, state: State, batch: int) -> list[Any]:

@@ -458,3 +458,25 @@ def surprise_text(tokens: list[Any]) -> Group:
         legend.append(" ")
         previous = limit
     return Group(text, Text(), legend)
+
+
+def gradient_chart(series: dict[str, list[Any]], width: int = 40) -> Table:
+    """The mean gradient norm of the loss with respect to each layer's state k steps back, as bars
+    on a log scale (each decade the same length): a fading gradient shrinks the bars steadily."""
+    table = Table(title="fading gradients: |d loss_t / d h_(t-k)|, log scale", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    for name in ("model", "layer", "k", "norm", ""):
+        table.add_column(name, justify="right" if name in ("k", "norm", "layer") else "left", no_wrap=True)
+    norms = [n for fades in series.values() for fade in fades for n in fade.norms if n > 0]
+    if not norms:
+        return table
+    low, high = math.log10(min(norms)), math.log10(max(norms))
+    for name, fades in series.items():
+        for fade in fades:
+            distances = sorted({0, *(2**i for i in range(12) if 2**i < len(fade.norms)), len(fade.norms) - 1})
+            for index, k in enumerate(distances):
+                norm = fade.norms[k]
+                share = (math.log10(norm) - low) / (high - low) if norm > 0 and high > low else 0.0
+                table.add_row(name if fade.layer == 0 and index == 0 else "", str(fade.layer + 1) if index == 0 else "",
+                              str(k), f"{norm:.2e}", Text("█" * max(1, round(share * width)), style="magenta"))
+    return table
