@@ -146,3 +146,16 @@ def test_gradient_fade_gives_a_curve_per_layer_for_every_cell(make_model, cell):
     assert [f.layer for f in fades] == [0, 1] and all(len(f.norms) == 11 for f in fades)
     assert all(n >= 0 and math.isfinite(n) for f in fades for n in f.norms) and fades[1].norms[0] > 0
     assert all(p.grad is None for p in model.parameters())  # the model is left as it was
+
+
+def test_memory_reach_on_a_long_text_scores_an_even_sample_of_segments(char_setup, monkeypatch):
+    import textgen.insight.memory as memory
+
+    model, _, ids = char_setup
+    monkeypatch.setattr(memory, "MAX_PREDICTIONS_PER_POINT", 64)
+    points = memory_reach(model, ids, characters=len(TEXT) - 1, longest=8)
+    first = points[0]  # k = 1: every 5th of the 299 one-token segments
+    assert first.reset_every == 1 and first.predictions == 60
+    by_hand = sum(nats_by_hand(model, ids[t:t + 2], 1) for t in range(0, len(ids) - 1, 5))
+    assert first.nats_per_token == pytest.approx(by_hand / 60, rel=1e-5)
+    assert points[-1].reset_every is None and points[-1].predictions == len(ids) - 1

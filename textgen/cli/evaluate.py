@@ -111,7 +111,7 @@ def _views(loaded: Any, text: str, memory: bool, gradients: bool, show: bool, un
     if gradients:
         views["gradients"] = [{"layer": fade.layer, "norms": fade.norms} for fade in gradient_fade(loaded.model, ids)]
     if show:
-        views["shown"] = surprisal(loaded.model, tokenizer, ids)
+        views["shown"] = surprisal(loaded.model, tokenizer, ids, top=0)
         views["surprisal_bits"] = [round(token.bits, 4) for token in views["shown"]]
     return views
 

@@ -23,13 +23,18 @@ class GradientFade:
     norms: list[float]  # mean norm of d loss_t / d h_(t-k), for k = 0, 1, ..., distance
 
 
+# The positions are spread over the first tokens of a text only: each is primed by reading the
+# text up to it, and this many tokens are plenty of places to average over.
+SPREAD_OVER_TOKENS = 16_384
+
+
 def gradient_fade(model: RNNLanguageModel, ids: list[int], distance: int = 200, positions: int = 8) -> list[GradientFade]:
     """Per layer, the mean gradient norm at each distance k (up to `distance`, or what the text
-    allows), over `positions` positions spread along the text."""
+    allows), over `positions` positions spread along the text's first SPREAD_OVER_TOKENS tokens."""
     distance = min(distance, len(ids) - 2)
     if distance < 0:
         return []
-    last = len(ids) - 2  # the last position whose next token is known
+    last = min(len(ids), SPREAD_OVER_TOKENS) - 2  # the last position whose next token is known
     chosen = sorted({round(distance + (last - distance) * i / max(1, positions - 1)) for i in range(positions)})
     layers = model.config.layers
     sums = torch.zeros(layers, distance + 1, dtype=torch.float64)

@@ -23,7 +23,8 @@ class TokenSurprise:
 
 def surprisal(model: RNNLanguageModel, tokenizer: Tokenizer, ids: list[int], top: int = 5,
               chunk: int = 4096) -> list[TokenSurprise]:
-    """One entry per token of ids[1:] (the first has nothing before it to be predicted from)."""
+    """One entry per token of ids[1:] (the first has nothing before it to be predicted from), with
+    the `top` likeliest tokens at each (0: none, which is much faster on a long text)."""
     result: list[TokenSurprise] = []
     state = None
     with evaluation_mode(model):
@@ -32,11 +33,12 @@ def surprisal(model: RNNLanguageModel, tokenizer: Tokenizer, ids: list[int], top
             targets = ids[start + 1 : start + chunk + 1]
             logits, state = model(inputs[:, : len(targets)], state)
             log_probabilities = torch.log_softmax(logits[0].float(), dim=-1).cpu()
-            best = torch.topk(log_probabilities, min(top, log_probabilities.shape[-1]), dim=-1)
-            for position, target in enumerate(targets):
-                log_p = float(log_probabilities[position, target])
-                preferred = [(tokenizer.token_text(int(i)), math.exp(float(v)))
-                             for v, i in zip(best.values[position], best.indices[position])]
+            chosen = log_probabilities.gather(1, torch.tensor(targets).view(-1, 1))[:, 0].tolist()
+            best = torch.topk(log_probabilities, min(top, log_probabilities.shape[-1]), dim=-1) if top else None
+            for position, (target, log_p) in enumerate(zip(targets, chosen)):
+                preferred = [] if best is None else [
+                    (tokenizer.token_text(int(i)), math.exp(float(v)))
+                    for v, i in zip(best.values[position], best.indices[position])]
                 result.append(TokenSurprise(tokenizer.token_text(target), -log_p / math.log(2), math.exp(log_p),
                                             preferred))
     return result
