@@ -19,7 +19,7 @@ from _common import require_shakespeare
 from textgen.config import ModelConfig, TrainConfig
 from textgen.data import split_text
 from textgen.evaluation import total_loss
-from textgen.insight import gradient_fade, memory_reach, surprisal
+from textgen.insight import cell_report, gradient_fade, memory_reach, surprisal
 from textgen.model import RNNLanguageModel
 from textgen.tokenizers import CharTokenizer
 from textgen.training.optimization import make_optimizer
@@ -64,7 +64,8 @@ def main() -> None:
     evaluation = len(ids) / timings["evaluate (the whole held-out part)"]
     for name, view in (("--memory", lambda: memory_reach(model, ids, len(held_out) - 1)),
                        ("--gradients", lambda: gradient_fade(model, ids)),
-                       ("--show", lambda: surprisal(model, tokenizer, ids, top=0))):
+                       ("--show", lambda: surprisal(model, tokenizer, ids, top=0)),
+                       ("--cells", lambda: cell_report(model, tokenizer, ids, held_out))):
         started = time.perf_counter()
         view()
         timings[name] = time.perf_counter() - started

@@ -15,7 +15,7 @@ from conftest import PROSE
 from textgen.cli import main
 from textgen.config import TokenizerConfig
 from textgen.evaluation import evaluate_text, total_loss
-from textgen.insight import compare, memory_reach, surprisal
+from textgen.insight import cell_report, compare, memory_reach, surprisal, text_features
 from textgen.tokenizers import CharTokenizer, build_tokenizer
 
 TEXT = PROSE[:300]
@@ -110,6 +110,8 @@ def test_evaluate_compares_checkpoints_and_shows_memory_and_surprise(tmp_path, m
     assert code == 0, err
     assert "surprise in bits" in out and "memory reach" in out and re.search(r"never\s+│?\s*\d\.\d{4}", out)
     assert "fading gradients" in out
+    code, out, err = run(["evaluate", "char", "--text", "text.txt", "--cells"], capsys)
+    assert code == 0 and "cells of char that track the text" in out and "gate saturation" in out, err
     code, out, err = run(["evaluate", "char", "--text", "text.txt", "--gradients", "--json"], capsys)
     fades = json.loads(out)["gradients"]
     assert [f["layer"] for f in fades] == [0] and len(fades[0]["norms"]) == 201  # k = 0 .. 200
@@ -159,3 +161,45 @@ def test_memory_reach_on_a_long_text_scores_an_even_sample_of_segments(char_setu
     by_hand = sum(nats_by_hand(model, ids[t:t + 2], 1) for t in range(0, len(ids) - 1, 5))
     assert first.nats_per_token == pytest.approx(by_hand / 60, rel=1e-5)
     assert points[-1].reset_every is None and points[-1].predictions == len(ids) - 1
+
+
+def test_text_features_by_hand():
+    text = 'Say "Hi (there)" 2 him.\n「好。」Ok'
+    features = text_features(text, list(range(len(text))))
+    at = {name: [int(v) for v in values] for name, values in features.items()}
+    quoted = [i for i, v in enumerate(at["inside quotes"]) if v]
+    assert quoted == list(range(text.index('"'), text.rindex('"')))  # from the opening mark to before the closing
+    assert at["inside brackets"][text.index("t")] == 1 and at["inside brackets"][text.index("2")] == 0
+    assert at["position in line"][text.index("\n") + 1] == 1 and at["position in line"][0] == 1
+    # an ideograph after a quotation mark starts a word too
+    assert [i for i, v in enumerate(at["start of a word"]) if v] == [0, 5, 9, 19, text.index("好"), text.index("O")]
+    assert at["upper case"][0] == 1 and at["digit"][text.index("2")] == 1
+    assert at["inside 「」 or “”"][text.index("好")] == 1 and at["inside 「」 or “”"][text.index("O")] == 0
+    assert at["after a full stop"][text.index("」")] == 1 and at["after a full stop"][text.index("好")] == 0
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cell_report_correlations_and_gate_saturation_match_a_computation_by_hand(make_model, prose, cell):
+    tokenizer = CharTokenizer.from_text(prose)
+    model = make_model(tokenizer.vocab_size, cell=cell, layers=2, hidden_size=12, embedding_size=6, seed=8)
+    text = prose[:400]
+    ids = tokenizer.encode(text)
+    report = cell_report(model, tokenizer, ids, text)
+    assert report.best and report.tokens == list(text)
+    features = text_features(text, list(range(len(text))))
+    activations = []
+    hooks = [layer.register_forward_hook(lambda m, a, out: activations.append(out[0][0].detach())) for layer in model.layers]
+    with torch.no_grad():
+        model(torch.tensor([ids]))
+    for hook in hooks:
+        hook.remove()
+    for match in report.best:
+        unit = activations[match.layer][:, match.unit].double().numpy()
+        import numpy as np
+
+        expected = np.corrcoef(unit, np.array(features[match.feature]))[0, 1]
+        assert match.correlation == pytest.approx(expected, abs=1e-6)
+    assert report.activations == pytest.approx(activations[report.best[0].layer][:, report.best[0].unit].tolist())
+    gates = 3 if cell == "lstm" else 2
+    assert len(report.saturation) == 2 * gates
+    assert all(0 <= low <= 1 and 0 <= high <= 1 and low + high <= 1 for low, high in report.saturation.values())

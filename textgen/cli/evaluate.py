@@ -28,6 +28,9 @@ def evaluate(
                             "back, k up to 200: the vanishing-gradient picture.")] = False,
     show: Annotated[bool, typer.Option(
         "--show", help="Also show the text coloured by how surprised the model is by each token.")] = False,
+    cells: Annotated[bool, typer.Option(
+        "--cells", help="Also the hidden units that track quotes, brackets, line position, word starts, case, "
+                        "digits (and Chinese quotes and full stops), and how often each gate saturates.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     encoding: Annotated[str, typer.Option(help="Encoding of the text file.")] = "utf-8",
     unknown: Annotated[str, typer.Option(
@@ -53,7 +56,7 @@ def evaluate(
     loaded = [load_checkpoint(path, resolve_device(device)) for path in checkpoints]
     text = read_text_file(Path(text_file), encoding) if text_file is not None else None
     if len(loaded) > 1:
-        _compare(loaded, checkpoints, text, text_file, unknown, (memory, gradients, show), as_json)
+        _compare(loaded, checkpoints, text, text_file, unknown, (memory, gradients, show, cells), as_json)
         return
     first, checkpoint = loaded[0], checkpoints[0]
     record = first.info.corpus
@@ -67,17 +70,17 @@ def evaluate(
         result = evaluate_text(first.model, first.tokenizer, text, context, unknown, label=what)
     if result.tokens == 0:
         raise TextgenError(f"{what} is too short to score: it is a single token")
-    views = _views(first, text, memory, gradients, show, unknown) if text is not None else {}
+    views = _views(first, text, memory, gradients, show, cells, unknown) if text is not None else {}
     if as_json:
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "text": what, **result.to_json(),
-                               **{k: v for k, v in views.items() if k != "shown"}}))
+                               **{k: v for k, v in views.items() if k not in ("shown", "cell_report")}}))
         return
     console.print(evaluation_table(result, what))
     _print_views(views, str(checkpoint))
 
 
 def _compare(loaded: list[Any], checkpoints: list[Path], text: str, what: str, unknown: str,
-             asked: tuple[bool, bool, bool], as_json: bool) -> None:
+             asked: tuple[bool, bool, bool, bool], as_json: bool) -> None:
     from textgen.api import TextModel
     from textgen.insight import compare
     from textgen.render.console import comparison_table, console
@@ -86,7 +89,7 @@ def _compare(loaded: list[Any], checkpoints: list[Path], text: str, what: str, u
     rows = compare(models, text, unknown, label=what)
     views = {str(path): _views(each, text, *asked, unknown) for path, each in zip(checkpoints, loaded)}
     if as_json:
-        typer.echo(json.dumps([{**row.to_json(), **{k: v for k, v in views[row.name].items() if k != "shown"}}
+        typer.echo(json.dumps([{**row.to_json(), **{k: v for k, v in views[row.name].items() if k not in ("shown", "cell_report")}}
                                for row in rows]))
         return
     console.print(comparison_table(rows, what))
@@ -94,12 +97,14 @@ def _compare(loaded: list[Any], checkpoints: list[Path], text: str, what: str, u
         _print_views(views[name], name)
 
 
-def _views(loaded: Any, text: str, memory: bool, gradients: bool, show: bool, unknown: str) -> dict[str, Any]:
-    """The insight views asked for, as plain data: memory reach, gradient fade, per-token surprise."""
-    from textgen.insight import gradient_fade, memory_reach, surprisal
+def _views(loaded: Any, text: str, memory: bool, gradients: bool, show: bool, cells: bool,
+           unknown: str) -> dict[str, Any]:
+    """The insight views asked for, as plain data: memory reach, gradient fade, per-token surprise,
+    interpretable cells."""
+    from textgen.insight import cell_report, gradient_fade, memory_reach, surprisal
     from textgen.tokenizers import encode_leniently
 
-    if not (memory or gradients or show):
+    if not (memory or gradients or show or cells):
         return {}
     tokenizer = loaded.tokenizer
     ids = tokenizer.encode(text) if unknown == "error" else encode_leniently(tokenizer, text, unknown)
@@ -113,12 +118,18 @@ def _views(loaded: Any, text: str, memory: bool, gradients: bool, show: bool, un
     if show:
         views["shown"] = surprisal(loaded.model, tokenizer, ids, top=0)
         views["surprisal_bits"] = [round(token.bits, 4) for token in views["shown"]]
+    if cells:
+        report = cell_report(loaded.model, tokenizer, ids, tokenizer.decode(ids))
+        views["cell_report"] = report
+        views["cells"] = {"best": [vars(match) for match in report.best],
+                          "saturation": {gate: {"near_0": low, "near_1": high}
+                                         for gate, (low, high) in report.saturation.items()}}
     return views
 
 
 def _print_views(views: dict[str, Any], name: str) -> None:
     from textgen.insight import GradientFade, MemoryPoint
-    from textgen.render.console import console, gradient_chart, memory_chart, surprise_text
+    from textgen.render.console import cells_view, console, gradient_chart, memory_chart, surprise_text
 
     if "memory" in views:
         points = [MemoryPoint(p["reset_every"], p["bits_per_char"], p["nats_per_token"]) for p in views["memory"]]
@@ -127,6 +138,8 @@ def _print_views(views: dict[str, Any], name: str) -> None:
         console.print(gradient_chart({name: [GradientFade(g["layer"], g["norms"]) for g in views["gradients"]]}))
     if "shown" in views:
         console.print(surprise_text(views["shown"]))
+    if "cell_report" in views:
+        console.print(cells_view(views["cell_report"], name))
 
 
 def _evaluate_streamed(loaded: Any) -> tuple[Any, str]:

@@ -480,3 +480,34 @@ def gradient_chart(series: dict[str, list[Any]], width: int = 40) -> Table:
                 table.add_row(name if fade.layer == 0 and index == 0 else "", str(fade.layer + 1) if index == 0 else "",
                               str(k), f"{norm:.2e}", Text("█" * max(1, round(share * width)), style="magenta"))
     return table
+
+
+def cells_view(report: Any, name: str, shown_tokens: int = 600) -> Group:
+    """The unit that tracks each feature best, a stretch of text coloured by the very best unit's
+    activation (blue low, red high), and how often each gate sits saturated."""
+    table = Table(title=f"cells of {name} that track the text", title_justify="left", box=box.SIMPLE_HEAD)
+    for column, justify in (("feature", "left"), ("layer", "right"), ("unit", "right"), ("correlation", "right")):
+        table.add_column(column, justify=justify)
+    for match in report.best:
+        table.add_row(match.feature, str(match.layer + 1), str(match.unit), f"{match.correlation:+.3f}")
+    parts: list[Any] = [table]
+    if report.best:
+        best = report.best[0]
+        values = report.activations[:shown_tokens]
+        low, high = min(values), max(values)
+        text = Text()
+        for token, value in zip(report.tokens[:shown_tokens], values):
+            share = (value - low) / (high - low) if high > low else 0.5
+            red, blue = round(255 * share), round(255 * (1 - share))
+            text.append(token, style=Style(color="black", bgcolor=f"rgb({red},{min(red, blue) + 64},{blue})"))
+        parts += [Text(f"layer {best.layer + 1} unit {best.unit} ({best.feature}, r = {best.correlation:+.3f}), "
+                       "blue low to red high:", style="dim"), text]
+    if report.saturation:
+        gates = Table(title="gate saturation: share of time near 0 / near 1", title_justify="left", box=box.SIMPLE_HEAD)
+        gates.add_column("gate")
+        gates.add_column("near 0", justify="right")
+        gates.add_column("near 1", justify="right")
+        for gate, (low_share, high_share) in report.saturation.items():
+            gates.add_row(gate, f"{low_share:.1%}", f"{high_share:.1%}")
+        parts.append(gates)
+    return Group(*parts)
