@@ -87,3 +87,18 @@ def test_help_and_the_render_layer_import_no_torch(code):
     check = code + "\nimport sys\nassert 'torch' not in sys.modules, 'torch was imported'\nprint('light')"
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("light"), done.stdout + done.stderr
+
+
+def test_an_installed_package_holds_every_room_and_the_report_template():
+    """`pip install .` ships what pyproject.toml names: every subpackage, and the page template."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    settings = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    shipped = set(find_packages(str(PACKAGE.parent), include=settings["packages"]["find"]["include"]))
+    rooms = {"textgen." + ".".join(p.parent.relative_to(PACKAGE).parts) for p in PACKAGE.rglob("__init__.py")
+             if p.parent != PACKAGE}
+    assert rooms and rooms | {"textgen"} <= shipped
+    templates = settings["package-data"]["textgen.render"]
+    assert any((PACKAGE / "render").glob(templates[0]))

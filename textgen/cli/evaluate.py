@@ -31,6 +31,10 @@ def evaluate(
     cells: Annotated[bool, typer.Option(
         "--cells", help="Also the hidden units that track quotes, brackets, line position, word starts, case, "
                         "digits (and Chinese quotes and full stops), and how often each gate saturates.")] = False,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", help="Also write one self-contained page with all of it: the comparison, the coloured text "
+                       "(hover a token), training curves, memory reach, fading gradients and cells.",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     encoding: Annotated[str, typer.Option(help="Encoding of the text file.")] = "utf-8",
     unknown: Annotated[str, typer.Option(
@@ -53,8 +57,16 @@ def evaluate(
     from textgen.evaluation import evaluate_text
     from textgen.render.console import console, evaluation_table
 
+    if html is not None:
+        from textgen.cli.sample import _check_output_file
+
+        _check_output_file(html)
+        if text_file is None:
+            raise TextgenError("--html reports on one text: give --text FILE")
     loaded = [load_checkpoint(path, resolve_device(device)) for path in checkpoints]
     text = read_text_file(Path(text_file), encoding) if text_file is not None else None
+    if html is not None:
+        _write_report(html, loaded, checkpoints, text, text_file, unknown)
     if len(loaded) > 1:
         _compare(loaded, checkpoints, text, text_file, unknown, (memory, gradients, show, cells), as_json)
         return
@@ -161,3 +173,40 @@ def _evaluate_streamed(loaded: Any) -> tuple[Any, str]:
     nats, count = total_loss(loaded.model, torch.from_numpy(part.ids), part.context_id)
     what = f"the held-out last {record.val_fraction:g} of {record.source}" + (f" ({part.note})" if part.note else "")
     return summarise(nats, count, part.characters), what
+
+
+# The report colours this many tokens of the text, each with its tooltip: a page stays light.
+REPORT_TOKENS = 3_000
+
+
+def _write_report(path: Path, loaded: list[Any], checkpoints: list[Path], text: str, what: str, unknown: str) -> None:
+    """Every view of every model on one page, computed here and drawn by render.html."""
+    from textgen.api import TextModel
+    from textgen.checkpoint import read_metrics
+    from textgen.checkpoint.atomic import write_text
+    from textgen.insight import cell_report, compare, gradient_fade, memory_reach, surprisal
+    from textgen.render.console import print_note
+    from textgen.render.html import report_page
+    from textgen.tokenizers import encode_leniently
+
+    names = [str(p) for p in checkpoints]
+    rows = compare([(name, TextModel(each.model, each.tokenizer, each.info, p))
+                    for name, each, p in zip(names, loaded, checkpoints)], text, unknown, label=what)
+    memory, gradients = {}, {}
+    for name, each in zip(names, loaded):
+        ids = each.tokenizer.encode(text) if unknown == "error" else encode_leniently(each.tokenizer, text, unknown)
+        memory[name] = memory_reach(each.model, ids, len(text) - len(each.tokenizer.decode(ids[:1])))
+        gradients[name] = gradient_fade(each.model, ids)
+    first = loaded[0]
+    ids = first.tokenizer.encode(text) if unknown == "error" else encode_leniently(first.tokenizer, text, unknown)
+    tokens = surprisal(first.model, first.tokenizer, ids[: REPORT_TOKENS + 1], top=5)
+    page = report_page(
+        title=", ".join(names), subtitle=f"textgen evaluate on {what}", text_name=what, rows=rows,
+        model_name=names[0], tokens=tokens, tokens_cut=len(ids) > REPORT_TOKENS + 1, metrics=read_metrics(checkpoints[0]),
+        memory=memory, gradients=gradients, cells=cell_report(first.model, first.tokenizer, ids, first.tokenizer.decode(ids)),
+    )
+    try:
+        write_text(path, page)
+    except OSError as error:
+        raise TextgenError(f"could not write {path}: {error.strerror or error}") from None
+    print_note(f"wrote the report to {path}")
