@@ -203,3 +203,18 @@ def test_cell_report_correlations_and_gate_saturation_match_a_computation_by_han
     gates = 3 if cell == "lstm" else 2
     assert len(report.saturation) == 2 * gates
     assert all(0 <= low <= 1 and 0 <= high <= 1 and low + high <= 1 for low, high in report.saturation.values())
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "subword"])
+def test_every_view_runs_on_every_tokenizer(tmp_path, monkeypatch, capsys, make_checkpoint, prose, kind):
+    monkeypatch.chdir(tmp_path)
+    make_checkpoint(tmp_path / kind, prose, kind)
+    (tmp_path / "text.txt").write_text(prose[:500], encoding="utf-8")
+    code, out, err = run(["evaluate", kind, "--text", "text.txt", "--memory", "--gradients", "--show", "--cells",
+                          "--unknown", "replace", "--json"], capsys)
+    assert code == 0, err
+    figures = json.loads(out)
+    tokens = figures["tokens"]
+    assert len(figures["surprisal_bits"]) == tokens and all(b >= 0 for b in figures["surprisal_bits"])
+    assert figures["memory"][-1]["reset_every"] is None and figures["gradients"][0]["norms"][0] > 0
+    assert "best" in figures["cells"] and "saturation" in figures["cells"]
