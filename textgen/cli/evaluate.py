@@ -58,9 +58,9 @@ def evaluate(
     from textgen.render.console import console, evaluation_table
 
     if html is not None:
-        from textgen.cli.sample import _check_output_file
+        from textgen.cli.files import check_output_file
 
-        _check_output_file(html)
+        check_output_file(html, "--html")
         if text_file is None:
             raise TextgenError("--html reports on one text: give --text FILE")
     loaded = [load_checkpoint(path, resolve_device(device)) for path in checkpoints]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from textgen.config import UNKNOWN_POLICIES, SampleConfig, unescape
+from textgen.cli.files import check_output_file
 from textgen.errors import TextgenError
 
 _sample = SampleConfig()
@@ -64,7 +64,7 @@ def sample(
         raise TextgenError("--interactive writes one sample at a time to the terminal; leave out "
                            "--json, --output and --num-samples")
     if output is not None:
-        _check_output_file(output)
+        check_output_file(output, "--output")
     from textgen.api import load
     from textgen.sampling import resolve_seed
 
@@ -155,16 +155,3 @@ def _write_samples(texts: list[str], checkpoint: Path, prompt: str, config: Samp
 
 def _sample_header(index: int, count: int) -> str:
     return f"--- sample {index + 1} of {count} ---\n" if count > 1 else ""
-
-
-def _check_output_file(path: Path) -> None:
-    """Refuse, before any work, an --output that cannot be written or is not a plain file."""
-    if path.is_dir():
-        raise TextgenError(f"--output {path} is a folder; give a file name")
-    if path.exists() and not path.is_file():
-        raise TextgenError(f"--output {path} is not a regular file")
-    folder = path.parent
-    if not folder.is_dir():
-        raise TextgenError(f"--output {path}: there is no folder {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise TextgenError(f"--output {path}: the folder {folder} is not writable")
