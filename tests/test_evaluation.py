@@ -230,3 +230,13 @@ def test_a_text_with_nothing_unseen_reports_none(char_model, char_tokenizer):
     assert (result.unseen, result.unseen_handling) == (0, "")
     with pytest.raises(TextgenError, match="--unknown must be one of error, skip, replace"):
         evaluate_text(char_model, char_tokenizer, SENTENCE, unknown="ignore")
+
+
+def test_random_windows_loss_is_nanogpts_protocol_computed_by_hand(char_model, char_tokenizer, prose):
+    from textgen.evaluation import random_windows_loss
+
+    ids = torch.tensor(char_tokenizer.encode(prose))
+    nats, count = random_windows_loss(char_model, ids, length=12, count=5, seed=4)
+    starts = torch.randint(0, ids.numel() - 12, (5,), generator=torch.Generator().manual_seed(4)).tolist()
+    by_hand = sum(loss_by_hand(char_model, ids[s : s + 13].tolist(), rows=1) for s in starts)
+    assert count == 60 and nats == pytest.approx(by_hand, rel=1e-5)

@@ -1,10 +1,12 @@
 """Measuring a model: scoring.py is the one windowed cross-entropy, text.py turns it into loss,
 perplexity and bits per character for a text."""
 
-from textgen.evaluation.scoring import documents_loss, evaluation_mode, score_windows, total_loss
+from textgen.evaluation.scoring import (
+    documents_loss, evaluation_mode, random_windows_loss, score_windows, total_loss,
+)
 from textgen.evaluation.text import EvaluationResult, evaluate_text, summarise
 
 __all__ = [
-    "EvaluationResult", "documents_loss", "evaluate_text", "evaluation_mode", "score_windows", "summarise",
-    "total_loss",
+    "EvaluationResult", "documents_loss", "evaluate_text", "evaluation_mode", "random_windows_loss", "score_windows",
+    "summarise", "total_loss",
 ]
