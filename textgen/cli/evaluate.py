@@ -16,7 +16,7 @@ from textgen.errors import TextgenError
 def evaluate(
     paths: Annotated[list[Path], typer.Argument(
         help="One checkpoint directory made by `textgen train`, or several to compare on one text (then give "
-             "--text). After one checkpoint, a FILE to score may follow.", show_default=False, metavar="CHECKPOINT...")],
+             "--text). After one checkpoint, a FILE to score may follow.", show_default=False, metavar="CHECKPOINT")],
     text_file: Annotated[Optional[str], typer.Option(
         "--text", help="Text to score. Default: the held-out part of the (one) model's training text.",
         show_default=False)] = None,

@@ -30,7 +30,8 @@ _NOT_SETTINGS = {"corpus", "out", "overwrite", "resume", "preset", "encoding"}
 def train(
     ctx: typer.Context,
     corpus: Annotated[Optional[str], typer.Argument(
-        help="A UTF-8 text file, or a corpus name (python-docs, shakespeare). Default: python-docs, built in.",
+        help="A UTF-8 text file, a folder of them, a glob, or a corpus name (python-docs, shakespeare). "
+             "Default: python-docs, built in.",
         show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Checkpoint directory. Default: checkpoints/<corpus name>.",
                                                 rich_help_panel=OUTPUT, show_default=False)] = None,
