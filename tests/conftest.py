@@ -148,3 +148,61 @@ def model(char_checkpoint: Path):
     import textgen
 
     return textgen.load(char_checkpoint, device="cpu")
+
+
+class TrainingProcess:
+    """`python -m textgen ARGS` as a real process whose stdout is read as it comes, so a test can
+    wait for training to begin, send a signal at a chosen moment, and read all the output after.
+
+        with TrainingProcess(["train", ...], cwd, env) as run:
+            run.wait_for_training()
+            code = run.stop(signal.SIGINT)
+        run.stdout, run.stderr
+    """
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        import subprocess
+        import sys
+        import threading
+
+        self.process = subprocess.Popen([sys.executable, "-m", "textgen", *args], cwd=cwd, env=env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, encoding="utf-8")
+        self.lines: list[str] = []
+        self.training = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.stderr = ""
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if "training on" in line:
+                self.training.set()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_training(self, timeout: float = 300) -> None:
+        assert self.training.wait(timeout), self.stdout  # a guard against a hang, not a speed check
+
+    def stop(self, signum: int, timeout: float = 600) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=timeout)
+
+    def __enter__(self) -> "TrainingProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.reader.join(10)
+        self.stderr = self.process.stderr.read()
+        self.process.stdout.close()
+        self.process.stderr.close()

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 import textgen
+from conftest import TrainingProcess
 from textgen.cli import main
 from textgen.config import PRESETS
 
@@ -884,34 +885,12 @@ def test_ctrl_c_stops_training_saves_a_loadable_checkpoint_and_exits_130(
     cli: Callable[..., CliResult], tmp_path: Path
 ) -> None:
     (tmp_path / "long.txt").write_text(PROSE * 100, encoding="utf-8")  # about 370 KB
-    process = subprocess.Popen(
-        [sys.executable, "-m", "textgen", "train", "long.txt", "--out", "ck", *TINY, "--max-time", "60"],
-        cwd=tmp_path, env=process_env(tmp_path / "cache"), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-    )
-    lines: list[str] = []
-    started = threading.Event()
-
-    def read_stdout() -> None:
-        for line in process.stdout:
-            lines.append(line)
-            if "training on" in line:
-                started.set()
-
-    reader = threading.Thread(target=read_stdout, daemon=True)
-    reader.start()
-    try:
-        assert started.wait(300), "".join(lines)
+    args = ["train", "long.txt", "--out", "ck", *TINY, "--max-time", "60"]
+    with TrainingProcess(args, tmp_path, process_env(tmp_path / "cache")) as run:
+        run.wait_for_training()
         time.sleep(2)
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=300)  # a guard against a hang, not a speed check
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    reader.join(5)
-    stdout, stderr = "".join(lines), process.stderr.read()
-    process.stderr.close()
+        code = run.stop(signal.SIGINT)
+    stdout, stderr = run.stdout, run.stderr
 
     assert code == 130, stdout + stderr
     assert "Traceback" not in stdout + stderr

@@ -31,7 +31,6 @@ import stat
 import struct
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import zlib
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TrainingProcess
 from textgen.cli import main
 
 # Original text for the corpus every checkpoint here is trained on: about 700 characters, no
@@ -972,36 +972,13 @@ def test_a_signal_at_a_random_moment_exits_130_with_a_loadable_checkpoint_or_not
 ) -> None:
     (tmp_path / "long.txt").write_text(PROSE * 200, encoding="utf-8")
     before = snapshot(tmp_path)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "textgen", "train", "long.txt", "--out", "ck", *SHAPE, "--max-time", "60"],
-        cwd=tmp_path, env=process_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, encoding="utf-8",
-    )
-    lines: list[str] = []
-    training = threading.Event()
-
-    def read_stdout() -> None:
-        for line in process.stdout:
-            lines.append(line)
-            if "training on" in line:
-                training.set()
-
-    reader = threading.Thread(target=read_stdout, daemon=True)
-    reader.start()
-    try:
+    args = ["train", "long.txt", "--out", "ck", *SHAPE, "--max-time", "60"]
+    with TrainingProcess(args, tmp_path, process_env(tmp_path)) as run:
         if anchor == "training":
-            assert training.wait(120), "".join(lines)
+            run.wait_for_training()
         time.sleep(delay)
-        process.send_signal(signum)
-        code = process.wait(timeout=600)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    reader.join(10)
-    stderr = process.stderr.read()
-    process.stderr.close()
-    stdout = ANSI.sub("", "".join(lines))
+        code = run.stop(signum)
+    stderr, stdout = run.stderr, ANSI.sub("", run.stdout)
 
     assert "Traceback" not in stdout + stderr, stderr
     assert code == 130, f"exit {code}; stderr: {stderr!r}"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PROSE
+from conftest import PROSE, TrainingProcess
 from textgen.checkpoint import CheckpointInfo, save_checkpoint
 from textgen.checkpoint.records import TrainingRecord
 from textgen.api import load_checkpoint
@@ -120,25 +120,12 @@ def test_library_train_is_refused_while_another_process_trains_into_the_same_fol
 @pytest.mark.slow
 def test_two_cli_runs_on_one_out_the_second_is_refused_at_once_and_the_first_finishes(tmp_path):
     (tmp_path / "prose.txt").write_text(PROSE * 20, encoding="utf-8")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "textgen", "train", "prose.txt", "--out", "ck", *TINY, "--max-steps", "100000"],
-        cwd=tmp_path, env=environment(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        for line in first.stdout:
-            if "training on" in line:
-                break
+    with TrainingProcess(["train", "prose.txt", "--out", "ck", *TINY, "--max-steps", "100000"], tmp_path,
+                         environment()) as first:
+        first.wait_for_training()
         second = textgen("train", "prose.txt", "--out", "ck", *TINY, "--max-steps", "2", cwd=tmp_path)
         resumed = textgen("train", "--resume", "ck", "--max-steps", "5", cwd=tmp_path)
-        first.send_signal(signal.SIGINT)
-        first_code = first.wait(timeout=300)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
-    first.stdout.close()
-    first.stderr.close()
+        first_code = first.stop(signal.SIGINT)
     assert second.returncode == 2 and "Traceback" not in second.stderr
     assert second.stderr.startswith(f"error: ck is being trained by another textgen run (process {first.pid} on ")
     assert second.stderr.count("\n") == 1
