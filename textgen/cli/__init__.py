@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if on_main_thread and previous in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun, leave without the interpreter's teardown: the collective library's C++
+        # threads can abort the process there (SIGABRT) after all the work is done and saved.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 0 if code is None else 1)
     if code == 130 and argv is None:
         # The program's own exit after an interruption. One that landed while torch was importing
         # makes CPython end the process by SIGINT even once it was handled, which a parent process

@@ -11,6 +11,7 @@ the same step. gloo carries the collectives on CPUs, NCCL on CUDA GPUs.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -104,6 +105,7 @@ def leave(group: Group, failed: bool = False) -> None:
     while another is still talking to it makes gloo abort the other); after a failure, at once:
     the others are not where a barrier would meet them, and torchrun ends them."""
     if group.active and dist.is_initialized():
+        gc.collect()  # a DDP wrapper waiting for the garbage collector still holds the group's threads
         if not failed:
             dist.barrier()
         dist.destroy_process_group()

@@ -257,6 +257,7 @@ class Trainer:
                 self._save_where_the_run_stands(callbacks)  # no validation the user did not ask for
             elif stop_reason != "early-stop":
                 self._save(self._validate(callbacks), callbacks)
+        self.forward = self.model  # let the DDP wrapper go now, before the process group is left
         return TrainingResult(
             checkpoint=self.out, steps=progress.step, elapsed=self._elapsed(), stop_reason=stop_reason,
             best=self.info.best, final_train_loss=progress.smoothed_loss, metrics=list(progress.metrics),
