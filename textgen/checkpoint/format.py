@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from textgen.checkpoint import atomic
-from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord
-from textgen.config import DOCUMENT_MODES, ModelConfig, TokenizerConfig, from_dict, to_dict
+from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord, read_record
+from textgen.config import ModelConfig, TokenizerConfig, to_dict
 from textgen.errors import TextgenError
 
 FORMAT_NAME = "textgen-checkpoint"
@@ -36,16 +36,6 @@ METRICS_FILE = "metrics.jsonl"
 TRAINER_FILE = "trainer.safetensors"
 TRAINER_FORMAT = "textgen-trainer-state"
 
-
-# Fields of the model and tokenizer sections that other modules compute with, and the JSON types they
-# must have (the other sections are typed records that check their own fields).
-_NUMBER = (int, float)
-_FIELD_TYPES = [
-    ("model", "vocab_size", (int,)), ("model", "layers", (int,)), ("model", "hidden_size", (int,)),
-    ("model", "embedding_size", (int,)), ("model", "dropout", _NUMBER), ("model", "tie_weights", (bool,)),
-    ("model", "skip_connections", (bool,)), ("model", "cell", (str,)), ("tokenizer", "kind", (str,)),
-    ("tokenizer", "documents", (str,)),
-]
 
 
 @dataclass
@@ -133,19 +123,12 @@ def read_info(directory: Path) -> CheckpointInfo:
     for name, section in sections.items():
         if not isinstance(section, dict) and not (section is None and name not in ("model", "tokenizer")):
             raise TextgenError(f"{config_path} is corrupt: its {name!r} section is not an object")
-    for name, key, types in _FIELD_TYPES:
-        value = (sections[name] or {}).get(key)
-        if value is not None and (not isinstance(value, types) or isinstance(value, bool) and bool not in types):
-            raise TextgenError(f"{config_path} is corrupt: {name}.{key} has the wrong type")
-    documents = (sections["tokenizer"] or {}).get("documents", "none")
-    if documents not in DOCUMENT_MODES:
-        raise TextgenError(f"{config_path} is corrupt: tokenizer.documents is {documents!r}")
     # Checkpoints from before skip connections existed were built without them.
     model_section = {"skip_connections": False, **sections["model"]}
     try:
         return CheckpointInfo(
-            model=from_dict(ModelConfig, model_section),
-            tokenizer=from_dict(TokenizerConfig, sections["tokenizer"]),
+            model=read_record(ModelConfig, model_section, "model"),
+            tokenizer=read_record(TokenizerConfig, sections["tokenizer"], "tokenizer"),
             corpus=CorpusRecord.from_json(sections["corpus"]),
             training=TrainingRecord.from_json(sections["training"]),
             best=BestRecord.from_json(sections["best"]),

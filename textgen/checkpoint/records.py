@@ -24,12 +24,13 @@ R = TypeVar("R")
 # The JSON types a field of each kind may hold (a JSON integer is a fine float).
 _ACCEPTS: dict[Any, tuple[type, ...]] = {
     "str | None": (str, type(None)), "int": (int,), "int | None": (int, type(None)), "float": (int, float),
-    "float | None": (int, float, type(None)), "str": (str,), "bool": (bool,),
+    "float | None": (int, float, type(None)), "str": (str,), "bool": (bool,), "bool | None": (bool, type(None)),
 }
 
 
-def _read(cls: type[R], data: Any, where: str) -> R:
-    """`cls` from a JSON object, checking each known field's type; unknown keys are ignored."""
+def read_record(cls: type[R], data: Any, where: str) -> R:
+    """`cls` (a dataclass) from a JSON object, checking each known field's type; unknown keys are
+    ignored, missing ones take their defaults. A wrong type is a TextgenError naming `where`.field."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -68,7 +69,7 @@ class CorpusRecord:
 
     @classmethod
     def from_json(cls, data: Any) -> CorpusRecord:
-        return _read(cls, data, "corpus")
+        return read_record(cls, data, "corpus")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,7 +87,7 @@ class TrainingRecord:
     def from_json(cls, data: Any) -> TrainingRecord:
         from textgen.config import from_dict
 
-        counts = _read(_Counts, data, "training")
+        counts = read_record(_Counts, data, "training")
         try:  # adam_beta1 0.9: runs from before the option
             config = from_dict(TrainConfig, {"adam_beta1": 0.9, **(data or {})})
         except (TextgenError, TypeError, ValueError) as error:
@@ -120,7 +121,7 @@ class MetricsRow:
 
     @classmethod
     def from_json(cls, data: Any) -> MetricsRow:
-        row = _read(cls, data, "metrics row")
+        row = read_record(cls, data, "metrics row")
         if not isinstance((data or {}).get("step"), int):
             raise TextgenError("metrics row has no step")
         return row
@@ -150,7 +151,7 @@ class BestRecord:
 
     @classmethod
     def from_json(cls, data: Any) -> BestRecord:
-        return _read(cls, data, "best")
+        return read_record(cls, data, "best")
 
     def to_json(self) -> dict[str, Any]:
         return _without_none(self)
