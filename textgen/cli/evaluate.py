@@ -65,11 +65,26 @@ def evaluate(
             raise TextgenError("--html reports on one text: give --text FILE")
     loaded = [load_checkpoint(path, resolve_device(device)) for path in checkpoints]
     text = read_text_file(Path(text_file), encoding) if text_file is not None else None
-    if html is not None:
-        _write_report(html, loaded, checkpoints, text, text_file, unknown)
-    if len(loaded) > 1:
-        _compare(loaded, checkpoints, text, text_file, unknown, (memory, gradients, show, cells), as_json)
-        return
+    asked = {"memory": memory, "gradients": gradients, "show": show, "cells": cells}
+    # The report draws memory, gradients and cells whether or not the terminal is to show them;
+    # each is computed once, for both.
+    needed = {name: wanted or (html is not None and name != "show") for name, wanted in asked.items()}
+    names = [str(path) for path in checkpoints]
+    rows = None
+    if len(loaded) > 1 or html is not None:
+        from textgen.api import TextModel
+        from textgen.insight import compare
+
+        models = [(name, TextModel(each.model, each.tokenizer, each.info, path))
+                  for name, each, path in zip(names, loaded, checkpoints)]
+        rows = compare(models, text, unknown, label=text_file)
+    if len(loaded) > 1 or html is not None:
+        views = {name: _views(each, text, needed, unknown) for name, each in zip(names, loaded)}
+        if html is not None:
+            _write_report(html, rows, views, loaded, names, text, text_file)
+        if len(loaded) > 1:
+            _print_comparison(rows, views, asked, text_file, as_json)
+            return
     first, checkpoint = loaded[0], checkpoints[0]
     record = first.info.corpus
     if text is None and record.streamed:
@@ -82,76 +97,81 @@ def evaluate(
         result = evaluate_text(first.model, first.tokenizer, text, context, unknown, label=what)
     if result.tokens == 0:
         raise TextgenError(f"{what} is too short to score: it is a single token")
-    views = _views(first, text, memory, gradients, show, cells, unknown) if text is not None else {}
+    if html is None:
+        views = {names[0]: _views(first, text, needed, unknown) if text_file is not None else {}}
+    if not views[names[0]]:  # the views read a --text; the held-out part is scored as validation was
+        asked = dict.fromkeys(asked, False)
     if as_json:
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "text": what, **result.to_json(),
-                               **{k: v for k, v in views.items() if k not in ("shown", "cell_report")}}))
+                               **_views_json(views[names[0]], asked)}))
         return
     console.print(evaluation_table(result, what))
-    _print_views(views, str(checkpoint))
+    _print_views(views[names[0]], asked, names[0])
 
 
-def _compare(loaded: list[Any], checkpoints: list[Path], text: str, what: str, unknown: str,
-             asked: tuple[bool, bool, bool, bool], as_json: bool) -> None:
-    from textgen.api import TextModel
-    from textgen.insight import compare
+def _print_comparison(rows: list[Any], views: dict[str, Any], asked: dict[str, bool], what: str,
+                      as_json: bool) -> None:
     from textgen.render.console import comparison_table, console
 
-    models = [(str(path), TextModel(each.model, each.tokenizer, each.info, path)) for path, each in zip(checkpoints, loaded)]
-    rows = compare(models, text, unknown, label=what)
-    views = {str(path): _views(each, text, *asked, unknown) for path, each in zip(checkpoints, loaded)}
     if as_json:
-        typer.echo(json.dumps([{**row.to_json(), **{k: v for k, v in views[row.name].items() if k not in ("shown", "cell_report")}}
-                               for row in rows]))
+        typer.echo(json.dumps([{**row.to_json(), **_views_json(views[row.name], asked)} for row in rows]))
         return
     console.print(comparison_table(rows, what))
-    for name in (row.name for row in rows):
-        _print_views(views[name], name)
+    for row in rows:
+        _print_views(views[row.name], asked, row.name)
 
 
-def _views(loaded: Any, text: str, memory: bool, gradients: bool, show: bool, cells: bool,
-           unknown: str) -> dict[str, Any]:
-    """The insight views asked for, as plain data: memory reach, gradient fade, per-token surprise,
-    interpretable cells."""
+def _views(loaded: Any, text: str, needed: dict[str, bool], unknown: str) -> dict[str, Any]:
+    """The insight views `needed`, as plain data: memory reach, gradient fade, per-token surprise,
+    interpretable cells; and the text's ids, which the report reads again."""
     from textgen.insight import cell_report, gradient_fade, memory_reach, surprisal
     from textgen.tokenizers import encode_leniently
 
-    if not (memory or gradients or show or cells):
+    if not any(needed.values()):
         return {}
     tokenizer = loaded.tokenizer
     ids = tokenizer.encode(text) if unknown == "error" else encode_leniently(tokenizer, text, unknown)
-    characters = len(text) - len(tokenizer.decode(ids[:1]))
-    views: dict[str, Any] = {}
-    if memory:
-        views["memory"] = [{"reset_every": p.reset_every, "bits_per_char": p.bits_per_char,
-                            "nats_per_token": p.nats_per_token} for p in memory_reach(loaded.model, ids, characters)]
-    if gradients:
-        views["gradients"] = [{"layer": fade.layer, "norms": fade.norms} for fade in gradient_fade(loaded.model, ids)]
-    if show:
-        views["shown"] = surprisal(loaded.model, tokenizer, ids, top=0)
-        views["surprisal_bits"] = [round(token.bits, 4) for token in views["shown"]]
-    if cells:
-        report = cell_report(loaded.model, tokenizer, ids, tokenizer.decode(ids))
-        views["cell_report"] = report
-        views["cells"] = {"best": [vars(match) for match in report.best],
-                          "saturation": {gate: {"near_0": low, "near_1": high}
-                                         for gate, (low, high) in report.saturation.items()}}
+    views: dict[str, Any] = {"ids": ids}
+    if needed["memory"]:
+        views["memory"] = memory_reach(loaded.model, ids, len(text) - len(tokenizer.decode(ids[:1])))
+    if needed["gradients"]:
+        views["gradients"] = gradient_fade(loaded.model, ids)
+    if needed["show"]:
+        views["show"] = surprisal(loaded.model, tokenizer, ids, top=0)
+    if needed["cells"]:
+        views["cells"] = cell_report(loaded.model, tokenizer, ids, tokenizer.decode(ids))
     return views
 
 
-def _print_views(views: dict[str, Any], name: str) -> None:
-    from textgen.insight import GradientFade, MemoryPoint
+def _views_json(views: dict[str, Any], asked: dict[str, bool]) -> dict[str, Any]:
+    """The views the user asked for, as JSON fields."""
+    out: dict[str, Any] = {}
+    if asked["memory"]:
+        out["memory"] = [{"reset_every": p.reset_every, "bits_per_char": p.bits_per_char,
+                          "nats_per_token": p.nats_per_token} for p in views["memory"]]
+    if asked["gradients"]:
+        out["gradients"] = [{"layer": fade.layer, "norms": fade.norms} for fade in views["gradients"]]
+    if asked["show"]:
+        out["surprisal_bits"] = [round(token.bits, 4) for token in views["show"]]
+    if asked["cells"]:
+        report = views["cells"]
+        out["cells"] = {"best": [vars(match) for match in report.best],
+                        "saturation": {gate: {"near_0": low, "near_1": high}
+                                       for gate, (low, high) in report.saturation.items()}}
+    return out
+
+
+def _print_views(views: dict[str, Any], asked: dict[str, bool], name: str) -> None:
     from textgen.render.console import cells_view, console, gradient_chart, memory_chart, surprise_text
 
-    if "memory" in views:
-        points = [MemoryPoint(p["reset_every"], p["bits_per_char"], p["nats_per_token"]) for p in views["memory"]]
-        console.print(memory_chart({name: points}))
-    if "gradients" in views:
-        console.print(gradient_chart({name: [GradientFade(g["layer"], g["norms"]) for g in views["gradients"]]}))
-    if "shown" in views:
-        console.print(surprise_text(views["shown"]))
-    if "cell_report" in views:
-        console.print(cells_view(views["cell_report"], name))
+    if asked["memory"]:
+        console.print(memory_chart({name: views["memory"]}))
+    if asked["gradients"]:
+        console.print(gradient_chart({name: views["gradients"]}))
+    if asked["show"]:
+        console.print(surprise_text(views["show"]))
+    if asked["cells"]:
+        console.print(cells_view(views["cells"], name))
 
 
 def _evaluate_streamed(loaded: Any) -> tuple[Any, str]:
@@ -179,31 +199,22 @@ def _evaluate_streamed(loaded: Any) -> tuple[Any, str]:
 REPORT_TOKENS = 3_000
 
 
-def _write_report(path: Path, loaded: list[Any], checkpoints: list[Path], text: str, what: str, unknown: str) -> None:
-    """Every view of every model on one page, computed here and drawn by render.html."""
-    from textgen.api import TextModel
+def _write_report(path: Path, rows: list[Any], views: dict[str, Any], loaded: list[Any], names: list[str],
+                  text: str, what: str) -> None:
+    """Every view of every model on one page, drawn by render.html from what was computed."""
     from textgen.checkpoint import read_metrics
     from textgen.checkpoint.atomic import write_text
-    from textgen.insight import cell_report, compare, gradient_fade, memory_reach, surprisal
+    from textgen.insight import surprisal
     from textgen.render.console import print_note
     from textgen.render.html import report_page
-    from textgen.tokenizers import encode_leniently
 
-    names = [str(p) for p in checkpoints]
-    rows = compare([(name, TextModel(each.model, each.tokenizer, each.info, p))
-                    for name, each, p in zip(names, loaded, checkpoints)], text, unknown, label=what)
-    memory, gradients = {}, {}
-    for name, each in zip(names, loaded):
-        ids = each.tokenizer.encode(text) if unknown == "error" else encode_leniently(each.tokenizer, text, unknown)
-        memory[name] = memory_reach(each.model, ids, len(text) - len(each.tokenizer.decode(ids[:1])))
-        gradients[name] = gradient_fade(each.model, ids)
-    first = loaded[0]
-    ids = first.tokenizer.encode(text) if unknown == "error" else encode_leniently(first.tokenizer, text, unknown)
-    tokens = surprisal(first.model, first.tokenizer, ids[: REPORT_TOKENS + 1], top=5)
+    first, ids = loaded[0], views[names[0]]["ids"]
+    tokens = surprisal(first.model, first.tokenizer, ids[: REPORT_TOKENS + 1], top=5)  # with tooltips
     page = report_page(
         title=", ".join(names), subtitle=f"textgen evaluate on {what}", text_name=what, rows=rows,
-        model_name=names[0], tokens=tokens, tokens_cut=len(ids) > REPORT_TOKENS + 1, metrics=read_metrics(checkpoints[0]),
-        memory=memory, gradients=gradients, cells=cell_report(first.model, first.tokenizer, ids, first.tokenizer.decode(ids)),
+        model_name=names[0], tokens=tokens, tokens_cut=len(ids) > REPORT_TOKENS + 1,
+        metrics=read_metrics(first.path), memory={name: views[name]["memory"] for name in names},
+        gradients={name: views[name]["gradients"] for name in names}, cells=views[names[0]]["cells"],
     )
     try:
         write_text(path, page)
