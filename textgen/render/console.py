@@ -68,13 +68,16 @@ class PreparationDisplay:
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> PreparationDisplay:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.tasks:
+            self.progress.stop()
 
     def __call__(self, phase: str, done: int, total: int) -> None:
+        # Started by the first report: a small corpus, read whole, draws nothing at all.
+        if not self.tasks:
+            self.progress.start()
         if phase not in self.tasks:
             self.tasks[phase] = self.progress.add_task(phase, total=total)
         self.progress.update(self.tasks[phase], completed=done)
