@@ -67,9 +67,8 @@ def unseen_symbols(tokenizer: Tokenizer, text: str) -> UnseenSymbols:
         occurrences = sum(map(text.count, symbols))
         return UnseenSymbols(symbols, occurrences, occurrences)
     if isinstance(tokenizer, WordTokenizer):
-        unknown = [t for t in tokenizer.split(text) if t not in tokenizer._index]
-        covered = sum(len(t) - (tokenizer.fold_spaces and len(t) > 1 and t[0] == " ") for t in unknown)
-        return UnseenSymbols(tokenizer.unknown_symbols(text), len(unknown), covered)
+        words = list(map(tokenizer.word_of, tokenizer.unknown_tokens(text)))  # one pass over the text
+        return UnseenSymbols(list(dict.fromkeys(words)), len(words), sum(map(len, words)))
     return UnseenSymbols([], 0, 0)
 
 

@@ -88,10 +88,16 @@ class WordTokenizer(TokenList):
         return out
 
     def unknown_symbols(self, text: str) -> list[str]:
-        unknown = (t for t in dict.fromkeys(self.split(text)) if t not in self._index)
-        if not self.fold_spaces:
-            return list(unknown)
-        return list(dict.fromkeys(t[1:] if len(t) > 1 and t[0] == " " else t for t in unknown))
+        return list(dict.fromkeys(map(self.word_of, self.unknown_tokens(text))))
+
+    def unknown_tokens(self, text: str) -> list[str]:
+        """Every token of `text` outside the vocabulary, as often as it occurs."""
+        return [t for t in self.split(text) if t not in self._index]
+
+    def word_of(self, token: str) -> str:
+        """An unknown token as the word it spells: without the space folded into it, which encode
+        keeps as a token of its own."""
+        return token[1:] if self.fold_spaces and len(token) > 1 and token[0] == " " else token
 
     def _extra_json(self) -> dict[str, object]:
         return {"fold_spaces": self.fold_spaces}
