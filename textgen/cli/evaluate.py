@@ -178,18 +178,13 @@ def _evaluate_streamed(loaded: Any) -> tuple[Any, str]:
     """The held-out part of a corpus prepared into the id cache, scored as validation scored it."""
     import torch
 
-    from textgen.data.corpus import corpus_cache_dir
-    from textgen.data.prepare import held_out, prepare, recorded_files
+    from textgen.data.prepare import held_out, recorded_prepared
     from textgen.evaluation import summarise, total_loss
 
     record = loaded.info.corpus
     if record.val_fraction <= 0:
         raise TextgenError("this model was trained with no held-out text (--val-fraction 0); give a FILE to evaluate")
-    prepared = prepare(recorded_files(record, "give a FILE to evaluate"), loaded.info.tokenizer, record.val_fraction,
-                       corpus_cache_dir())
-    if prepared.sha256 != record.sha256:
-        raise TextgenError(f"the training text {record.source} has changed since training; give a FILE to evaluate")
-    part = held_out(prepared)
+    part = held_out(recorded_prepared(record, loaded.info.tokenizer, "give a FILE to evaluate"))
     nats, count = total_loss(loaded.model, torch.from_numpy(part.ids), part.context_id)
     what = f"the held-out last {record.val_fraction:g} of {record.source}" + (f" ({part.note})" if part.note else "")
     return summarise(nats, count, part.characters), what

@@ -121,6 +121,16 @@ def load_or_prepare(source: str | None, encoding: str, tokenizer_config: Tokeniz
     return prepare(files, tokenizer_config, val_fraction, corpus_cache_dir(), progress)
 
 
+def recorded_prepared(record: CorpusRecord, tokenizer_config: TokenizerConfig, why: str) -> PreparedCorpus:
+    """The streamed corpus a checkpoint was trained on, from the id cache (prepared again if the
+    cache was cleared), provided its files are still where they were and unchanged; the
+    counterpart of data.corpus.recorded_corpus. `why` finishes the error messages."""
+    prepared = prepare(recorded_files(record, why), tokenizer_config, record.val_fraction, corpus_cache_dir())
+    if prepared.sha256 != record.sha256:
+        raise TextgenError(f"the training text {record.source} has changed since training; {why}")
+    return prepared
+
+
 def recorded_files(record: CorpusRecord, why: str) -> CorpusFiles:
     """The files a streamed corpus was read from, found again where the record says."""
     where = record.path or record.source or ""

@@ -33,9 +33,9 @@ from textgen.checkpoint import (
 )
 from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, to_dict
-from textgen.data.corpus import Corpus, corpus_cache_dir, recorded_corpus
+from textgen.data.corpus import Corpus, recorded_corpus
 from textgen.data import IGNORE, Window, split_text
-from textgen.data.prepare import PreparedCorpus, prepare, recorded_files
+from textgen.data.prepare import PreparedCorpus, recorded_prepared
 from textgen.devices import precision_note, resolve_device, training_dtype
 from textgen.errors import TextgenError
 from textgen.evaluation import summarise
@@ -106,8 +106,7 @@ def resume(
         saved = load_trainer_state(checkpoint)
         how = "give the training text: textgen train FILE --resume CHECKPOINT"
         if corpus is None and info.corpus.streamed:
-            files = recorded_files(info.corpus, how)
-            corpus = prepare(files, info.tokenizer, info.corpus.val_fraction, corpus_cache_dir())
+            corpus = recorded_prepared(info.corpus, info.tokenizer, how)
         elif corpus is None:
             corpus = recorded_corpus(info.corpus, how)
         if corpus.sha256 != info.corpus.sha256:
