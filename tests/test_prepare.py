@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import textgen.data.reading as reading
 from conftest import PROSE
@@ -17,9 +19,11 @@ from textgen import config
 from textgen.api import load_checkpoint
 from textgen.cli import main
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
-from textgen.data import split_text
+from textgen.data import split_documents, split_text
 from textgen.data.corpus import Corpus, _sha256_of_text
-from textgen.data.prepare import load_or_prepare, prepare
+from textgen.data.prepare import held_out, load_or_prepare, prepare
+from textgen.evaluation import documents_loss, held_out_loss, segments_loss, total_loss
+from textgen.model import RNNLanguageModel
 from textgen.data.reading import CorpusFiles, find_files
 from textgen.errors import TextgenError
 from textgen.tokenizers import build_tokenizer
@@ -57,6 +61,68 @@ def test_prepared_ids_are_the_ids_of_the_text_read_whole(tmp_path, tokenizer_con
     assert prepared.val_ids.tolist() == whole.encode(val_text)
     assert (prepared.characters, prepared.train_characters) == (len(TEXT), len(train_text))
     assert prepared.sha256 == _sha256_of_text(TEXT)  # as a small corpus records it, so resume compares alike
+
+
+@pytest.mark.parametrize("mode", ["lines", "blank-lines"])
+@pytest.mark.parametrize("tokenizer_config", [CONFIGS[0], CONFIGS[1], CONFIGS[3]], ids=lambda c: c.kind)
+def test_prepared_documents_are_the_documents_of_the_text_read_whole(tmp_path, tokenizer_config, mode):
+    tokenizer_config = replace(tokenizer_config, documents=mode)
+    files = CorpusFiles("text.txt", (write(tmp_path, "text.txt", TEXT),))
+    prepared = prepare(files, tokenizer_config, 0.1, tmp_path / "cache")
+    train_text, val_text = split_text(TEXT, 0.1, mode)  # the split moved on to the end of a document
+    assert (prepared.train_characters, prepared.val_continues) == (len(train_text), False)
+    whole = build_tokenizer(tokenizer_config, TEXT if tokenizer_config.kind == "char" else train_text)
+    assert prepared.tokenizer.vocab_size == whole.vocab_size
+    end = whole.end_id
+    for ids, segments, text in ((prepared.train_ids, prepared.train_segments, train_text),
+                                (prepared.val_ids, prepared.val_segments, val_text)):
+        expected = [[end, *whole.encode(document), end] for document in split_documents(text, mode)]
+        assert [ids[start:stop].tolist() for start, stop in segments] == expected
+        assert len(ids) == sum(len(d) for d in expected) - len(expected) + 1  # one marker between two documents
+
+
+def test_prepared_documents_score_as_the_documents_read_whole(tmp_path):
+    tokenizer_config = TokenizerConfig(kind="char", documents="lines")
+    prepared = prepare(CorpusFiles("t", (write(tmp_path, "t.txt", TEXT),)), tokenizer_config, 0.2, tmp_path / "c")
+    _, val_text = split_text(TEXT, 0.2, "lines")
+    model = RNNLanguageModel(ModelConfig(vocab_size=prepared.tokenizer.vocab_size, hidden_size=16, embedding_size=8))
+    documents = [prepared.tokenizer.encode(d) for d in split_documents(val_text, "lines")]
+    nats, count = documents_loss(model, documents, prepared.tokenizer.end_id)
+    assert held_out_loss(model, held_out(prepared)) == (pytest.approx(nats, rel=1e-5), count)
+
+
+def test_each_file_of_a_folder_is_its_own_stream(tmp_path):
+    texts = {"a.txt": TEXT, "b/c.txt": TEXT.upper(), "d.txt": TEXT.lower()}
+    for name, text in texts.items():
+        write(tmp_path / "folder", name, text)
+    files = find_files(str(tmp_path / "folder"))
+    prepared = prepare(files, CONFIGS[0], 0.1, tmp_path / "cache")
+    whole = "".join(texts.values())
+    split = math.floor(len(whole) * 0.9)
+    a, c = len(TEXT), 2 * len(TEXT)
+    assert split > c  # the held-out part is the end of d.txt
+    assert prepared.train_segments.tolist() == [[0, a], [a, c], [c, split]]
+    assert prepared.val_segments.tolist() == [[0, len(whole) - split]] and prepared.val_continues
+    tokenizer = prepared.tokenizer
+    assert prepared.train_ids.tolist() == tokenizer.encode(whole[:split])
+    model = RNNLanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, embedding_size=8))
+    ids = np.asarray(prepared.train_ids, dtype=np.int64)
+    by_file = sum(total_loss(model, torch.from_numpy(ids[start:stop]), rows=1)[0]
+                  for start, stop in prepared.train_segments)
+    nats, count = segments_loss(model, ids, prepared.train_segments, rows=1)
+    assert (nats, count) == (pytest.approx(by_file, rel=1e-5), split - 3)  # a file's first token is not predicted
+    part = held_out(prepared)  # goes on d.txt: primed by the last training token, as a small corpus is
+    assert held_out_loss(model, part) == pytest.approx(
+        total_loss(model, torch.from_numpy(part.ids), int(prepared.train_ids[-1])), rel=1e-6)
+
+
+def test_no_word_straddles_two_files(tmp_path):
+    write(tmp_path / "folder", "a.txt", "the lamp burned low\nand the keeper wo")
+    write(tmp_path / "folder", "b.txt", "ke to the gulls\n")
+    prepared = prepare(find_files(str(tmp_path / "folder")), CONFIGS[1], 0.0, tmp_path / "cache")
+    words = [prepared.tokenizer.token_text(i) for i in prepared.train_ids.tolist()]
+    assert "wo" in words and "ke" in words and "woke" not in words
+    assert prepared.train_segments.tolist() == [[0, words.index("ke")], [words.index("ke"), len(words)]]
 
 
 def test_the_cache_is_reused_and_keyed_by_the_contents_and_the_tokenizer(tmp_path):
@@ -148,15 +214,23 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     return done.value.code or 0, out, err
 
 
-def test_the_cli_trains_on_a_folder_then_resumes_and_evaluates_from_the_cache(tmp_path, monkeypatch, capsys):
+TINY = ["--hidden-size", "16", "--embedding-size", "8", "--layers", "1", "--seq-len", "16", "--batch-size", "4"]
+
+
+@pytest.fixture
+def songs(tmp_path, monkeypatch) -> Path:
+    """A folder of two text files, one in a subfolder, with the cache and the work in tmp_path."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TEXTGEN_CACHE_DIR", str(tmp_path / "cache"))
     write(tmp_path / "songs", "one.txt", TEXT)
     write(tmp_path / "songs", "two/three.txt", TEXT.upper())
-    tiny = ["--hidden-size", "16", "--embedding-size", "8", "--layers", "1", "--seq-len", "16", "--batch-size", "4"]
-    code, out, err = run(["train", "songs", "--out", "ck", *tiny, "--max-steps", "4"], capsys)
+    return tmp_path / "songs"
+
+
+def test_the_cli_trains_on_a_folder_then_resumes_and_evaluates_from_the_cache(tmp_path, songs, capsys):
+    code, out, err = run(["train", "songs", "--out", "ck", *TINY, "--max-steps", "4"], capsys)
     assert code == 0, err
-    assert "prepared into the id cache" in out
+    assert "prepared into the id cache" in out and "2 training files, each a stream read from a fresh state" in out
     code, out, err = run(["train", "--resume", "ck", "--max-steps", "6"], capsys)
     assert code == 0, err
     assert "reused from the id cache" in out
@@ -167,8 +241,18 @@ def test_the_cli_trains_on_a_folder_then_resumes_and_evaluates_from_the_cache(tm
     assert figures["loss"] == pytest.approx(best.val_loss, rel=1e-6) and "held-out" in figures["text"]
     code, out, err = run(["sample", "ck", "--length", "40", "--seed", "1"], capsys)
     assert code == 0 and len(out) >= 40, err
-    code, out, err = run(["train", "songs", "--out", "docs", *tiny, "--max-steps", "2", "--documents", "lines"], capsys)
-    assert code == 2 and "--documents is not supported yet for a folder" in err
+
+
+def test_the_cli_trains_on_a_folder_of_documents_then_evaluates_and_samples_one(tmp_path, songs, capsys):
+    code, out, err = run(["train", "songs", "--out", "docs", *TINY, "--max-steps", "3", "--documents", "blank-lines"],
+                         capsys)
+    assert code == 0, err
+    assert "training documents, each read from a fresh state" in out
+    code, out, err = run(["evaluate", "docs", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["loss"] == pytest.approx(load_checkpoint(tmp_path / "docs").info.best.val_loss, rel=1e-6)
+    code, out, err = run(["sample", "docs", "--length", "40", "--seed", "1"], capsys)
+    assert code == 0 and out.strip(), err
 
 
 def test_a_file_above_the_streaming_size_is_prepared_and_a_smaller_one_read_whole(tmp_path, monkeypatch):

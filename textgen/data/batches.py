@@ -163,6 +163,9 @@ class StreamBatches:
     def scored_tokens(self, window: Window) -> int:
         return window.inputs.numel()
 
+    def scored_in_all_rows(self, epoch: int, position: int) -> int:
+        return self.global_rows * min(self.window, self.row_length - position * self.window)
+
 
 class DocumentBatches:
     """The training windows of a document corpus, epoch by epoch, each epoch in its own order."""
@@ -190,6 +193,9 @@ class DocumentBatches:
 
     def scored_tokens(self, window: Window) -> int:
         return int((window.targets != IGNORE).sum())
+
+    def scored_in_all_rows(self, epoch: int, position: int) -> int:
+        return self.scored_tokens(self.window_at(epoch, position))  # documents in memory train in one process
 
 
 Batches = StreamBatches | DocumentBatches

@@ -2,11 +2,16 @@
 keyed by the input's contents and the tokenizer, so later runs, `--resume` and `evaluate` start
 in a moment and nothing ever holds the text, or a Python list of its ids, whole.
 
-    <cache>/ids/<key>/  meta.json · train.bin · val.bin · the tokenizer's file
+    <cache>/ids/<key>/  meta.json · train.bin · val.bin · {train,val}.segments.npy · the tokenizer's file
 
-The split is the one a small corpus gets (the first floor(n * (1 - f)) characters train); the
-vocabulary comes from the whole text (char) or its training part (word, subword), as for a small
-corpus, and the text is encoded a block at a time, cut where no token can straddle the cut.
+The split is the one a small corpus gets (the first floor(n * (1 - f)) characters train, moved on
+to the end of a document with --documents); the vocabulary comes from the whole text (char) or its
+training part (word, subword), as for a small corpus, and the text is encoded a block at a time,
+cut where no token can straddle the cut and always at the end of a file.
+
+Segments are what a model reads from a fresh state: each file of a folder (its own stream), or
+each document, stored as  <end> d o c <end> e t c <end>  with one marker between two documents, so
+a document's span [start, end) holds both its markers (see data/segments.py).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import math
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,11 +34,15 @@ from textgen.checkpoint.records import CorpusRecord
 from textgen.config import TokenizerConfig, to_dict
 from textgen.data.corpus import Corpus, corpus_cache_dir, load_corpus
 from textgen.data.reading import CorpusFiles, find_files, read_blocks
+from textgen.data.pieces import Split, cut_for, pieces
+from textgen.data.split import split_documents
 from textgen.errors import TextgenError
-from textgen.tokenizers import CharTokenizer, SentencePieceTokenizer, Tokenizer, WordTokenizer, load_tokenizer
+from textgen.tokenizers import (
+    CharTokenizer, DocumentTokenizer, SentencePieceTokenizer, Tokenizer, WordTokenizer, end_marker, load_tokenizer,
+)
 from textgen.tokenizers.word import pattern_for
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: files are separate streams, documents, segments
 # sentencepiece learns from this many sentences drawn from a big corpus, not from all of them.
 SUBWORD_SAMPLE_SENTENCES = 500_000
 # Progress reports: (phase, bytes read in this pass, bytes in all).
@@ -46,6 +55,9 @@ class PreparedCorpus:
     tokenizer: Tokenizer
     train_ids: np.ndarray  # memory-mapped, uint8/16/32
     val_ids: np.ndarray
+    train_segments: np.ndarray  # (n, 2) int64 spans [start, end) of the ids, each read from a fresh state
+    val_segments: np.ndarray
+    val_continues: bool  # the held-out part begins inside a file the training part began
     characters: int
     train_characters: int
     val_characters: int
@@ -57,9 +69,6 @@ class PreparedCorpus:
 def prepare(files: CorpusFiles, tokenizer_config: TokenizerConfig, val_fraction: float, cache_dir: Path,
             progress: Progress | None = None) -> PreparedCorpus:
     """The corpus's ids from the cache, or prepared now and cached (atomically) for next time."""
-    if tokenizer_config.documents != "none":
-        raise TextgenError("--documents is not supported yet for a folder, a glob or a big file; "
-                           "join the documents into one file below the streaming size, or train without it")
     settings = json.dumps({"tokenizer": to_dict(tokenizer_config), "val_fraction": val_fraction,
                            "version": CACHE_VERSION}, sort_keys=True)
     key = hashlib.sha256((files.fingerprint() + settings).encode()).hexdigest()[:40]
@@ -89,32 +98,41 @@ class HeldOut:
     """The held-out ids a model is scored on: at most MAX_VALIDATION_TOKENS of them."""
 
     ids: np.ndarray
-    context_id: int  # the last training token, which primes the model
+    segments: np.ndarray  # (n, 2) spans of `ids`, each read from a fresh state
+    context_id: int | None  # the last training token, which primes the first segment where it goes on a file
     characters: int  # the characters those ids spell
     note: str  # says when the held-out part was cut short, else ""
+    documents: bool  # each segment a document, never cut (else files, cut into rows where they must be)
 
 
 def held_out(prepared: PreparedCorpus) -> HeldOut:
-    ids, characters, note = prepared.val_ids, prepared.val_characters, ""
+    ids, segments, characters, note = prepared.val_ids, np.asarray(prepared.val_segments), prepared.val_characters, ""
     if len(ids) > config.MAX_VALIDATION_TOKENS:
-        note = f"validating on the first {config.MAX_VALIDATION_TOKENS:,} of the {len(ids):,} held-out tokens"
-        ids = ids[: config.MAX_VALIDATION_TOKENS]
+        cap = config.MAX_VALIDATION_TOKENS
+        if end_marker(prepared.tokenizer) is not None:  # whole documents only
+            cap = int(max(segments[0, 1], segments[segments[:, 1] <= cap, 1].max(initial=0)))
+        note = f"validating on the first {cap:,} of the {len(ids):,} held-out tokens"
+        ids, segments = ids[:cap], segments[segments[:, 0] < cap - 1]
+        segments = np.stack([segments[:, 0], np.minimum(segments[:, 1], cap)], axis=1)
         characters = len(prepared.tokenizer.decode(ids.tolist()))
-    context_id = int(prepared.train_ids[-1]) if len(prepared.train_ids) else 0
-    return HeldOut(np.asarray(ids, dtype=np.int64), context_id, characters, note)
+    primed = prepared.val_continues and len(prepared.train_ids)
+    context_id = int(prepared.train_ids[-1]) if primed else None
+    return HeldOut(np.asarray(ids, dtype=np.int64), segments.reshape(-1, 2), context_id, characters, note,
+                   end_marker(prepared.tokenizer) is not None)
 
 
 def load_or_prepare(source: str | None, encoding: str, tokenizer_config: TokenizerConfig, val_fraction: float,
-                    progress: Progress | None = None) -> Corpus | PreparedCorpus:
-    """The corpus a `train` argument names: a folder, a glob or a file of STREAM_ABOVE_BYTES or more is
-    prepared into the id cache; a smaller file or a named corpus is read into memory."""
+                    progress: Progress | None = None, stream: bool = False) -> Corpus | PreparedCorpus:
+    """The corpus a `train` argument names: a folder, a glob or a file of STREAM_ABOVE_BYTES or more
+    (any file, with `stream`) is prepared into the id cache; a smaller file or a named corpus is read
+    into memory."""
     files = find_files(source, encoding) if source else None
     if files is None and source:
         try:
             path = Path(source).expanduser()
         except RuntimeError:
             path = Path(source)
-        if path.is_file() and path.stat().st_size >= config.STREAM_ABOVE_BYTES:
+        if path.is_file() and (stream or path.stat().st_size >= config.STREAM_ABOVE_BYTES):
             files = CorpusFiles(source, (path,), encoding)
     if files is None:
         return load_corpus(source, encoding=encoding)
@@ -145,29 +163,35 @@ def recorded_files(record: CorpusRecord, why: str) -> CorpusFiles:
 def _build(files: CorpusFiles, config: TokenizerConfig, val_fraction: float, folder: Path, report: Progress) -> None:
     total = files.total_bytes
     survey = _survey(files, config, report, total)
-    split = math.floor(survey.characters * (1 - Fraction(str(float(val_fraction)))))
-    if config.kind == "word" and not config.fold_spaces:
-        tokenizer = _encode_words_in_one_pass(files, config, split, folder, report, total)
+    split = Split(math.floor(survey.characters * (1 - Fraction(str(float(val_fraction))))), config.documents)
+    if val_fraction == 0:
+        split.settled = True
+    if config.kind == "word" and not config.fold_spaces and config.documents == "none":
+        tokenizer, continues = _encode_words_in_one_pass(files, config, split, folder, report, total)
     else:
+        cut = cut_for(config.kind, config.documents)
         if config.kind == "char":
-            tokenizer = CharTokenizer(sorted(survey.characters_seen))
-        elif config.kind == "word":  # spaces folded into words: count the training part, then encode
+            base: Tokenizer = CharTokenizer(sorted(survey.characters_seen))
+        elif config.kind == "word":  # count the training part, then encode
             counts: Counter = Counter()
             has_space = False
-            for part, text in _pieces(files, split, _word_cut):
-                if part == "train":
-                    counts.update(pattern_for(True).findall(text))
-                    has_space = has_space or " " in text
-            tokenizer = WordTokenizer.from_counts(counts, config.max_vocab, config.min_count, True, has_space)
+            for piece in pieces(files, split, cut):
+                if piece.part == "train":
+                    counts.update(pattern_for(config.fold_spaces).findall(piece.text))
+                    has_space = has_space or " " in piece.text
+            base = WordTokenizer.from_counts(counts, config.max_vocab, config.min_count, config.fold_spaces,
+                                             config.fold_spaces and has_space)
         else:
-            train_part = (text for part, text in _pieces(files, split, _line_cut) if part == "train")
-            tokenizer = SentencePieceTokenizer.from_texts(train_part, config.vocab_size, config.subword_model,
-                                                          SUBWORD_SAMPLE_SENTENCES)
-        _encode(files, tokenizer, split, folder, report, total)
+            train_part = (piece.text for piece in pieces(files, split, cut) if piece.part == "train")
+            base = SentencePieceTokenizer.from_texts(train_part, config.vocab_size, config.subword_model,
+                                                     SUBWORD_SAMPLE_SENTENCES)
+        tokenizer = DocumentTokenizer(base, config.documents) if config.documents != "none" else base
+        continues = _encode(files, tokenizer, split, cut, folder, report, total)
     tokenizer.save(folder)
     meta = {"version": CACHE_VERSION, "dtype": _dtype_for(tokenizer.vocab_size).name, "characters": survey.characters,
-            "train_characters": split, "val_characters": survey.characters - split, "sha256": survey.sha256,
-            "source": files.source, "files": [str(p) for p in files.paths]}
+            "train_characters": split.at, "val_characters": survey.characters - split.at, "sha256": survey.sha256,
+            "source": files.source, "files": [str(p) for p in files.paths], "documents": config.documents,
+            "val_continues": continues}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
@@ -192,28 +216,78 @@ def _survey(files: CorpusFiles, config: TokenizerConfig, report: Progress, total
     return _Survey(characters, digest.hexdigest(), {chr(c) for c in np.flatnonzero(seen)})
 
 
-def _encode_words_in_one_pass(files: CorpusFiles, config: TokenizerConfig, split: int, folder: Path,
-                              report: Progress, total: int) -> Tokenizer:
+class _PartWriter:
+    """One part's ids (train or val), written to disk as they come, and the segments they form:
+    one per file, or one per document with the end markers written between documents."""
+
+    def __init__(self, path: Path, dtype: np.dtype, end_id: int | None) -> None:
+        self.path, self.dtype, self.end_id = path, dtype, end_id
+        self.handle = open(path, "wb")
+        self.length = 0
+        self.spans: list[np.ndarray] = []
+        self.stream_start: int | None = None
+        self.continues = False  # the part began inside a file
+
+    def stream(self, ids: np.ndarray, opens_file: bool) -> None:
+        if opens_file or self.stream_start is None:
+            self.continues = self.continues or (self.length == 0 and not opens_file)
+            self._end_stream()
+            self.stream_start = self.length
+        np.asarray(ids, dtype=self.dtype).tofile(self.handle)
+        self.length += len(ids)
+
+    def documents(self, documents: list[np.ndarray]) -> None:
+        """Each document followed by the end marker; the part opens with one."""
+        if not documents:
+            return
+        marker = np.array([self.end_id], dtype=self.dtype)
+        if self.length == 0:
+            marker.tofile(self.handle)
+            self.length = 1
+        lengths = np.array([len(d) for d in documents], dtype=np.int64)
+        opening = self.length - 1 + np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])  # each one's first marker
+        self.spans.append(np.stack([opening, opening + lengths + 2], axis=1))
+        np.concatenate([np.concatenate([d.astype(self.dtype), marker]) for d in documents]).tofile(self.handle)
+        self.length += int((lengths + 1).sum())
+
+    def close(self) -> np.ndarray:
+        self.handle.close()
+        self._end_stream()
+        return np.concatenate(self.spans) if self.spans else np.zeros((0, 2), dtype=np.int64)
+
+    def _end_stream(self) -> None:
+        if self.stream_start is not None and self.length > self.stream_start:
+            self.spans.append(np.array([[self.stream_start, self.length]], dtype=np.int64))
+        self.stream_start = None
+
+
+def _save_segments(folder: Path, writers: dict[str, _PartWriter]) -> bool:
+    """Close both parts and write their segments; whether the held-out part began inside a file."""
+    for part, writer in writers.items():
+        np.save(folder / f"{part}.segments.npy", writer.close(), allow_pickle=False)
+    return writers["val"].continues
+
+
+def _encode_words_in_one_pass(files: CorpusFiles, config: TokenizerConfig, split: Split, folder: Path,
+                              report: Progress, total: int) -> tuple[Tokenizer, bool]:
     """Words, tokenized once: each token gets a provisional id in order of first appearance (written
     to disk as it goes), the vocabulary is chosen from the training part's counts, and the
     provisional ids are then mapped to the vocabulary's in one vectorised pass."""
     pattern = pattern_for(False)
     provisional: dict[str, int] = {}
     paths = {part: folder / f"{part}.provisional" for part in ("train", "val")}
-    handles = {part: open(path, "wb") for part, path in paths.items()}
+    writers = {part: _PartWriter(path, np.dtype(np.uint32), None) for part, path in paths.items()}
     try:
-        for part, text, done in _pieces_with_progress(files, split, _word_cut):
-            tokens = pattern.findall(text)
+        for piece in pieces(files, split, cut_for("word", "none")):
+            tokens = pattern.findall(piece.text)
             ids = list(map(provisional.get, tokens))  # after the first blocks nearly every token is known
             if None in ids:
                 ids = [provisional.setdefault(token, len(provisional)) for token in tokens]
-            np.asarray(ids, dtype=np.uint32).tofile(handles[part])
-            report("tokenizing", done, total)
+            writers[piece.part].stream(np.asarray(ids, dtype=np.uint32), piece.opens_file)
+            report("tokenizing", piece.done, total)
     finally:
-        for handle in handles.values():
-            handle.close()
-    train_provisional = np.memmap(paths["train"], dtype=np.uint32, mode="r") if paths["train"].stat().st_size else \
-        np.zeros(0, np.uint32)
+        continues = _save_segments(folder, writers)
+    train_provisional = _map(paths["train"], np.dtype(np.uint32))
     counts = np.zeros(len(provisional), dtype=np.int64)
     for start in range(0, len(train_provisional), 1 << 24):
         counts += np.bincount(train_provisional[start:start + (1 << 24)], minlength=len(provisional))
@@ -227,32 +301,41 @@ def _encode_words_in_one_pass(files: CorpusFiles, config: TokenizerConfig, split
     dtype = _dtype_for(tokenizer.vocab_size)
     del train_provisional
     for part, path in paths.items():
-        source = np.memmap(path, dtype=np.uint32, mode="r") if path.stat().st_size else np.zeros(0, np.uint32)
+        source = _map(path, np.dtype(np.uint32))
         with open(folder / f"{part}.bin", "wb") as out:
             for start in range(0, len(source), 1 << 24):
                 final[source[start:start + (1 << 24)]].astype(dtype).tofile(out)
         del source
         path.unlink()
-    return tokenizer
+    return tokenizer, continues
 
 
-def _encode(files: CorpusFiles, tokenizer: Tokenizer, split: int, folder: Path, report: Progress, total: int) -> None:
+def _encode(files: CorpusFiles, tokenizer: Tokenizer, split: Split, cut: Callable[[str], int], folder: Path,
+            report: Progress, total: int) -> bool:
     dtype = _dtype_for(tokenizer.vocab_size)
-    lookup = None
-    if isinstance(tokenizer, CharTokenizer):  # one vectorised lookup from code point to id
-        codes = np.array([ord(tokenizer.token_text(i)) for i in range(tokenizer.vocab_size)], dtype=np.int64)
+    end_id = end_marker(tokenizer)
+    base = tokenizer.base if isinstance(tokenizer, DocumentTokenizer) else tokenizer
+    encode = base.encode
+    if isinstance(base, CharTokenizer):  # one vectorised lookup from code point to id
+        codes = np.array([ord(base.token_text(i)) for i in range(base.vocab_size)], dtype=np.int64)
         lookup = np.zeros(int(codes.max()) + 1, dtype=dtype)
         lookup[codes] = np.arange(len(codes), dtype=dtype)
-    cut = _anywhere if lookup is not None else _word_cut if isinstance(tokenizer, WordTokenizer) else _line_cut
-    with open(folder / "train.bin", "wb") as train, open(folder / "val.bin", "wb") as val:
-        outputs = {"train": train, "val": val}
-        for part, text, done in _pieces_with_progress(files, split, cut):
-            if lookup is not None:
-                ids = lookup[np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)]
+
+        def encode(text: str) -> np.ndarray:  # type: ignore[misc]
+            return lookup[np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)]
+
+    writers = {part: _PartWriter(folder / f"{part}.bin", dtype, end_id) for part in ("train", "val")}
+    try:
+        for piece in pieces(files, split, cut):
+            if end_id is None:
+                writers[piece.part].stream(np.asarray(encode(piece.text), dtype=dtype), piece.opens_file)
             else:
-                ids = np.asarray(tokenizer.encode(text), dtype=dtype)
-            ids.tofile(outputs[part])
-            report("encoding", done, total)
+                writers[piece.part].documents([np.asarray(encode(document), dtype=dtype)
+                                               for document in split_documents(piece.text, tokenizer.mode)])
+            report("encoding", piece.done, total)
+    finally:
+        continues = _save_segments(folder, writers)
+    return continues
 
 
 def _open(folder: Path, files: CorpusFiles, config: TokenizerConfig, reused: bool) -> PreparedCorpus:
@@ -261,7 +344,10 @@ def _open(folder: Path, files: CorpusFiles, config: TokenizerConfig, reused: boo
         dtype = np.dtype(meta["dtype"])
         tokenizer = load_tokenizer(folder, config)
         train_ids, val_ids = (_map(folder / f"{part}.bin", dtype) for part in ("train", "val"))
-        return PreparedCorpus(files, tokenizer, train_ids, val_ids, meta["characters"], meta["train_characters"],
+        train_segments, val_segments = (_segments(folder / f"{part}.segments.npy", len(ids))
+                                        for part, ids in (("train", train_ids), ("val", val_ids)))
+        return PreparedCorpus(files, tokenizer, train_ids, val_ids, train_segments, val_segments,
+                              bool(meta["val_continues"]), meta["characters"], meta["train_characters"],
                               meta["val_characters"], meta["sha256"], folder, reused)
     except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError, TextgenError) as error:
         raise TextgenError(f"the id cache {folder} is damaged ({error}); delete that folder and run again") from None
@@ -271,54 +357,14 @@ def _map(path: Path, dtype: np.dtype) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
 
 
+def _segments(path: Path, length: int) -> np.ndarray:
+    """A part's segments, checked to be spans of its ids (a damaged cache is refused, not read out of bounds)."""
+    spans = np.load(path, mmap_mode="r", allow_pickle=False)  # 16 bytes a document: not read until needed
+    if spans.dtype != np.int64 or spans.ndim != 2 or spans.shape[1] != 2 or (
+            len(spans) and (spans.min() < 0 or spans.max() > length or (spans[:, 1] < spans[:, 0]).any())):
+        raise ValueError(f"{path.name} holds no spans of the ids")
+    return spans
+
+
 def _dtype_for(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint8 if vocab_size <= 1 << 8 else np.uint16 if vocab_size <= 1 << 16 else np.uint32)
-
-
-# --- the text in pieces that tokenize as the whole does ---------------------------------------------
-
-
-def _pieces(files: CorpusFiles, split: int, cut: Callable[[str], int]) -> Iterator[tuple[str, str]]:
-    for part, text, _ in _pieces_with_progress(files, split, cut):
-        yield part, text
-
-
-def _pieces_with_progress(files: CorpusFiles, split: int,
-                          cut: Callable[[str], int]) -> Iterator[tuple[str, str, int]]:
-    """("train" or "val", a piece of text, bytes read) with pieces cut only where `cut` allows, and
-    the text cut exactly at character `split`, where the training part ends."""
-    position = 0  # characters yielded so far
-    carry = ""
-    done = 0
-    for _, text, done in read_blocks(files):
-        text = carry + text
-        if position < split <= position + len(text):  # the split falls in this block: cut there
-            yield "train", text[: split - position], done
-            position, text = split, text[split - position :]
-            carry = ""
-        end = cut(text)
-        if end:
-            yield ("train" if position < split else "val"), text[:end], done
-            position += end
-        carry = text[end:]
-    if carry:
-        yield ("train" if position < split else "val"), carry, done
-
-
-def _anywhere(text: str) -> int:
-    return len(text)
-
-
-def _line_cut(text: str) -> int:
-    """Just after the last line break: sentencepiece encodes line by line."""
-    return text.rfind("\n") + 1
-
-
-def _word_cut(text: str) -> int:
-    """Just after a line break followed by something other than whitespace: no word token (a word,
-    a number, a mark or a whitespace run) can straddle it."""
-    end = len(text)
-    while (end := text.rfind("\n", 0, end)) >= 0:
-        if end + 1 < len(text) and not text[end + 1].isspace():
-            return end + 1
-    return 0

@@ -2,11 +2,11 @@
 perplexity and bits per character for a text."""
 
 from textgen.evaluation.scoring import (
-    documents_loss, evaluation_mode, random_windows_loss, score_windows, total_loss,
+    documents_loss, evaluation_mode, held_out_loss, random_windows_loss, score_windows, segments_loss, total_loss,
 )
 from textgen.evaluation.text import EvaluationResult, evaluate_text, summarise
 
 __all__ = [
-    "EvaluationResult", "documents_loss", "evaluate_text", "evaluation_mode", "random_windows_loss", "score_windows",
-    "summarise", "total_loss",
+    "EvaluationResult", "documents_loss", "evaluate_text", "evaluation_mode", "held_out_loss", "random_windows_loss",
+    "score_windows", "segments_loss", "summarise", "total_loss",
 ]

@@ -14,7 +14,10 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from textgen.data import IGNORE, Window, lay_out, window_for
+import numpy as np
+
+from textgen.data import IGNORE, SegmentBatches, Window, lay_out, window_for
+from textgen.data.prepare import HeldOut
 from textgen.model import RNNLanguageModel, reset_rows
 
 
@@ -111,6 +114,33 @@ def documents_loss(
     rows = max(1, min(rows, len(documents)))
     layout = lay_out(documents, end_id, rows, window_for(documents, window_within_memory(model, rows, window)))
     return score_windows(model, layout, layout.rows), int((layout.targets != IGNORE).sum())
+
+
+def segments_loss(model: RNNLanguageModel, ids: np.ndarray, segments: np.ndarray, context_id: int | None = None,
+                  documents: bool = False, rows: int = 32, window: int = 64,
+                  share: tuple[int, int] = (0, 1)) -> tuple[float, int]:
+    """Sum of next-token losses over segments of `ids` (files, or documents with their markers),
+    each read from a fresh state, the first primed by `context_id` when given; and how many were
+    scored (all of them, whatever `share` of the rows this process scores)."""
+    segments = np.array(segments, dtype=np.int64).reshape(-1, 2)
+    if context_id is not None and len(segments):
+        ids, segments = np.concatenate([[context_id], np.asarray(ids, dtype=np.int64)]), segments + 1
+        segments[0, 0] = 0
+    if not ((segments[:, 1] - segments[:, 0]) > 1).any():
+        return 0.0, 0
+    layout = SegmentBatches(ids, segments, rows, window_within_memory(model, rows, window), model.device,
+                            documents=documents)
+    scored = len(range(share[0], layout.global_rows, share[1]))
+    return (score_windows(model, layout.windows(share), scored) if scored else 0.0), layout.tokens
+
+
+def held_out_loss(model: RNNLanguageModel, part: HeldOut, share: tuple[int, int] = (0, 1)) -> tuple[float, int]:
+    """A prepared corpus's held-out part, scored as validation scores it: one stream as
+    `total_loss` reads any text, several files or documents each from a fresh state."""
+    one_stream = len(part.segments) == 1 and tuple(part.segments[0]) == (0, len(part.ids))
+    if one_stream:
+        return total_loss(model, torch.from_numpy(part.ids), part.context_id, share=share)
+    return segments_loss(model, part.ids, part.segments, part.context_id, part.documents, share=share)
 
 
 def random_windows_loss(model: RNNLanguageModel, ids: torch.Tensor, length: int = 256, count: int = 2000,

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from textgen.data import Batches, DocumentBatches, StreamBatches, split_documents
-from textgen.data.prepare import PreparedCorpus, held_out
-from textgen.evaluation import documents_loss, total_loss
+from textgen.data import Batches, DocumentBatches, SegmentBatches, StreamBatches, split_documents
+from textgen.data.prepare import HeldOut, PreparedCorpus, held_out
+from textgen.evaluation import documents_loss, held_out_loss, total_loss
 from textgen.model import RNNLanguageModel
-from textgen.tokenizers import Tokenizer
+from textgen.tokenizers import Tokenizer, end_marker
 from textgen.training.distributed import SINGLE, Group
 
 
@@ -51,12 +51,32 @@ class DocumentValidation:
         return documents_loss(model, self.documents, self.end_id)  # documents train in one process only
 
 
-Validation = StreamValidation | DocumentValidation
+@dataclass
+class PreparedValidation:
+    """A prepared corpus's held-out part: one stream, or files and documents each from a fresh state."""
+
+    part: HeldOut
+
+    @property
+    def tokens(self) -> int:
+        return len(self.part.ids)
+
+    @property
+    def characters(self) -> int:
+        return self.part.characters
+
+    def score(self, model: RNNLanguageModel, group: Group = SINGLE) -> tuple[float, int]:
+        """Summed over every process, each scoring its share of the rows."""
+        nats, count = held_out_loss(model, self.part, share=(group.rank, group.world))
+        return group.sum([nats])[0], count
+
+
+Validation = StreamValidation | DocumentValidation | PreparedValidation
 
 
 @dataclass
 class RunData:
-    batches: Batches
+    batches: Batches | SegmentBatches
     validation: Validation
     notes: list[str] = field(default_factory=list)  # for the run's plan line
 
@@ -86,18 +106,29 @@ def _stream(train_text: str, val_text: str, tokenizer: Tokenizer, batch_size: in
     return RunData(batches, validation, notes)
 
 
-def lay_out_prepared(prepared: PreparedCorpus, batch_size: int, seq_len: int, device: torch.device,
+def lay_out_prepared(prepared: PreparedCorpus, batch_size: int, seq_len: int, seed: int, device: torch.device,
                      group: Group = SINGLE) -> RunData:
-    """A prepared corpus's ids as batches read from the memory map, and a validation set of at
+    """A prepared corpus's ids as batches read from the memory map (one stream; or its files, each
+    a stream of its own; or its documents, in a new order every epoch), and a validation set of at
     most MAX_VALIDATION_TOKENS held-out tokens."""
-    batches = StreamBatches(prepared.train_ids, batch_size, seq_len, device, group.rank, group.world)
+    segments, documents = prepared.train_segments, end_marker(prepared.tokenizer) is not None
     notes = []
+    if len(segments) == 1 and not documents:
+        batches: StreamBatches | SegmentBatches = StreamBatches(prepared.train_ids, batch_size, seq_len, device,
+                                                                group.rank, group.world)
+    else:
+        lengths = segments[:, 1] - segments[:, 0] - 1
+        window = max(1, min(seq_len, int(lengths.max(initial=1)))) if documents else seq_len
+        batches = SegmentBatches(prepared.train_ids, segments, batch_size, window, device, group.rank, group.world,
+                                 documents, seed)
+        what = "documents, each" if documents else "files, each a stream"
+        notes.append(f"{len(segments):,} training {what} read from a fresh state")
     if batches.global_rows < batch_size:
         notes.append(f"batch size lowered to {batches.global_rows} so every row holds at least one window")
     part = held_out(prepared)
     if part.note:
         notes.append(part.note)
-    return RunData(batches, StreamValidation(torch.from_numpy(part.ids), part.context_id, part.characters), notes)
+    return RunData(batches, PreparedValidation(part), notes)
 
 
 def _as_tensor(ids: list[int]) -> torch.Tensor:
