@@ -85,3 +85,23 @@ def test_a_batch_that_does_not_split_evenly_is_refused_in_one_line(runs):
     # the one error line, and no frame of textgen's code.
     assert odd.returncode != 0 and "textgen/" not in odd.stderr
     assert "error: --batch-size 7 does not split evenly over 2 processes; give a multiple of 2" in odd.stderr
+
+
+def test_documents_train_across_processes_as_in_one(tmp_path):
+    """A small file of documents goes to the id cache under torchrun, so the processes share its
+    rows; one process reading the same text from a folder (prepared the same way) matches them."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "lines.txt").write_text(PROSE * 8, encoding="utf-8")
+    (tmp_path / "lines.txt").write_text(PROSE * 8, encoding="utf-8")
+    documents = ["--documents", "lines", "--max-steps", "12"]
+    one = textgen("train", "folder", "--out", "one", *SETTINGS, *documents, cwd=tmp_path)
+    assert one.returncode == 0, one.stdout + one.stderr
+    two = textgen("train", "lines.txt", "--out", "two", *SETTINGS, *documents, processes=2, cwd=tmp_path)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "training documents, each read from a fresh state" in two.stdout
+    assert [row["step"] for row in metrics(tmp_path / "two")] == [6, 12]
+    for single, shared in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two"), strict=True):
+        assert shared["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
+        assert shared["train_loss"] == pytest.approx(single["train_loss"], rel=1e-4)
+    sampled = textgen("sample", "two", "--length", "60", "--seed", "3", cwd=tmp_path)
+    assert sampled.returncode == 0 and sampled.stdout.strip(), sampled.stderr

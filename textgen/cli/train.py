@@ -113,8 +113,10 @@ def train(
             if group.is_main:
                 recover_interrupted_save(out)
                 check_output_directory(out, overwrite)  # again: a run that just ended may have saved there
+            # Under torchrun, documents are shared out by rows of the id cache, so even a small file goes there.
+            stream = group.active and settings.tokenizer.documents != "none"
             text = _read_corpus(group, lambda progress: load_or_prepare(
-                corpus, encoding, settings.tokenizer, settings.train.val_fraction, progress))
+                corpus, encoding, settings.tokenizer, settings.train.val_fraction, progress, stream))
             if settings.preset is not None and group.is_main:
                 budget = settings.train.max_time or settings.train.default_max_time
                 why = f"for a {budget:g} s budget; --preset to choose" if settings.preset_chosen_for_budget else "as asked"
@@ -183,8 +185,10 @@ def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]
             info = read_info(checkpoint)
             training_dtype(info.training.config.precision, resolve_device(device))
             if corpus:
+                stream = info.corpus.streamed or (group.active and info.tokenizer.documents != "none")
                 text = _read_corpus(group, lambda progress: load_or_prepare(
-                    corpus, info.corpus.encoding or "utf-8", info.tokenizer, info.corpus.val_fraction, progress))
+                    corpus, info.corpus.encoding or "utf-8", info.tokenizer, info.corpus.val_fraction, progress,
+                    stream))
             elif info.corpus.streamed:
                 text = None  # found again and read from the id cache by resume itself
             else:

@@ -72,7 +72,7 @@ def train(
     model_config = model_config or ModelConfig()
     tokenizer_config = tokenizer_config or TokenizerConfig()
     config = train_config or TrainConfig()
-    _check_shareable(tokenizer_config, config, group)
+    _check_shareable(tokenizer_config, config, group, corpus)
     with run_lock(out) if group.is_main else nullcontext():
         if isinstance(corpus, PreparedCorpus):
             text = _prepared_text(corpus, tokenizer_config, config, group)
@@ -115,7 +115,7 @@ def resume(
         config = info.training.config
         if limits:
             config = TrainConfig(**{**to_dict(config), **limits})
-        _check_shareable(info.tokenizer, config, group)
+        _check_shareable(info.tokenizer, config, group, corpus)
         tokenizer = load_tokenizer(checkpoint, info.tokenizer)
         check_vocabulary(checkpoint, tokenizer, info)
         if isinstance(corpus, PreparedCorpus):
@@ -138,11 +138,13 @@ def resume(
         return trainer.run(callbacks if callbacks and group.is_main else TrainingCallbacks())
 
 
-def _check_shareable(tokenizer_config: TokenizerConfig, config: TrainConfig, group: Group) -> None:
+def _check_shareable(tokenizer_config: TokenizerConfig, config: TrainConfig, group: Group,
+                     corpus: Corpus | PreparedCorpus) -> None:
     if not group.active:
         return
-    if tokenizer_config.documents != "none":
-        raise TextgenError("--documents cannot be trained across processes yet; run it as one process")
+    if tokenizer_config.documents != "none" and not isinstance(corpus, PreparedCorpus):  # the CLI prepares them
+        raise TextgenError("--documents across processes needs the corpus prepared into the id cache; "
+                           "give its file, folder or glob to textgen train")
     group.rows(config.batch_size)  # refuses a batch that does not split evenly
 
 
@@ -183,7 +185,8 @@ def _prepared_text(prepared: PreparedCorpus, tokenizer_config: TokenizerConfig, 
         train_characters=prepared.train_characters, val_characters=prepared.val_characters,
         documents=tokenizer_config.documents, streamed=True,
     )
-    data = lay_out_prepared(prepared, config.batch_size, config.seq_len, resolve_device(config.device), group)
+    data = lay_out_prepared(prepared, config.batch_size, config.seq_len, config.seed, resolve_device(config.device),
+                            group)
     how = "reused from the id cache" if prepared.reused else "prepared into the id cache"
     data.notes.insert(0, f"{len(prepared.train_ids) + len(prepared.val_ids):,} token ids {how} ({prepared.folder})")
     return TrainingText(record, prepared.tokenizer, data)
@@ -278,6 +281,7 @@ class Trainer:
     def _step(self, done: float, callbacks: TrainingCallbacks) -> None:
         config, progress, model = self.config, self.progress, self.model
         window = self._next_window()
+        band = (progress.epoch, progress.epoch_position)
         step_started = time.perf_counter()
         lr = learning_rate_at(config, progress.step, done)
         for group in self.optimizer.param_groups:
@@ -285,12 +289,19 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
             logits, state = self.forward(window.inputs, self.state)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), window.targets.reshape(-1),
-                               ignore_index=IGNORE)
+        flat_logits, flat_targets = logits.float().reshape(-1, logits.shape[-1]), window.targets.reshape(-1)
+        if self.group.active:
+            # DDP averages the processes' gradients, so each divides its summed loss by the predictions
+            # of the whole global batch over the world: rows padded unevenly (documents) weigh as in one process.
+            scored = self.data.batches.scored_in_all_rows(*band)
+            summed = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE, reduction="sum")
+            loss = summed * (self.group.world / max(1, scored))
+        else:
+            loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip if config.clip > 0 else math.inf)
-        loss_value = loss.item() if not self.group.active else self.group.sum([loss.item()])[0] / self.group.world
+        loss_value = loss.item() if not self.group.active else self.group.sum([summed.item()])[0] / max(1, scored)
         if not math.isfinite(loss_value):
             kept = f"the last good checkpoint is kept in {self.out}" if self.saved_once else "no checkpoint was saved yet"
             raise TextgenError(f"training diverged at step {progress.step}: the loss became {loss_value}; {kept}; "
