@@ -81,6 +81,20 @@ def test_prepared_documents_are_the_documents_of_the_text_read_whole(tmp_path, t
         assert len(ids) == sum(len(d) for d in expected) - len(expected) + 1  # one marker between two documents
 
 
+@pytest.mark.parametrize("tokenizer_config", [CONFIGS[2], CONFIGS[3], replace(CONFIGS[3], documents="lines")],
+                         ids=["word-folded", "subword", "subword-documents"])
+def test_worker_processes_encode_the_ids_one_process_does(tmp_path, monkeypatch, tokenizer_config):
+    import textgen.data.prepare as preparing
+
+    files = CorpusFiles("text.txt", (write(tmp_path, "text.txt", TEXT),))
+    alone = prepare(files, tokenizer_config, 0.1, tmp_path / "alone")
+    monkeypatch.setattr(preparing, "ENCODE_IN_PARALLEL_ABOVE_BYTES", 0)
+    monkeypatch.setattr(preparing, "encoding_workers", lambda: 2)
+    shared = prepare(files, tokenizer_config, 0.1, tmp_path / "shared")
+    for part in ("train_ids", "val_ids", "train_segments", "val_segments"):
+        assert np.array_equal(getattr(shared, part), getattr(alone, part)), part
+
+
 def test_prepared_documents_score_as_the_documents_read_whole(tmp_path):
     tokenizer_config = TokenizerConfig(kind="char", documents="lines")
     prepared = prepare(CorpusFiles("t", (write(tmp_path, "t.txt", TEXT),)), tokenizer_config, 0.2, tmp_path / "c")

@@ -22,7 +22,7 @@ import math
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,17 +34,20 @@ from textgen.checkpoint.records import CorpusRecord
 from textgen.config import TokenizerConfig, to_dict
 from textgen.data.corpus import Corpus, corpus_cache_dir, load_corpus
 from textgen.data.reading import CorpusFiles, find_files, read_blocks
-from textgen.data.pieces import Split, cut_for, pieces
+from textgen.data.pieces import Piece, Split, cut_for, pieces
 from textgen.data.split import split_documents
 from textgen.errors import TextgenError
 from textgen.tokenizers import (
     CharTokenizer, DocumentTokenizer, SentencePieceTokenizer, Tokenizer, WordTokenizer, end_marker, load_tokenizer,
 )
+from textgen.tokenizers.parallel import encode_in_parallel, encoding_workers
 from textgen.tokenizers.word import pattern_for
 
 CACHE_VERSION = 2  # 2: files are separate streams, documents, segments
 # sentencepiece learns from this many sentences drawn from a big corpus, not from all of them.
 SUBWORD_SAMPLE_SENTENCES = 500_000
+# Word and subword ids are encoded by worker processes, one per core, above this many bytes of text.
+ENCODE_IN_PARALLEL_ABOVE_BYTES = 16 << 20
 # Progress reports: (phase, bytes read in this pass, bytes in all).
 Progress = Callable[[str, int, int], None]
 
@@ -186,7 +189,8 @@ def _build(files: CorpusFiles, config: TokenizerConfig, val_fraction: float, fol
             base = SentencePieceTokenizer.from_texts(train_part, config.vocab_size, config.subword_model,
                                                      SUBWORD_SAMPLE_SENTENCES)
         tokenizer = DocumentTokenizer(base, config.documents) if config.documents != "none" else base
-        continues = _encode(files, tokenizer, split, cut, folder, report, total)
+        tokenizer.save(folder)  # where encoding workers read it from
+        continues = _encode(files, tokenizer, split, cut, folder, config, report, total)
     tokenizer.save(folder)
     meta = {"version": CACHE_VERSION, "dtype": _dtype_for(tokenizer.vocab_size).name, "characters": survey.characters,
             "train_characters": split.at, "val_characters": survey.characters - split.at, "sha256": survey.sha256,
@@ -311,27 +315,31 @@ def _encode_words_in_one_pass(files: CorpusFiles, config: TokenizerConfig, split
 
 
 def _encode(files: CorpusFiles, tokenizer: Tokenizer, split: Split, cut: Callable[[str], int], folder: Path,
-            report: Progress, total: int) -> bool:
+            config: TokenizerConfig, report: Progress, total: int) -> bool:
     dtype = _dtype_for(tokenizer.vocab_size)
     end_id = end_marker(tokenizer)
     base = tokenizer.base if isinstance(tokenizer, DocumentTokenizer) else tokenizer
-    encode = base.encode
-    if isinstance(base, CharTokenizer):  # one vectorised lookup from code point to id
+    jobs = ((piece, split_documents(piece.text, config.documents) if end_id is not None else [piece.text])
+            for piece in pieces(files, split, cut))
+    workers = encoding_workers()
+    if isinstance(base, CharTokenizer):  # one vectorised lookup from code point to id beats any worker
         codes = np.array([ord(base.token_text(i)) for i in range(base.vocab_size)], dtype=np.int64)
         lookup = np.zeros(int(codes.max()) + 1, dtype=dtype)
         lookup[codes] = np.arange(len(codes), dtype=dtype)
-
-        def encode(text: str) -> np.ndarray:  # type: ignore[misc]
-            return lookup[np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)]
-
+        encoded: Iterator[tuple[Piece, list[np.ndarray]]] = (
+            (piece, [lookup[np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)]
+                     for text in texts]) for piece, texts in jobs)
+    elif workers > 1 and total >= ENCODE_IN_PARALLEL_ABOVE_BYTES:
+        encoded = encode_in_parallel(jobs, folder, config, dtype, workers)
+    else:
+        encoded = ((piece, [np.asarray(base.encode(text), dtype=dtype) for text in texts]) for piece, texts in jobs)
     writers = {part: _PartWriter(folder / f"{part}.bin", dtype, end_id) for part in ("train", "val")}
     try:
-        for piece in pieces(files, split, cut):
+        for piece, ids in encoded:
             if end_id is None:
-                writers[piece.part].stream(np.asarray(encode(piece.text), dtype=dtype), piece.opens_file)
+                writers[piece.part].stream(ids[0], piece.opens_file)
             else:
-                writers[piece.part].documents([np.asarray(encode(document), dtype=dtype)
-                                               for document in split_documents(piece.text, tokenizer.mode)])
+                writers[piece.part].documents(ids)
             report("encoding", piece.done, total)
     finally:
         continues = _save_segments(folder, writers)
