@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import textgen.training.loop
+import textgen.training.readings
 import textgen.training.run_data
 from textgen.checkpoint import read_info, read_metrics
 from textgen.api import load_checkpoint
@@ -380,3 +381,33 @@ def test_a_nan_first_validation_leaves_an_earlier_checkpoint_untouched(tmp_path,
     monkeypatch.setattr(textgen.training.run_data, "total_loss", lambda *args, **kwargs: (float("nan"), 10))
     train(small_corpus, out, TINY, TokenizerConfig(kind="word", min_count=1), quick(max_steps=4))
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_figures_read_from_the_device_every_few_steps_are_those_read_every_step(tmp_path, small_corpus, monkeypatch):
+    """On a GPU the losses are read back every 16 steps, not every step; the figures, the metrics
+    and the weights must be exactly those of reading every step (what a CPU does)."""
+    runs = {}
+    for every in (1, 4):
+        monkeypatch.setitem(textgen.training.readings.READ_EVERY, "cpu", every)
+        recorder = Recorder()
+        result = train(small_corpus, tmp_path / f"every-{every}", TINY, TokenizerConfig(),
+                       quick(max_steps=23, eval_every=10), recorder)
+        runs[every] = (recorder.steps, result)
+    (steps, result), (batched, batched_result) = runs[1], runs[4]
+    assert [s.step for s in batched] == list(range(1, 24))  # every step reported, in order, none twice
+    for one, other in zip(steps, batched, strict=True):
+        assert (one.step, one.train_loss, one.grad_norm, one.learning_rate, one.fraction_done) == (
+            other.step, other.train_loss, other.grad_norm, other.learning_rate, other.fraction_done)
+    assert [(m.step, m.train_loss, m.val_loss) for m in result.metrics] == [
+        (m.step, m.train_loss, m.val_loss) for m in batched_result.metrics]
+
+
+def test_a_diverged_loss_read_a_few_steps_late_still_stops_with_the_last_good_checkpoint(tmp_path, small_corpus,
+                                                                                        monkeypatch):
+    monkeypatch.setitem(textgen.training.readings.READ_EVERY, "cpu", 4)
+    monkeypatch.setattr(textgen.training.loop, "F", nan_after(25))
+    out = tmp_path / "ck"
+    with pytest.raises(TextgenError, match="diverged at step 25"):
+        train(small_corpus, out, TINY, TokenizerConfig(), quick(max_steps=100, eval_every=10))
+    assert read_info(out).best.step == 20
+    assert all(torch.isfinite(p).all() for p in load_checkpoint(out).model.parameters())

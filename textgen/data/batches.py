@@ -36,6 +36,16 @@ class Window(NamedTuple):
     inputs: torch.Tensor  # (rows, window) token ids
     targets: torch.Tensor  # (rows, window) the next ids; IGNORE where nothing is predicted
     starts: torch.Tensor | None = None  # (rows,) bool: the row begins a document, so its state is zeroed
+    scored: int | None = None  # how many targets are not IGNORE, where counted on the host before the copy
+
+
+def to_device(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """A host array on `device`; to a GPU through pinned memory, without waiting for the copy (the
+    next kernels queue behind it), so reading the next batch overlaps the GPU's work."""
+    tensor = torch.from_numpy(array)
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 @dataclass
@@ -157,7 +167,7 @@ class StreamBatches:
         stop = min(start + self.window, self.row_length)
         band = np.stack([self.mapped[row * self.row_length + start : row * self.row_length + stop + 1]
                          for row in range(self.first_row, self.first_row + self.rows)])
-        band = torch.from_numpy(band.astype(np.int64)).to(self.device)
+        band = to_device(band.astype(np.int64), self.device)
         return Window(band[:, :-1], band[:, 1:])
 
     def scored_tokens(self, window: Window) -> int:
@@ -192,7 +202,7 @@ class DocumentBatches:
         return self.layout(epoch)[position]
 
     def scored_tokens(self, window: Window) -> int:
-        return int((window.targets != IGNORE).sum())
+        return int((window.targets != IGNORE).sum())  # the layout stays on the host: no wait for a GPU
 
     def scored_in_all_rows(self, epoch: int, position: int) -> int:
         return self.scored_tokens(self.window_at(epoch, position))  # documents in memory train in one process

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from textgen.data.batches import IGNORE, Window
+from textgen.data.batches import IGNORE, Window, to_device
 from textgen.errors import TextgenError
 
 
@@ -81,8 +81,8 @@ class SegmentBatches:
             band = np.asarray(self.ids[start : start + count + 1], dtype=np.int64)
             inputs[slot, :count], targets[slot, :count] = band[:-1], band[1:]
             starts[slot] = within == 0 or position == 0
-        return Window(*(torch.from_numpy(a).to(self.device) for a in (inputs, targets)),
-                      torch.from_numpy(starts).to(self.device))
+        return Window(*(to_device(a, self.device) for a in (inputs, targets, starts)),
+                      scored=int((targets != IGNORE).sum()))
 
     def windows(self, share: tuple[int, int] = (0, 1)) -> Iterator[Window]:
         """Every window of the first epoch for rows k, k + n, ... of `share` (k, n): validation."""
@@ -91,7 +91,7 @@ class SegmentBatches:
             yield self.window_at(0, position, rows)
 
     def scored_tokens(self, window: Window) -> int:
-        return int((window.targets != IGNORE).sum())
+        return window.scored if window.scored is not None else int((window.targets != IGNORE).sum())
 
     def scored_in_all_rows(self, epoch: int, position: int) -> int:
         """The predictions of column `position` in every process's rows, counted without reading

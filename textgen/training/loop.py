@@ -47,6 +47,7 @@ from textgen.training.distributed import SINGLE, Group
 from textgen.training.interrupt import StopRequest
 from textgen.training.limits import Limits
 from textgen.training.optimization import WeightAverage, averaged_weights, learning_rate_at, make_optimizer
+from textgen.training.readings import PendingStep, StepFigures, StepReadings
 from textgen.training.run_data import RunData, lay_out_prepared, lay_out_run_data
 from textgen.training.snapshot import EVALUATIONS_PER_RUN, Progress, restore, snapshot
 
@@ -225,6 +226,7 @@ class Trainer:
         self.state: State | None = None
         self.resumed_at: int | None = None
         self.saved_once = False
+        self.readings = StepReadings(self.device)
 
     def restore(self, saved: TrainerState) -> None:
         self.state, self.progress, self.info.best = restore(saved, self.model, self.optimizer, self.average, str(self.out))
@@ -250,11 +252,13 @@ class Trainer:
                 if stop_reason:
                     break
                 if validate:
+                    self._catch_up(callbacks)
                     self._save(self._validate(callbacks), callbacks)
                     if self.config.patience and progress.evaluations_since_best >= self.config.patience:
                         stop_reason = "early-stop"
                         break
                 self._step(done, callbacks)
+            self._catch_up(callbacks)
             if stop_reason == "interrupted" and self.saved_once:
                 self._save_where_the_run_stands(callbacks)  # no validation the user did not ask for
             elif stop_reason != "early-stop":
@@ -290,22 +294,21 @@ class Trainer:
                             enabled=self.autocast_dtype is not None):
             logits, state = self.forward(window.inputs, self.state)
         flat_logits, flat_targets = logits.float().reshape(-1, logits.shape[-1]), window.targets.reshape(-1)
+        scored = None
         if self.group.active:
             # DDP averages the processes' gradients, so each divides its summed loss by the predictions
             # of the whole global batch over the world: rows padded unevenly (documents) weigh as in one process.
             scored = self.data.batches.scored_in_all_rows(*band)
-            summed = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE, reduction="sum")
-            loss = summed * (self.group.world / max(1, scored))
+            reported = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE, reduction="sum")
+            loss = reported * (self.group.world / max(1, scored))
         else:
-            loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE)
+            loss = reported = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip if config.clip > 0 else math.inf)
-        loss_value = loss.item() if not self.group.active else self.group.sum([summed.item()])[0] / max(1, scored)
-        if not math.isfinite(loss_value):
-            kept = f"the last good checkpoint is kept in {self.out}" if self.saved_once else "no checkpoint was saved yet"
-            raise TextgenError(f"training diverged at step {progress.step}: the loss became {loss_value}; {kept}; "
-                               "try a lower --learning-rate")
+        pending = PendingStep(progress.step + 1, reported, grad_norm, scored, lr, 0.0, 0.0, 0.0)
+        self.readings.add(pending)
+        figures = self._read_figures() if self.readings.due else []  # a diverged loss stops before its step
         self.optimizer.step()
         if self.average is not None:
             self.average.update(progress.step)
@@ -315,16 +318,40 @@ class Trainer:
         progress.epoch_position += 1
         progress.training_seconds += time.perf_counter() - step_started
         progress.tokens_seen += self.data.batches.scored_tokens(window)
-        progress.loss_since_eval.append(loss_value)
-        smoothed = progress.smoothed_loss
-        progress.smoothed_loss = loss_value if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss_value
         progress.elapsed = self._elapsed()
-        callbacks.on_step(StepReport(
-            step=progress.step, epoch=progress.step / self.steps_per_epoch, train_loss=progress.smoothed_loss,
-            learning_rate=lr, grad_norm=float(grad_norm),
-            tokens_per_second=progress.tokens_seen / progress.training_seconds,
-            elapsed=progress.elapsed, fraction_done=self._fraction_done(),
-        ))
+        pending.tokens_per_second = progress.tokens_seen / progress.training_seconds
+        pending.elapsed, pending.fraction_done = progress.elapsed, self._fraction_done()
+        self._report_steps(figures, callbacks)
+
+    def _read_figures(self) -> list[StepFigures]:
+        """The losses of the steps not read yet, in one read from the device; a non-finite one stops the run."""
+        started = time.perf_counter()
+        figures = self.readings.take(self.group.sum if self.group.active else None)
+        self.progress.training_seconds += time.perf_counter() - started  # the wait for the device's queue
+        for figure in figures:
+            if not math.isfinite(figure.loss):
+                kept = f"the last good checkpoint is kept in {self.out}" if self.saved_once else \
+                    "no checkpoint was saved yet"
+                raise TextgenError(f"training diverged at step {figure.pending.step - 1}: the loss became "
+                                   f"{figure.loss}; {kept}; try a lower --learning-rate")
+        return figures
+
+    def _report_steps(self, figures: list[StepFigures], callbacks: TrainingCallbacks) -> None:
+        progress = self.progress
+        for figure in figures:
+            step, loss_value = figure.pending, figure.loss
+            progress.loss_since_eval.append(loss_value)
+            smoothed = progress.smoothed_loss
+            progress.smoothed_loss = loss_value if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss_value
+            callbacks.on_step(StepReport(
+                step=step.step, epoch=step.step / self.steps_per_epoch, train_loss=progress.smoothed_loss,
+                learning_rate=step.learning_rate, grad_norm=figure.grad_norm, tokens_per_second=step.tokens_per_second,
+                elapsed=step.elapsed, fraction_done=step.fraction_done,
+            ))
+
+    def _catch_up(self, callbacks: TrainingCallbacks) -> None:
+        """Report the steps whose figures are still on the device: before a validation, a save or the end."""
+        self._report_steps(self._read_figures(), callbacks)
 
     def _next_window(self) -> Window:
         """The next window, with the state zeroed where an epoch, a stream or a document starts."""
@@ -336,7 +363,8 @@ class Trainer:
         window = batches.window_at(progress.epoch, progress.epoch_position)
         if window.starts is not None:
             self.state = reset_rows(self.state, window.starts.to(self.device))
-        return window._replace(inputs=window.inputs.to(self.device), targets=window.targets.to(self.device))
+        return window._replace(inputs=window.inputs.to(self.device, non_blocking=True),
+                               targets=window.targets.to(self.device, non_blocking=True))
 
     # --- when ---------------------------------------------------------------------------------------
 
