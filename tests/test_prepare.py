@@ -276,3 +276,15 @@ def test_a_file_above_the_streaming_size_is_prepared_and_a_smaller_one_read_whol
     monkeypatch.setattr(config, "STREAM_ABOVE_BYTES", 100)
     prepared = load_or_prepare(str(path), "utf-8", CONFIGS[0], 0.1)
     assert not isinstance(prepared, Corpus) and prepared.files.source_is_file
+
+
+def test_a_cache_whose_vocabulary_is_not_the_checkpoints_is_refused(tmp_path, songs, capsys):
+    code, out, err = run(["train", "songs", "--out", "ck", *TINY, "--max-steps", "2"], capsys)
+    assert code == 0, err
+    (cache,) = (tmp_path / "cache" / "ids").iterdir()
+    vocabulary = json.loads((cache / "tokenizer.json").read_text(encoding="utf-8"))
+    vocabulary["tokens"].reverse()  # as a cache prepared by other code might be
+    (cache / "tokenizer.json").write_text(json.dumps(vocabulary), encoding="utf-8")
+    for command in (["evaluate", "ck"], ["train", "--resume", "ck", "--max-steps", "4"]):
+        code, out, err = run(command, capsys)
+        assert code == 2 and "holds another vocabulary than ck" in err and f"delete {cache}" in err, command

@@ -367,3 +367,26 @@ def _unigram() -> SentencePieceTokenizer:
     if "unigram" not in _cache:
         _cache["unigram"] = SentencePieceTokenizer.from_text(ALL_TEXT, 500, "unigram")
     return _cache["unigram"]
+
+
+def test_a_subword_vocabulary_learnt_from_a_sample_is_the_same_every_time():
+    """A big corpus trains sentencepiece on a sample of its sentences; drawn afresh each time, a
+    cleared id cache would give another vocabulary than the checkpoints trained from it."""
+    from textgen.tokenizers.subword import SentencePieceTokenizer
+
+    text = "".join(f"line {i} of the keeper's log: the lamp {'burned' if i % 3 else 'failed'}.\n" for i in range(3000))
+    vocabularies = {tuple(t.token_text(i) for i in range(t.vocab_size)) for t in (
+        SentencePieceTokenizer.from_texts([text], 300, "unigram", sample_sentences=500) for _ in range(2))}
+    assert len(vocabularies) == 1
+
+
+def test_the_sample_of_sentences_is_uniform_and_repeatable():
+    from textgen.tokenizers.subword import _sample
+
+    drawn = _sample((str(i) for i in range(100_000)), 2000)
+    assert drawn == _sample((str(i) for i in range(100_000)), 2000)
+    numbers = [int(x) for x in drawn]
+    assert len(set(numbers)) == 2000
+    assert abs(sum(numbers) / len(numbers) - 50_000) < 2_500  # about 4 standard errors
+    assert sum(n >= 90_000 for n in numbers) == pytest.approx(200, abs=60)  # the tail is drawn too
+    assert _sample(iter(["a", "b"]), 5) == ["a", "b"]

@@ -176,13 +176,15 @@ def _print_views(views: dict[str, Any], asked: dict[str, bool], name: str) -> No
 
 def _evaluate_streamed(loaded: Any) -> tuple[Any, str]:
     """The held-out part of a corpus prepared into the id cache, scored as validation scored it."""
-    from textgen.data.prepare import held_out, recorded_prepared
+    from textgen.data.prepare import check_same_vocabulary, held_out, recorded_prepared
     from textgen.evaluation import held_out_loss, summarise
 
     record = loaded.info.corpus
     if record.val_fraction <= 0:
         raise TextgenError("this model was trained with no held-out text (--val-fraction 0); give a FILE to evaluate")
-    part = held_out(recorded_prepared(record, loaded.info.tokenizer, "give a FILE to evaluate"))
+    prepared = recorded_prepared(record, loaded.info.tokenizer, "give a FILE to evaluate")
+    check_same_vocabulary(prepared, loaded.tokenizer, loaded.path, "evaluate again")
+    part = held_out(prepared)
     nats, count = held_out_loss(loaded.model, part)
     what = f"the held-out last {record.val_fraction:g} of {record.source}" + (f" ({part.note})" if part.note else "")
     return summarise(nats, count, part.characters), what

@@ -152,6 +152,16 @@ def recorded_prepared(record: CorpusRecord, tokenizer_config: TokenizerConfig, w
     return prepared
 
 
+def check_same_vocabulary(prepared: PreparedCorpus, tokenizer: Tokenizer, checkpoint: Path, then: str) -> None:
+    """A checkpoint's ids must mean what the cache's ids mean (a cache prepared by other code would not)."""
+    def vocabulary(t: Tokenizer) -> list[str]:
+        return [t.token_text(i) for i in range(t.vocab_size)]
+
+    if vocabulary(prepared.tokenizer) != vocabulary(tokenizer):
+        raise TextgenError(f"the id cache of {prepared.files.source} holds another vocabulary than {checkpoint}; "
+                           f"delete {prepared.folder} and {then}")
+
+
 def recorded_files(record: CorpusRecord, why: str) -> CorpusFiles:
     """The files a streamed corpus was read from, found again where the record says."""
     where = record.path or record.source or ""

@@ -4,6 +4,9 @@ so that any text can be spelt and nothing is ever unknown."""
 from __future__ import annotations
 
 import io
+import itertools
+import math
+import random
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -66,12 +69,14 @@ class SentencePieceTokenizer:
                             seen[0] = True
                             yield part[i : i + _SP_CHUNK]
 
-        sampling = {"input_sentence_size": sample_sentences, "shuffle_input_sentence": True} if sample_sentences else {}
+        # sentencepiece's own sampling (input_sentence_size) draws differently on every run, whatever
+        # its seed; the same text must give the same vocabulary, or a cleared id cache, prepared again,
+        # would no longer match the checkpoints trained from it. So the sample is drawn here.
+        chosen = _sample(sentences(), sample_sentences) if sample_sentences else sentences()
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(sentences()),
-                **sampling,
+                sentence_iterator=iter(chosen),
                 model_writer=model,
                 model_type=model_type,
                 vocab_size=vocab_size,
@@ -148,3 +153,21 @@ class SentencePieceTokenizer:
 
     def save(self, directory: Path) -> None:
         (Path(directory) / MODEL_FILE).write_bytes(self._model)
+
+
+def _sample(items: Iterable[str], size: int, seed: int = 0) -> list[str]:
+    """`size` items drawn uniformly from `items` in one pass, the same ones every time (reservoir
+    sampling with geometric skips, Li's algorithm L: a few random draws per item kept, not per item read)."""
+    rng = random.Random(seed)
+    stream = iter(items)
+    reservoir = list(itertools.islice(stream, size))
+    if len(reservoir) < size:
+        return reservoir
+    weight = math.exp(math.log(1.0 - rng.random()) / size)
+    while True:
+        skip = math.floor(math.log(1.0 - rng.random()) / math.log(1.0 - weight)) if weight < 1.0 else 0
+        item = next(itertools.islice(stream, skip, None), None)
+        if item is None:
+            return reservoir
+        reservoir[rng.randrange(size)] = item
+        weight *= math.exp(math.log(1.0 - rng.random()) / size)

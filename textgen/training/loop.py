@@ -35,7 +35,7 @@ from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, Tra
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, to_dict
 from textgen.data.corpus import Corpus, recorded_corpus
 from textgen.data import IGNORE, Window, split_text
-from textgen.data.prepare import PreparedCorpus, recorded_prepared
+from textgen.data.prepare import PreparedCorpus, check_same_vocabulary, recorded_prepared
 from textgen.devices import precision_note, resolve_device, training_dtype
 from textgen.errors import TextgenError
 from textgen.evaluation import summarise
@@ -120,9 +120,7 @@ def resume(
         tokenizer = load_tokenizer(checkpoint, info.tokenizer)
         check_vocabulary(checkpoint, tokenizer, info)
         if isinstance(corpus, PreparedCorpus):
-            if _vocabulary(corpus.tokenizer) != _vocabulary(tokenizer):
-                raise TextgenError(f"the id cache of {corpus.files.source} holds another vocabulary than {checkpoint}; "
-                                   f"delete {corpus.folder} and resume again")
+            check_same_vocabulary(corpus, tokenizer, checkpoint, "resume again")
             text = _prepared_text(corpus, info.tokenizer, config, group)
         else:
             train_text, val_text = split_text(corpus.text, config.val_fraction, info.tokenizer.documents)
@@ -147,10 +145,6 @@ def _check_shareable(tokenizer_config: TokenizerConfig, config: TrainConfig, gro
         raise TextgenError("--documents across processes needs the corpus prepared into the id cache; "
                            "give its file, folder or glob to textgen train")
     group.rows(config.batch_size)  # refuses a batch that does not split evenly
-
-
-def _vocabulary(tokenizer: Tokenizer) -> list[str]:
-    return [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
 
 
 @dataclass
