@@ -644,6 +644,9 @@ TRAIN_OPTIONS = [
     ("--vocab-size", int, ("--tokenizer", "subword"), refused("--vocab-size must be (between 260|at least 260)"),
      refused("--vocab-size must be (between 260|at least 260)"),
      refused("--vocab-size must be (between 260 and|at most) 1,000,000"), None),
+    # --help: "(0 = all)"; more lines than the text has is all of them.
+    ("--subword-sample", int, ("--tokenizer", "subword"), OK, refused(r"--subword-sample must be 0 \(all lines\) or more"),
+     OK, None),
 ]
 
 # Every stop text the corpus could produce: a sample of any length must then end at once.

@@ -55,6 +55,9 @@ def train(
     min_count: Annotated[int, typer.Option(help="word: drop tokens seen fewer times.", rich_help_panel=TOKENIZER)] = _tok.min_count,
     vocab_size: Annotated[int, typer.Option(help="subword: vocabulary size.", rich_help_panel=TOKENIZER)] = _tok.vocab_size,
     subword_model: Annotated[str, typer.Option(help=" | ".join(SUBWORD_MODELS), rich_help_panel=TOKENIZER)] = _tok.subword_model,
+    subword_sample: Annotated[int, typer.Option(
+        help="subword: learn the vocabulary from at most this many lines, drawn evenly (0 = all).",
+        rich_help_panel=TOKENIZER)] = _tok.subword_sample,
     cell: Annotated[str, typer.Option(help=" | ".join(CELLS), rich_help_panel=MODEL)] = _model.cell,
     layers: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.layers,
     hidden_size: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.hidden_size,

@@ -44,8 +44,6 @@ from textgen.tokenizers.parallel import encode_in_parallel, encoding_workers
 from textgen.tokenizers.word import pattern_for
 
 CACHE_VERSION = 2  # 2: files are separate streams, documents, segments
-# sentencepiece learns from this many sentences drawn from a big corpus, not from all of them.
-SUBWORD_SAMPLE_SENTENCES = 500_000
 # Word and subword ids are encoded by worker processes, one per core, above this many bytes of text.
 ENCODE_IN_PARALLEL_ABOVE_BYTES = 16 << 20
 # Progress reports: (phase, bytes read in this pass, bytes in all).
@@ -197,7 +195,7 @@ def _build(files: CorpusFiles, config: TokenizerConfig, val_fraction: float, fol
         else:
             train_part = (piece.text for piece in pieces(files, split, cut) if piece.part == "train")
             base = SentencePieceTokenizer.from_texts(train_part, config.vocab_size, config.subword_model,
-                                                     SUBWORD_SAMPLE_SENTENCES)
+                                                     config.subword_sample)
         tokenizer = DocumentTokenizer(base, config.documents) if config.documents != "none" else base
         tokenizer.save(folder)  # where encoding workers read it from
         continues = _encode(files, tokenizer, split, cut, folder, config, report, total)

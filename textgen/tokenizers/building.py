@@ -34,7 +34,7 @@ def _build_base(config: TokenizerConfig, text: str) -> Tokenizer:
         return CharTokenizer.from_text(text)
     if config.kind == "word":
         return WordTokenizer.from_text(text, config.max_vocab, config.min_count, config.fold_spaces)
-    return SentencePieceTokenizer.from_text(text, config.vocab_size, config.subword_model)
+    return SentencePieceTokenizer.from_texts([text], config.vocab_size, config.subword_model, config.subword_sample)
 
 
 def _load_base(directory: Path, config: TokenizerConfig) -> Tokenizer:

@@ -22,6 +22,8 @@ _SP_SPACE = "\u2581"
 # sentencepiece skips training sentences over 4192 bytes; 1000 code points are
 # at most 4000 bytes, so long lines are cut into chunks this long instead.
 _SP_CHUNK = 1000
+# A sample this big or bigger is the whole text (and more than islice can count to).
+_ALL = 1 << 40
 
 
 class SentencePieceTokenizer:
@@ -72,7 +74,7 @@ class SentencePieceTokenizer:
         # sentencepiece's own sampling (input_sentence_size) draws differently on every run, whatever
         # its seed; the same text must give the same vocabulary, or a cleared id cache, prepared again,
         # would no longer match the checkpoints trained from it. So the sample is drawn here.
-        chosen = _sample(sentences(), sample_sentences) if sample_sentences else sentences()
+        chosen = _sample(sentences(), sample_sentences) if 0 < sample_sentences < _ALL else sentences()
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
