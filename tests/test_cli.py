@@ -955,9 +955,10 @@ def test_a_time_budget_alone_picks_a_preset_and_says_so(cli: Callable[..., CliRe
     (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
     result = cli("train", "prose.txt", "--out", "auto", "--max-time", "1")
     assert result.code == 0, result.output
-    assert "preset small (for a 1 s budget; --preset to choose)" in result.stdout
+    assert re.search(r"preset tiny \(1 s at [\d,]+ tokens/s measured here \(the small shape\) buy about "
+                     r"[\d.]+M tokens; --preset to choose\)", " ".join(result.stdout.split()))
     config = json.loads((tmp_path / "auto" / "config.json").read_text(encoding="utf-8"))
-    assert (config["model"]["hidden_size"], config["training"]["preset"]) == (384, "small")
+    assert (config["model"]["hidden_size"], config["training"]["preset"]) == (256, "tiny")
 
     own_shape = cli("train", "prose.txt", "--out", "own", "--max-time", "1", *TINY)
     assert own_shape.code == 0, own_shape.output
@@ -969,7 +970,7 @@ def test_a_time_budget_alone_picks_a_preset_and_says_so(cli: Callable[..., CliRe
     assert "preset medium (as asked)" in named.stdout
     config = json.loads((tmp_path / "named" / "config.json").read_text(encoding="utf-8"))
     assert (config["model"]["hidden_size"], config["model"]["dropout"]) == (40, PRESET_DROPOUT["medium"])
-    assert_one_line_error(cli("train", "prose.txt", "--preset", "huge"), "--preset must be one of small, medium")
+    assert_one_line_error(cli("train", "prose.txt", "--preset", "huge"), "--preset must be one of tiny, small, medium")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from textgen.cli.app import flag_for
 from textgen.config import (
-    PRESETS, ModelConfig, OptionError, SampleConfig, TokenizerConfig, TrainConfig, apply_preset, preset_for_budget,
+    PRESETS, REFERENCE_SPEED, ModelConfig, OptionError, SampleConfig, TokenizerConfig, TrainConfig, apply_preset, preset_for_budget,
     settings_for,
 )
 
@@ -78,12 +78,23 @@ def test_tied_weights_imply_the_plain_stack_unless_skip_connections_are_asked_fo
 
 
 def test_presets_are_chosen_by_budget_in_order():
-    assert preset_for_budget(80) == "small"
+    assert preset_for_budget(80) == "tiny" and preset_for_budget(100) == "tiny" and preset_for_budget(101) == "small"
     assert preset_for_budget(600) == "medium"
     assert preset_for_budget(200) == "small" and preset_for_budget(201) == "medium"
     assert preset_for_budget(10 * 3600) == "medium"
-    limits = [preset.up_to_seconds for preset in PRESETS.values()]
+    limits = [preset.up_to_tokens for preset in PRESETS.values()]
     assert limits == sorted(limits) and limits[-1] == float("inf")
+
+
+def test_presets_are_chosen_by_the_tokens_a_budget_buys_on_this_machine():
+    """The same seconds buy fewer tokens on a slower machine, and the preset follows the tokens."""
+    assert preset_for_budget(200, REFERENCE_SPEED) == "small" and preset_for_budget(201, REFERENCE_SPEED) == "medium"
+    assert preset_for_budget(400, REFERENCE_SPEED / 2) == "small"  # half as fast: twice the seconds
+    assert preset_for_budget(401, REFERENCE_SPEED / 2) == "medium"
+    assert preset_for_budget(200, REFERENCE_SPEED / 2) == "tiny" and preset_for_budget(201, REFERENCE_SPEED / 2) == "small"
+    assert settings_for({"max_time": 300}, tokens_per_second=REFERENCE_SPEED / 2).preset == "small"
+    assert settings_for({"max_time": 300}, tokens_per_second=REFERENCE_SPEED).preset == "medium"
+    assert settings_for({"max_time": 300}, "medium", tokens_per_second=1.0).preset == "medium"  # a named one wins
 
 
 def test_a_preset_fills_in_its_shape_but_keeps_what_the_user_set():
@@ -92,12 +103,12 @@ def test_a_preset_fills_in_its_shape_but_keeps_what_the_user_set():
     assert model.hidden_size == preset.model["hidden_size"] and model.dropout == preset.model["dropout"]
     assert config.batch_size == 3 and config.learning_rate == preset.train["learning_rate"]
     assert config.preset == "medium"
-    with pytest.raises(OptionError, match="^preset must be one of small, medium"):
+    with pytest.raises(OptionError, match="^preset must be one of tiny, small, medium"):
         apply_preset("huge", ModelConfig(), TrainConfig())
 
 
 @pytest.mark.parametrize("request_, preset, by_budget", [
-    ({"max_time": 80}, "small", True),
+    ({"max_time": 80}, "tiny", True),
     ({"max_time": 600}, "medium", True),
     ({}, "medium", True),  # the default budget, 300 s
     ({"max_time": 600, "hidden_size": 64}, None, False),  # a shape of the user's own turns presets off

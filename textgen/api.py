@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from textgen.checkpoint import CONFIG_FILE, CheckpointInfo, check_vocabulary, load_weights, read_info, read_whole
-from textgen.config import SampleConfig, settings_for
+from textgen.config import SampleConfig
 from textgen.devices import resolve_device
 from textgen.errors import TextgenError
 from textgen.evaluation import EvaluationResult, evaluate_text
@@ -176,11 +176,13 @@ def train(
     """Train as `textgen train` does, from the same request: `corpus` is a text file or a corpus
     name (None: the built-in python-docs), `settings` are the options by their field names
     (max_time=80, hidden_size=256, kind="word", ...). The same presets and policies apply
-    (textgen.config.settings_for), so the same request gives the same run as the command line."""
+    (textgen.config.settings_for, with the machine's speed measured as the command line measures
+    it), so the same request gives the same run as the command line."""
     from textgen.data.prepare import load_or_prepare
     from textgen.training import train as run_training
+    from textgen.training.calibration import calibrated_settings
 
-    run = settings_for(settings, preset)
+    run, _ = calibrated_settings(settings, preset)  # the budget's preset chosen by this machine's speed
     text = load_or_prepare(None if corpus is None else str(corpus), encoding, run.tokenizer, run.train.val_fraction)
     return run_training(text, Path(out), run.model, run.tokenizer, run.train, callbacks)
 

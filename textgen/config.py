@@ -141,38 +141,66 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Preset:
-    """A model and training shape measured to do well in a given time on a 2-core laptop-class CPU."""
+    """A model and training shape measured to do well for a given amount of compute."""
 
     description: str
     model: dict[str, Any]
     train: dict[str, Any]
-    up_to_seconds: float  # --max-time budgets up to this pick this preset when no shape is given
+    # Budgets up to this pick this preset when no shape is given. The unit is reference tokens:
+    # the tokens the calibration preset trains on in the budget on this machine (its measured
+    # tokens per second times --max-time), so a slower machine counts fewer for the same seconds.
+    up_to_tokens: float
 
 
 # Measured on tiny Shakespeare (benchmarks/README.md has the runs behind each choice).
 PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        "2 x 256 LSTM, no dropout, 32 rows x 32 tokens: the most text per second, for short budgets and slow CPUs",
+        model={"layers": 2, "hidden_size": 256, "embedding_size": 64, "dropout": 0.0},
+        train={"batch_size": 32, "seq_len": 32, "learning_rate": 8e-3, "weight_decay": 0.1},
+        # In 80 s it beat small by 0.05 nats/char on a float32 CPU at 14,000 reference tokens/s
+        # (1.45 against 1.50) and by 0.01 at 39,000 (1.411 against 1.423); at 120 s there it lost
+        # by 0.014 (1.427 against 1.413), overfitting without dropout: the line is drawn between.
+        up_to_tokens=100.0 * 39_000,
+    ),
     "small": Preset(
         "2 x 384 LSTM, no dropout, 32 rows x 32 tokens: learns fastest in the first minutes",
         model={"layers": 2, "hidden_size": 384, "embedding_size": 128, "dropout": 0.0},
         train={"batch_size": 32, "seq_len": 32, "learning_rate": 6e-3, "weight_decay": 0.1},
-        # small beat medium by 0.03 nats/char at 150 s and lost by 0.01 at 240 s, when it overfits
-        up_to_seconds=200.0,
+        # small beat medium by 0.03 nats/char at 150 s and lost by 0.01 at 240 s, when it overfits,
+        # on a CPU where small trains at 39,000 tokens/s: 200 s there.
+        up_to_tokens=200.0 * 39_000,
     ),
     "medium": Preset(
         "2 x 512 LSTM with dropout 0.3 and weight decay 0.2, 32 rows x 64 tokens: keeps improving "
         "over ten minutes and more",
         model={"layers": 2, "hidden_size": 512, "embedding_size": 128, "dropout": 0.3},
         train={"batch_size": 32, "seq_len": 64, "learning_rate": 8e-3, "weight_decay": 0.2},
-        up_to_seconds=math.inf,
+        up_to_tokens=math.inf,
     ),
 }
+# The preset whose training speed measures a machine (training/calibration.py).
+CALIBRATION_PRESET = "small"
 # Options that set a model's or run's shape: giving any of them turns the automatic preset off.
 SHAPE_OPTIONS = {"layers", "hidden_size", "embedding_size", "dropout", "batch_size", "seq_len", "learning_rate"}
 
 
-def preset_for_budget(seconds: float) -> str:
-    """The preset that did best on this kind of machine within `seconds` of training."""
-    return next(name for name, preset in PRESETS.items() if seconds <= preset.up_to_seconds)
+# Training tokens per second of the calibration preset on the CPU the presets were measured on
+# (2-core AMD EPYC, AVX-512 BF16): what a budget in seconds is taken to buy when nothing measured it.
+REFERENCE_SPEED = 39_000.0
+
+
+def preset_for_budget(seconds: float, tokens_per_second: float | None = None) -> str:
+    """The preset that did best for the reference tokens `seconds` of training buy at
+    `tokens_per_second` (the calibration preset's speed on this machine; default REFERENCE_SPEED)."""
+    tokens = seconds * (tokens_per_second or REFERENCE_SPEED)
+    return next(name for name, preset in PRESETS.items() if tokens <= preset.up_to_tokens)
+
+
+def wants_automatic_preset(request: dict[str, Any], preset: str | None) -> bool:
+    """No preset named, no shape option given and only a time limit: the budget chooses the shape."""
+    return preset is None and not set(request) & SHAPE_OPTIONS and request.get("max_steps") is None \
+        and request.get("epochs") is None
 
 
 def apply_preset(
@@ -199,11 +227,13 @@ class RunSettings:
     preset_chosen_for_budget: bool  # True when no preset was named and the budget chose it
 
 
-def settings_for(request: dict[str, Any], preset: str | None = None) -> RunSettings:
+def settings_for(request: dict[str, Any], preset: str | None = None,
+                 tokens_per_second: float | None = None) -> RunSettings:
     """The configs for a training request, every policy applied: the fields in `request` (model,
     tokenizer and training fields alike, as a user set them) win; a preset fills in the shape,
     the one named, or, when no shape field is set and no step or epoch limit is given, the one
-    measured best for the time budget (the default budget when there is none); tied weights
+    measured best for the tokens the time budget buys at `tokens_per_second` (the calibration
+    preset's speed here, training/calibration.py; the default budget when there is none); tied weights
     imply the plain stack unless skip connections are asked for. The CLI and the Python API
     both come through here, so the same request gives the same run."""
     fields = {name: set(f.name for f in dataclasses.fields(cls)) for name, cls in
@@ -216,8 +246,8 @@ def settings_for(request: dict[str, Any], preset: str | None = None) -> RunSetti
     parts["model"].pop("vocab_size", None)
     train = TrainConfig(**parts["train"])
     chosen, for_budget = preset, False
-    if chosen is None and not set(request) & SHAPE_OPTIONS and train.max_steps is None and train.epochs is None:
-        chosen, for_budget = preset_for_budget(train.max_time or train.default_max_time), True
+    if wants_automatic_preset(request, chosen):
+        chosen, for_budget = preset_for_budget(train.max_time or train.default_max_time, tokens_per_second), True
     model = ModelConfig(**parts["model"])
     if chosen is not None:
         model, train = apply_preset(chosen, model, train, keep=set(request))

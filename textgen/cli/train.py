@@ -107,11 +107,13 @@ def train(
     from textgen.devices import resolve_device, training_dtype
     from textgen.render.console import console
     from textgen.training import train as run_training
+    from textgen.training.calibration import calibrated_settings
     from textgen.training.distributed import join, leave
 
     training_dtype(settings.train.precision, resolve_device(settings.train.device))  # fails before any work
     group = join(settings.train.device)  # several processes under torchrun; otherwise just this one
     try:
+        settings, calibration = calibrated_settings(request, preset, group)
         with run_lock(out) if group.is_main else nullcontext():
             if group.is_main:
                 recover_interrupted_save(out)
@@ -121,8 +123,7 @@ def train(
             text = _read_corpus(group, lambda progress: load_or_prepare(
                 corpus, encoding, settings.tokenizer, settings.train.val_fraction, progress, stream))
             if settings.preset is not None and group.is_main:
-                budget = settings.train.max_time or settings.train.default_max_time
-                why = f"for a {budget:g} s budget; --preset to choose" if settings.preset_chosen_for_budget else "as asked"
+                why = f"{calibration.describe()}; --preset to choose" if calibration else "as asked"
                 console.print(f"[bold]preset {settings.preset}[/] ({why}): {PRESETS[settings.preset].description}",
                               soft_wrap=True)
             with _display(group) as display:
