@@ -111,7 +111,8 @@ class RNNLanguageModel(nn.Module):
             output, layer_state = layer(below, _layer_state(state, k))
             outputs.append(output)
             states.append(layer_state)
-            below = torch.cat([x, self.between_dropout(output)], dim=-1)
+            if k + 1 < len(self.layers):  # the input of the layer above (none above the top one)
+                below = torch.cat([x, self.between_dropout(output)], dim=-1)
         logits = self.decoder(self.output_dropout(torch.cat(outputs, dim=-1)))
         if isinstance(state, tuple):
             return logits, (torch.cat([h for h, _ in states]), torch.cat([c for _, c in states]))
