@@ -6,11 +6,12 @@ or document by document (reading.py, pieces.py and prepare.py build that id cach
 
 from textgen.data.batches import (
     IGNORE, Batches, DocumentBatches, Layout, StreamBatches, Window, batchify, lay_out, shuffled, window_for,
+    window_for_predictions,
 )
 from textgen.data.segments import SegmentBatches
 from textgen.data.split import document_split_point, split_documents, split_text
 
 __all__ = [
     "IGNORE", "Batches", "DocumentBatches", "Layout", "SegmentBatches", "StreamBatches", "Window", "batchify", "document_split_point",
-    "lay_out", "shuffled", "split_documents", "split_text", "window_for",
+    "lay_out", "shuffled", "split_documents", "split_text", "window_for", "window_for_predictions",
 ]

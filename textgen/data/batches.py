@@ -213,5 +213,9 @@ Batches = StreamBatches | DocumentBatches
 
 def window_for(documents: list[list[int]], seq_len: int) -> int:
     """Short documents (names, titles) get windows just long enough for the longest, not seq_len."""
-    longest = max(len(ids) for ids in documents) + 1
+    return window_for_predictions(max(len(ids) for ids in documents) + 1, seq_len)
+
+
+def window_for_predictions(longest: int, seq_len: int) -> int:
+    """The window for documents whose longest makes `longest` predictions (its tokens and the end marker)."""
     return max(1, min(seq_len, longest))

@@ -179,6 +179,7 @@ def _build(files: CorpusFiles, config: TokenizerConfig, val_fraction: float, fol
         split.settled = True
     if config.kind == "word" and not config.fold_spaces and config.documents == "none":
         tokenizer, continues = _encode_words_in_one_pass(files, config, split, folder, report, total)
+        tokenizer.save(folder)  # its vocabulary is known only once every word has been read
     else:
         cut = cut_for(config.kind, config.documents)
         if config.kind == "char":
@@ -197,9 +198,8 @@ def _build(files: CorpusFiles, config: TokenizerConfig, val_fraction: float, fol
             base = SentencePieceTokenizer.from_texts(train_part, config.vocab_size, config.subword_model,
                                                      config.subword_sample)
         tokenizer = DocumentTokenizer(base, config.documents) if config.documents != "none" else base
-        tokenizer.save(folder)  # where encoding workers read it from
+        tokenizer.save(folder)  # before encoding: the encoding workers read it from there
         continues = _encode(files, tokenizer, split, cut, folder, config, report, total)
-    tokenizer.save(folder)
     meta = {"version": CACHE_VERSION, "dtype": _dtype_for(tokenizer.vocab_size).name, "characters": survey.characters,
             "train_characters": split.at, "val_characters": survey.characters - split.at, "sha256": survey.sha256,
             "source": files.source, "files": [str(p) for p in files.paths], "documents": config.documents,

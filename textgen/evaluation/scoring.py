@@ -11,10 +11,9 @@ import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-
-import numpy as np
 
 from textgen.data import IGNORE, SegmentBatches, Window, lay_out, window_for
 from textgen.data.prepare import HeldOut

@@ -6,19 +6,18 @@ one with it, or on a machine with one free core instead of two)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from dataclasses import dataclass
-from typing import Any
 
 from textgen.config import (
     CALIBRATION_PRESET, PRESETS, ModelConfig, RunSettings, TrainConfig, settings_for, wants_automatic_preset,
 )
 from textgen.devices import resolve_device, training_dtype
-from textgen.training.distributed import SINGLE, Group
 from textgen.model import RNNLanguageModel
+from textgen.training.distributed import SINGLE, Group
 from textgen.training.optimization import make_optimizer
 
 WARMUP_STEPS = 2

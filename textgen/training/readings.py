@@ -60,5 +60,5 @@ class StepReadings:
                              + [p.grad_norm.detach().float() for p in pending]).tolist()
         losses, norms = values[: len(pending)], values[len(pending) :]
         if group_sum is not None:
-            losses = [summed / max(1, p.scored or 1) for summed, p in zip(group_sum(losses), pending)]  # type: ignore[operator]
+            losses = [summed / max(1, p.scored or 0) for summed, p in zip(group_sum(losses), pending)]  # type: ignore[operator]
         return [StepFigures(p, loss, norm) for p, loss, norm in zip(pending, losses, norms)]

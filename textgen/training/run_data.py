@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from textgen.data import Batches, DocumentBatches, SegmentBatches, StreamBatches, split_documents
+from textgen.data import (
+    Batches, DocumentBatches, SegmentBatches, StreamBatches, split_documents, window_for_predictions,
+)
 from textgen.data.prepare import HeldOut, PreparedCorpus, held_out
 from textgen.evaluation import documents_loss, held_out_loss, total_loss
 from textgen.model import RNNLanguageModel
@@ -118,7 +120,7 @@ def lay_out_prepared(prepared: PreparedCorpus, batch_size: int, seq_len: int, se
                                                                 group.rank, group.world)
     else:
         lengths = segments[:, 1] - segments[:, 0] - 1
-        window = max(1, min(seq_len, int(lengths.max(initial=1)))) if documents else seq_len
+        window = window_for_predictions(int(lengths.max(initial=1)), seq_len) if documents else seq_len
         batches = SegmentBatches(prepared.train_ids, segments, batch_size, window, device, group.rank, group.world,
                                  documents, seed)
         what = "documents, each" if documents else "files, each a stream"
