@@ -621,6 +621,20 @@ def test_skip_connections_are_on_unless_turned_off_or_weights_are_tied(
     assert cli("sample", "ck", "--length", "20", "--seed", "1").code == 0
 
 
+def test_awd_regularisers_train_are_recorded_and_resume(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
+    options = [*TINY, "--layers", "2", "--weight-drop", "0.25", "--embedding-dropout", "0.1"]
+    trained = cli("train", "prose.txt", "--out", "ck", *options, "--max-steps", "4")
+    assert trained.code == 0, trained.output
+    config = json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))
+    assert (config["model"]["weight_drop"], config["model"]["embedding_dropout"]) == (0.25, 0.1)
+    resumed = cli("train", "prose.txt", "--resume", "ck", "--max-steps", "6")
+    assert resumed.code == 0, resumed.output
+    config = json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))
+    assert (config["model"]["weight_drop"], config["model"]["embedding_dropout"]) == (0.25, 0.1)
+    assert cli("sample", "ck", "--length", "20", "--seed", "1").code == 0
+
+
 # --- the command surface ------------------------------------------------------------------------
 
 
@@ -637,7 +651,7 @@ def test_train_help_lists_its_options(tmp_path: Path) -> None:
     assert result.code == 0 and result.stderr == ""
     for option in ("--out", "--overwrite", "--encoding", "--val-fraction", "--tokenizer", "--vocab-size",
                    "--cell", "--layers", "--hidden-size", "--embedding-size", "--dropout", "--tie-weights",
-                   "--skip-connections",
+                   "--skip-connections", "--weight-drop", "--embedding-dropout",
                    "--seq-len", "--batch-size", "--learning-rate", "--seed", "--max-steps", "--epochs",
                    "--max-time"):
         assert re.search(rf"{option}\b", result.stdout), option
@@ -705,6 +719,8 @@ BAD_INPUTS = [
     ("unknown-encoding", ["train", "prose.txt", "--encoding", "klingon"], ["unknown encoding: klingon"]),
     ("val-fraction", ["train", "prose.txt", "--val-fraction", "0.9"], ["--val-fraction", "0.5"]),
     ("dropout", ["train", "prose.txt", "--dropout", "1.5"], ["--dropout", "1.5"]),
+    ("weight-drop", ["train", "prose.txt", "--weight-drop", "1"], ["--weight-drop must be in [0, 1), got 1.0"]),
+    ("embedding-dropout", ["train", "prose.txt", "--embedding-dropout", "-0.1"], ["--embedding-dropout", "-0.1"]),
     ("layers", ["train", "prose.txt", "--layers", "0"], ["--layers", "at least 1"]),
     ("tokenizer", ["train", "prose.txt", "--tokenizer", "nonsense"],
      ["--tokenizer", "char, word, subword", "nonsense"]),

@@ -60,8 +60,9 @@ def test_each_front_end_words_the_same_error_in_its_own_vocabulary():
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.5, 0.99])
-def test_dropout_below_one_is_accepted(dropout):
-    assert ModelConfig(vocab_size=10, dropout=dropout).dropout == dropout
+@pytest.mark.parametrize("field", ["dropout", "weight_drop", "embedding_dropout"])
+def test_dropout_below_one_is_accepted(field, dropout):
+    assert getattr(ModelConfig(vocab_size=10, **{field: dropout}), field) == dropout
 
 
 def test_tied_weights_imply_the_plain_stack_unless_skip_connections_are_asked_for():

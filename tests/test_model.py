@@ -114,6 +114,48 @@ def test_dropout_is_active_in_training_mode_only(make_model, prose_ids):
         assert not torch.allclose(model(batch)[0], model(batch)[0])
 
 
+@cells
+@skip
+def test_weight_drop_drops_recurrent_links_while_training_and_keeps_the_weights(make_model, prose_ids, cell,
+                                                                                skip_connections):
+    tokenizer, ids = prose_ids
+    model = make_model(tokenizer.vocab_size, cell=cell, layers=2, hidden_size=16, weight_drop=0.5,
+                       skip_connections=skip_connections)
+    batch = ids[:2 * 30].view(2, 30)
+    kept = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        eval_logits = model(batch)[0]
+        model.train()
+        torch.manual_seed(1)
+        dropped = model(batch)[0]
+    # The first step reads a zero state, so dropping recurrent weights cannot change it; later steps differ.
+    torch.testing.assert_close(dropped[:, 0], eval_logits[:, 0])
+    assert not torch.allclose(dropped[:, 1:], eval_logits[:, 1:])
+    model(batch)[0].sum().backward()
+    for name, param in model.named_parameters():
+        assert torch.equal(param, kept[name]), name  # the mask is applied to a copy, never stored
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    model.eval()
+    with torch.no_grad():  # the same kernels as the first reading
+        torch.testing.assert_close(model(batch)[0], eval_logits, rtol=0, atol=0)
+
+
+def test_embedding_dropout_drops_whole_token_types(make_model):
+    vocab = 50
+    model = make_model(vocab, layers=1, hidden_size=8, embedding_dropout=0.5)
+    model.train()
+    torch.manual_seed(0)
+    ids = torch.arange(vocab).repeat(2).view(2, vocab)  # every type twice, in both rows
+    embedded = model._embed(ids)
+    zero = embedded.abs().sum(-1) == 0
+    assert 0 < int(zero[0].sum()) < vocab
+    assert torch.equal(zero[0], zero[1])  # a type dropped in one place is dropped everywhere
+    scaled = ~zero[0]
+    torch.testing.assert_close(embedded[0, scaled], 2.0 * model.embedding.weight[scaled])
+    model.eval()
+    torch.testing.assert_close(model._embed(ids), model.embedding(ids))
+
+
 @pytest.mark.parametrize("skip_connections", [True, False])
 def test_lstm_forget_gate_bias_starts_at_one(make_model, skip_connections):
     model = make_model(30, cell="lstm", layers=2, hidden_size=8, skip_connections=skip_connections)

@@ -87,6 +87,11 @@ class ModelConfig:
     embedding_size: int = 128
     hidden_size: int = 384  # the `small` preset's
     dropout: float = 0.0
+    # AWD-LSTM's regularisers (Merity et al., 2017), off unless asked for: DropConnect on the
+    # hidden-to-hidden matrices (one mask per batch, so every time step loses the same links) and
+    # dropping whole token types from the embedding. See benchmarks/README.md for what they bought.
+    weight_drop: float = 0.0
+    embedding_dropout: float = 0.0
     tie_weights: bool = False
     # The embedding feeds every layer and every layer feeds the output (textgen/model/rnn.py). In 80 s
     # on tiny Shakespeare: 1.434 nats/char vs 1.463 without, same size (benchmarks/README.md).
@@ -182,7 +187,8 @@ PRESETS: dict[str, Preset] = {
 # The preset whose training speed measures a machine (training/calibration.py).
 CALIBRATION_PRESET = "small"
 # Options that set a model's or run's shape: giving any of them turns the automatic preset off.
-SHAPE_OPTIONS = {"layers", "hidden_size", "embedding_size", "dropout", "batch_size", "seq_len", "learning_rate"}
+SHAPE_OPTIONS = {"layers", "hidden_size", "embedding_size", "dropout", "weight_drop", "embedding_dropout",
+                 "batch_size", "seq_len", "learning_rate"}
 
 
 # Training tokens per second of the calibration preset on the CPU the presets were measured on
@@ -301,7 +307,9 @@ def check_model_config(config: ModelConfig) -> None:
     _between("layers", config.layers, 1, 64)
     _between("hidden_size", config.hidden_size, 1, MAX_LAYER_SIZE)
     _between("embedding_size", config.embedding_size, 1, MAX_LAYER_SIZE)
-    _require("dropout", 0.0 <= config.dropout < 1.0, f"must be in [0, 1), got {config.dropout}")
+    for name in ("dropout", "weight_drop", "embedding_dropout"):
+        value = getattr(config, name)
+        _require(name, 0.0 <= value < 1.0, f"must be in [0, 1), got {value}")
     if config.tie_weights and config.hidden_size != config.embedding_size:
         raise OptionError("tie_weights", "needs the embedding size equal to the hidden size "
                                          f"(got {config.embedding_size} and {config.hidden_size})")

@@ -63,6 +63,12 @@ def train(
     hidden_size: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.hidden_size,
     embedding_size: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.embedding_size,
     dropout: Annotated[float, typer.Option(rich_help_panel=MODEL)] = _model.dropout,
+    weight_drop: Annotated[float, typer.Option(
+        help="DropConnect on the hidden-to-hidden weights while training (AWD-LSTM's).",
+        rich_help_panel=MODEL)] = _model.weight_drop,
+    embedding_dropout: Annotated[float, typer.Option(
+        help="Share of the token types dropped from the embedding per batch while training.",
+        rich_help_panel=MODEL)] = _model.embedding_dropout,
     tie_weights: Annotated[bool, typer.Option(help="Share input and output embeddings (sizes must match).",
                                               rich_help_panel=MODEL)] = _model.tie_weights,
     skip_connections: Annotated[Optional[bool], typer.Option(

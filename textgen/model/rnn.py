@@ -10,6 +10,7 @@ a model learn fast in the first CPU minutes.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from textgen.config import ModelConfig
@@ -102,13 +103,13 @@ class RNNLanguageModel(nn.Module):
         """ids: (batch, time) int64 -> logits (batch, time, vocab) and the state after the last step."""
         if state is None:
             state = self.init_state(ids.shape[0], ids.device)
-        x = self.input_dropout(self.embedding(ids))
+        x = self.input_dropout(self._embed(ids))
         if not self.config.skip_connections:
-            output, state = self.rnn(x, state)
+            output, state = self._run(self.rnn, x, state)
             return self.decoder(self.output_dropout(output)), state
         outputs, states, below = [], [], x
         for k, layer in enumerate(self.layers):
-            output, layer_state = layer(below, _layer_state(state, k))
+            output, layer_state = self._run(layer, below, _layer_state(state, k))
             outputs.append(output)
             states.append(layer_state)
             if k + 1 < len(self.layers):  # the input of the layer above (none above the top one)
@@ -117,6 +118,25 @@ class RNNLanguageModel(nn.Module):
         if isinstance(state, tuple):
             return logits, (torch.cat([h for h, _ in states]), torch.cat([c for _, c in states]))
         return logits, torch.cat(states)
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        p = self.config.embedding_dropout
+        if not self.training or p == 0.0:
+            return self.embedding(ids)
+        # Whole token types vanish for this batch, wherever they occur: the model cannot lean on one symbol.
+        weight = self.embedding.weight
+        keep = torch.empty(weight.shape[0], 1, device=weight.device, dtype=weight.dtype).bernoulli_(1.0 - p)
+        return F.embedding(ids, weight * keep / (1.0 - p))
+
+    def _run(self, module: nn.Module, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        p = self.config.weight_drop
+        if not self.training or p == 0.0:
+            return module(x, state)
+        # DropConnect on the recurrent matrices, the same links lost at every step of the window: the
+        # state's path through time is regularised without touching the fused kernels' inner loop.
+        dropped = {name: F.dropout(weight, p) for name, weight in module.named_parameters()
+                   if name.startswith("weight_hh")}
+        return torch.func.functional_call(module, dropped, (x, state))
 
     @property
     def device(self) -> torch.device:
