@@ -290,7 +290,7 @@ def test_checkpoint_holds_config_weights_tokenizer_and_one_metrics_row_per_evalu
     assert config["format_version"] == 1
     assert config["model"] | {"vocab_size": None} == {
         "vocab_size": None, "cell": "lstm", "layers": 1, "embedding_size": 16, "hidden_size": 32,
-        "dropout": 0.0, "tie_weights": False, "skip_connections": True,
+        "dropout": 0.0, "weight_drop": 0.0, "embedding_dropout": 0.0, "tie_weights": False, "skip_connections": True,
     }
     assert config["model"]["vocab_size"] > 1
     assert config["tokenizer"]["kind"] == english_run.tokenizer
