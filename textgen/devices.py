@@ -3,7 +3,9 @@ and in what precision the training arithmetic runs there."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
 
 import torch
 
@@ -59,6 +61,34 @@ def cpu_multiplies_bfloat16() -> bool:
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+# glibc's mallopt parameters (malloc.h), and the values a training process wants.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+_KEEP_FREED_MEMORY = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 64 << 20))
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory a training step frees for the next step, rather than
+    return it to the kernel. True where it took effect; False (and nothing changed) off glibc.
+
+    By default glibc maps every block over 32 MB afresh and trims the top of its heap after each
+    free, so a step's activations, gradients and oneDNN workspaces arrive on fresh pages that the
+    kernel must fault in and zero. For a 2 x 512 LSTM on a 2-core CPU that was a quarter of every
+    step (benchmarks/README.md). The price is that the process holds its peak memory until it exits,
+    which a training run does anyway; it is process-wide, so the CLI calls it, the library does not."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):  # musl, macOS and Windows differ
+            return False
+    except (AttributeError, ValueError, OSError):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return all(mallopt(parameter, value) == 1 for parameter, value in _KEEP_FREED_MEMORY)
 
 
 @functools.cache

@@ -53,9 +53,11 @@ def evaluate(
         raise TextgenError("comparing models needs one text for all of them: give --text FILE")
     from textgen.api import load_checkpoint
     from textgen.data.corpus import held_out_text, read_text_file
-    from textgen.devices import resolve_device
+    from textgen.devices import keep_freed_memory, resolve_device
     from textgen.evaluation import evaluate_text
     from textgen.render.console import console, evaluation_table
+
+    keep_freed_memory()  # scoring and --gradients free and take back the same large blocks
 
     if html is not None:
         from textgen.cli.files import check_output_file

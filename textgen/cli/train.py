@@ -110,12 +110,13 @@ def train(
     check_output_directory(out, overwrite)
 
     from textgen.data.prepare import load_or_prepare
-    from textgen.devices import resolve_device, training_dtype
+    from textgen.devices import keep_freed_memory, resolve_device, training_dtype
     from textgen.render.console import console
     from textgen.training import train as run_training
     from textgen.training.calibration import calibrated_settings
     from textgen.training.distributed import join, leave
 
+    keep_freed_memory()  # before calibration, which measures the speed training will have
     training_dtype(settings.train.precision, resolve_device(settings.train.device))  # fails before any work
     group = join(settings.train.device)  # several processes under torchrun; otherwise just this one
     try:
@@ -179,10 +180,12 @@ def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]
     from textgen.checkpoint import read_info, recover_interrupted_save
     from textgen.data.corpus import recorded_corpus
     from textgen.data.prepare import load_or_prepare
-    from textgen.devices import resolve_device, training_dtype
+    from textgen.devices import keep_freed_memory, resolve_device, training_dtype
     from textgen.checkpoint.lock import run_lock
     from textgen.training import resume as resume_run
     from textgen.training.distributed import join, leave
+
+    keep_freed_memory()
 
     info = read_info(checkpoint) if checkpoint.is_dir() else None
     device = limits.get("device", info.training.config.device if info else "auto")
