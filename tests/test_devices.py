@@ -148,7 +148,7 @@ _FAULTS_AFTER_KEEPING = """
 import resource, sys, torch
 from textgen.devices import keep_freed_memory
 kept = keep_freed_memory()
-for _ in range(10):  # glibc settles on a layout for a repeated size within a few rounds, as training does
+for _ in range(30):  # glibc settles on a layout for a repeated size within a few rounds, as training does
     torch.empty(16 << 20).fill_(1.0)  # 64 MiB, over glibc's largest mmap threshold: mapped afresh by default
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
