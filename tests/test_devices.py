@@ -161,16 +161,12 @@ def test_keeping_freed_memory_stops_the_kernel_refaulting_each_step():
     """Where glibc is the allocator, 64 MiB blocks taken and freed in turn, as a training step's
     activations are, come back on pages already in place instead of 16,384 fresh pages to fault in
     each time; elsewhere the call changes nothing and says so."""
-    import os
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-c", _FAULTS_AFTER_KEEPING], capture_output=True, text=True, check=True)
     kept, faults = done.stdout.split()
-    try:
-        glibc = os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
-    except (AttributeError, ValueError, OSError):
-        glibc = False
+    glibc = devices.uses_glibc()
     assert kept == str(glibc)
     if glibc:
         assert int(faults) < 1_000

@@ -1,5 +1,6 @@
 """Choosing where tensors live (CUDA, then Apple MPS, then the CPU, unless the user names one)
-and in what precision the training arithmetic runs there."""
+and in what precision the training arithmetic runs there; and the allocator setting that a
+training process wants on glibc."""
 
 from __future__ import annotations
 
@@ -68,6 +69,14 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 _KEEP_FREED_MEMORY = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 64 << 20))
 
 
+def uses_glibc() -> bool:
+    """Whether this process's C library is glibc (musl, macOS and Windows have other allocators)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 @functools.cache
 def keep_freed_memory() -> bool:
     """Have glibc's malloc keep the memory a training step frees for the next step, rather than
@@ -78,10 +87,7 @@ def keep_freed_memory() -> bool:
     kernel must fault in and zero. For a 2 x 512 LSTM on a 2-core CPU that was a quarter of every
     step (benchmarks/README.md). The price is that the process holds its peak memory until it exits,
     which a training run does anyway; it is process-wide, so the CLI calls it, the library does not."""
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):  # musl, macOS and Windows differ
-            return False
-    except (AttributeError, ValueError, OSError):
+    if not uses_glibc():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
