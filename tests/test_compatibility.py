@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from textgen.api import load
+from textgen.checkpoint import read_info
 from textgen.data.corpus import load_corpus
 from textgen.training import resume
 
@@ -41,6 +42,13 @@ def test_an_old_checkpoint_evaluates_to_the_same_figures(old_model):
     assert (figures.tokens, figures.characters) == (expected["tokens"], expected["characters"])
     for name in ("loss", "perplexity", "bits_per_char"):
         assert getattr(figures, name) == pytest.approx(expected[name], rel=1e-6)
+
+
+def test_settings_an_old_checkpoint_never_recorded_read_as_off():
+    recorded = json.loads((CHECKPOINT / "config.json").read_text(encoding="utf-8"))["training"]
+    assert "activation_penalty" not in recorded and "activation_change_penalty" not in recorded
+    training = read_info(CHECKPOINT).training.config
+    assert (training.activation_penalty, training.activation_change_penalty) == (0.0, 0.0)
 
 
 def test_an_old_run_resumes_to_the_same_validation_loss(tmp_path):

@@ -116,6 +116,26 @@ def test_dropout_is_active_in_training_mode_only(make_model, prose_ids):
 
 @cells
 @skip
+def test_the_top_output_is_the_top_layers_and_leaves_logits_and_state_alone(make_model, prose_ids, cell,
+                                                                            skip_connections):
+    tokenizer, ids = prose_ids
+    model = make_model(tokenizer.vocab_size, cell=cell, layers=2, hidden_size=12, skip_connections=skip_connections)
+    model.eval()
+    batch = ids[: 2 * 25].view(2, 25)
+    with torch.no_grad():
+        logits, state = model(batch)
+        same_logits, same_state, top = model(batch, with_top_output=True)
+    torch.testing.assert_close(same_logits, logits, rtol=0, atol=0)
+    assert top.shape == (2, 25, 12)
+    # The top layer's output at the last step is its final hidden state.
+    final_h = (same_state[0] if cell == "lstm" else same_state)[-1]
+    torch.testing.assert_close(top[:, -1], final_h, rtol=0, atol=0)
+    below = (same_state[0] if cell == "lstm" else same_state)[0]
+    assert not torch.allclose(top[:, -1], below)
+
+
+@cells
+@skip
 def test_weight_drop_drops_recurrent_links_while_training_and_keeps_the_weights(make_model, prose_ids, cell,
                                                                                 skip_connections):
     tokenizer, ids = prose_ids

@@ -135,6 +135,12 @@ class TrainConfig:
     # Evaluate and save an exponential moving average of the weights (0 = off): it smooths
     # the noise of the last steps for free.
     ema_decay: float = 0.0
+    # AWD-LSTM's activation regularisers (Merity et al., 2017), 0 = off: the training loss adds this
+    # times the mean square of the top layer's output (AR), and the next times the mean square of
+    # its change from one step to the next (TAR). Merity et al. used 2 and 1. They shape the
+    # training loss only; the loss reported and validated is the plain cross-entropy.
+    activation_penalty: float = 0.0
+    activation_change_penalty: float = 0.0
     patience: int = 0  # stop after this many evaluations without a new best (0 = never)
     preset: str | None = None  # the preset these settings came from, recorded for `textgen info`
     # used when no limit is given at all, so a bare `textgen train` ends
@@ -334,6 +340,9 @@ def check_train_config(config: TrainConfig) -> None:
         ("seed", 0 <= config.seed <= MAX_SEED, f"between 0 and {MAX_SEED}"),
         ("precision", config.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
         ("ema_decay", 0.0 <= config.ema_decay < 1.0, "in [0, 1)"),
+        ("activation_penalty", 0 <= config.activation_penalty < math.inf, "0 (off) or more, and finite"),
+        ("activation_change_penalty", 0 <= config.activation_change_penalty < math.inf,
+         "0 (off) or more, and finite"),
         ("patience", config.patience >= 0, "0 (off) or more"),
     ]
     for field, ok, requirement in checks:

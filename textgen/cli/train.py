@@ -81,6 +81,12 @@ def train(
     weight_decay: Annotated[float, typer.Option(rich_help_panel=TRAINING)] = _train.weight_decay,
     ema_decay: Annotated[float, typer.Option(help="Keep and save a moving average of the weights (0 = off).",
                                              rich_help_panel=TRAINING)] = _train.ema_decay,
+    activation_penalty: Annotated[float, typer.Option(
+        help="AR: add this times the mean square of the top layer's output to the loss (AWD-LSTM used 2; 0 = off).",
+        rich_help_panel=TRAINING)] = _train.activation_penalty,
+    activation_change_penalty: Annotated[float, typer.Option(
+        help="TAR: add this times the mean square of its change from step to step (AWD-LSTM used 1; 0 = off).",
+        rich_help_panel=TRAINING)] = _train.activation_change_penalty,
     precision: Annotated[str, typer.Option(help="auto (bfloat16 where the hardware has it) | float32 | bfloat16",
                                            rich_help_panel=TRAINING)] = _train.precision,
     eval_every: Annotated[int, typer.Option(help="Steps between validations (0 = five per run).",

@@ -99,14 +99,18 @@ class RNNLanguageModel(nn.Module):
             return h, torch.zeros(shape, device=device)
         return h
 
-    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """ids: (batch, time) int64 -> logits (batch, time, vocab) and the state after the last step."""
+    def forward(self, ids: torch.Tensor, state: State | None = None, *,
+                with_top_output: bool = False) -> tuple[torch.Tensor, State] | tuple[torch.Tensor, State, torch.Tensor]:
+        """ids: (batch, time) int64 -> logits (batch, time, vocab) and the state after the last step.
+        With `with_top_output`, also the top layer's output (batch, time, hidden) before dropout,
+        which the training loss may penalise (TrainConfig.activation_penalty)."""
         if state is None:
             state = self.init_state(ids.shape[0], ids.device)
         x = self.input_dropout(self._embed(ids))
         if not self.config.skip_connections:
-            output, state = self._run(self.rnn, x, state)
-            return self.decoder(self.output_dropout(output)), state
+            top, state = self._run(self.rnn, x, state)
+            logits = self.decoder(self.output_dropout(top))
+            return (logits, state, top) if with_top_output else (logits, state)
         outputs, states, below = [], [], x
         for k, layer in enumerate(self.layers):
             output, layer_state = self._run(layer, below, _layer_state(state, k))
@@ -116,8 +120,10 @@ class RNNLanguageModel(nn.Module):
                 below = torch.cat([x, self.between_dropout(output)], dim=-1)
         logits = self.decoder(self.output_dropout(torch.cat(outputs, dim=-1)))
         if isinstance(state, tuple):
-            return logits, (torch.cat([h for h, _ in states]), torch.cat([c for _, c in states]))
-        return logits, torch.cat(states)
+            state = (torch.cat([h for h, _ in states]), torch.cat([c for _, c in states]))
+        else:
+            state = torch.cat(states)
+        return (logits, state, outputs[-1]) if with_top_output else (logits, state)
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         p = self.config.embedding_dropout

@@ -48,6 +48,7 @@ from textgen.training.interrupt import StopRequest
 from textgen.training.limits import Limits
 from textgen.training.optimization import WeightAverage, averaged_weights, learning_rate_at, make_optimizer
 from textgen.training.readings import PendingStep, StepFigures, StepReadings
+from textgen.training.regularization import activation_penalties
 from textgen.training.run_data import RunData, lay_out_prepared, lay_out_run_data
 from textgen.training.snapshot import EVALUATIONS_PER_RUN, Progress, restore, snapshot
 
@@ -284,9 +285,10 @@ class Trainer:
         lr = learning_rate_at(config, progress.step, done)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        penalised = bool(config.activation_penalty or config.activation_change_penalty)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            logits, state = self.forward(window.inputs, self.state)
+            logits, state, *top = self.forward(window.inputs, self.state, with_top_output=penalised)
         flat_logits, flat_targets = logits.float().reshape(-1, logits.shape[-1]), window.targets.reshape(-1)
         scored = None
         if self.group.active:
@@ -297,6 +299,9 @@ class Trainer:
             loss = reported * (self.group.world / max(1, scored))
         else:
             loss = reported = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE)
+        if penalised:  # shapes the gradient only: the loss reported stays the cross-entropy
+            loss = loss + activation_penalties(top[0], window.targets, config.activation_penalty,
+                                               config.activation_change_penalty)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip if config.clip > 0 else math.inf)
