@@ -623,16 +623,35 @@ def test_skip_connections_are_on_unless_turned_off_or_weights_are_tied(
 
 def test_awd_regularisers_train_are_recorded_and_resume(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
-    options = [*TINY, "--layers", "2", "--weight-drop", "0.25", "--embedding-dropout", "0.1"]
+    options = [*TINY, "--layers", "2", "--weight-drop", "0.25", "--embedding-dropout", "0.1",
+               "--activation-penalty", "2", "--activation-change-penalty", "1"]
     trained = cli("train", "prose.txt", "--out", "ck", *options, "--max-steps", "4")
     assert trained.code == 0, trained.output
-    config = json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))
-    assert (config["model"]["weight_drop"], config["model"]["embedding_dropout"]) == (0.25, 0.1)
+
+    def recorded() -> tuple[float, ...]:
+        config = json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))
+        return (config["model"]["weight_drop"], config["model"]["embedding_dropout"],
+                config["training"]["activation_penalty"], config["training"]["activation_change_penalty"])
+
+    assert recorded() == (0.25, 0.1, 2.0, 1.0)
     resumed = cli("train", "prose.txt", "--resume", "ck", "--max-steps", "6")
     assert resumed.code == 0, resumed.output
-    config = json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))
-    assert (config["model"]["weight_drop"], config["model"]["embedding_dropout"]) == (0.25, 0.1)
+    assert recorded() == (0.25, 0.1, 2.0, 1.0)
     assert cli("sample", "ck", "--length", "20", "--seed", "1").code == 0
+    shown = cli("info", "ck")
+    assert "regularisers" in shown.stdout
+    for regulariser in ("weight decay 0.1", "weight drop 0.25", "embedding dropout 0.1", "AR 2", "TAR 1"):
+        assert regulariser in shown.stdout, shown.stdout
+
+
+@pytest.mark.parametrize("option, value", [("--activation-penalty", "-1"), ("--activation-change-penalty", "inf")])
+def test_an_activation_penalty_out_of_range_is_one_line(cli: Callable[..., CliResult], tmp_path: Path, option: str,
+                                                        value: str) -> None:
+    (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
+    result = cli("train", "prose.txt", "--out", "ck", option, value, "--max-steps", "2")
+    assert result.code == 2
+    assert result.stderr == f"error: {option} must be 0 (off) or more, and finite\n"
+    assert not (tmp_path / "ck").exists()
 
 
 # --- the command surface ------------------------------------------------------------------------

@@ -280,6 +280,12 @@ def info_table(path: Path, info: Any, parameters: int | None = None) -> Table:
     shape = f", batch {config.batch_size} x window {config.seq_len}"
     preset = f", preset {config.preset}" if config.preset else ""
     table.add_row("trained", f"{training.steps:,} steps in {training.elapsed:.0f} s{shape}{preset}")
+    regularisers = [f"{name} {value:g}" for name, value in (
+        ("weight decay", config.weight_decay), ("weight drop", model.weight_drop),
+        ("embedding dropout", model.embedding_dropout), ("AR", config.activation_penalty),
+        ("TAR", config.activation_change_penalty), ("weight average decay", config.ema_decay)) if value]
+    if regularisers:
+        table.add_row("regularisers", ", ".join(regularisers))
     if best.val_loss is not None:
         table.add_row("best validation", f"{best.val_loss:.4f} nats/token, "
                                          f"{_figure(best.val_bits_per_char, 4)} bits/char at step {best.step:,}")
