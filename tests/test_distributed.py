@@ -1,6 +1,7 @@
 """Tests for training across processes: two CPU processes under torchrun (gloo) with the same global
-batch take the same steps as one process and reach the same losses; process 0 alone writes; the
-checkpoint samples, and resumes in one process where two left off."""
+batch take the same steps as one process and reach the same losses (activation penalties
+included); process 0 alone writes; the checkpoint samples, and resumes in one process where two
+left off."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ pytestmark = [
 
 SETTINGS = ["--hidden-size", "24", "--embedding-size", "8", "--layers", "2", "--seq-len", "16", "--batch-size", "8",
             "--dropout", "0", "--precision", "float32", "--device", "cpu", "--eval-every", "6"]
+# Each process penalises the mean over its own rows and DDP averages them: over rows of equal
+# length that is the mean over the global batch, as one process computes it.
+PENALTIES = ["--activation-penalty", "2", "--activation-change-penalty", "1"]
 
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -46,9 +50,10 @@ def metrics(checkpoint: Path) -> list[dict]:
 def runs(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("distributed")
     (folder / "prose.txt").write_text(PROSE * 8, encoding="utf-8")
-    one = textgen("train", "prose.txt", "--out", "one", *SETTINGS, "--max-steps", "18", cwd=folder)
+    one = textgen("train", "prose.txt", "--out", "one", *SETTINGS, *PENALTIES, "--max-steps", "18", cwd=folder)
     assert one.returncode == 0, one.stdout + one.stderr
-    two = textgen("train", "prose.txt", "--out", "two", *SETTINGS, "--max-steps", "12", processes=2, cwd=folder)
+    two = textgen("train", "prose.txt", "--out", "two", *SETTINGS, *PENALTIES, "--max-steps", "12", processes=2,
+                  cwd=folder)
     assert two.returncode == 0, two.stdout + two.stderr
     (folder / "two.out").write_text(two.stdout, encoding="utf-8")
     return folder

@@ -300,6 +300,8 @@ class Trainer:
         else:
             loss = reported = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE)
         if penalised:  # shapes the gradient only: the loss reported stays the cross-entropy
+            # Under DDP the processes' means are averaged: the global mean for streams, whose rows
+            # are all scored; for documents padded unevenly, rows weigh a little differently.
             loss = loss + activation_penalties(top[0], window.targets, config.activation_penalty,
                                                config.activation_change_penalty)
         self.optimizer.zero_grad(set_to_none=True)
