@@ -20,12 +20,15 @@ def activation_penalties(top_output: torch.Tensor, targets: torch.Tensor, activa
     after a short document (targets == IGNORE) is neither penalised nor counted."""
     top = top_output.float()
     scored = (targets != IGNORE).unsqueeze(-1).to(top.dtype)  # (batch, time, 1)
-    hidden = top.shape[-1]
     penalty = top.new_zeros(())
     if activation:
-        penalty = penalty + activation * (top.pow(2) * scored).sum() / (scored.sum() * hidden).clamp(min=1)
+        penalty = penalty + activation * _mean_where(top.pow(2), scored)
     if change and top.shape[1] > 1:
         both = scored[:, 1:] * scored[:, :-1]  # a pair counts when both of its steps are scored
-        steps = (top[:, 1:] - top[:, :-1]).pow(2) * both
-        penalty = penalty + change * steps.sum() / (both.sum() * hidden).clamp(min=1)
+        penalty = penalty + change * _mean_where((top[:, 1:] - top[:, :-1]).pow(2), both)
     return penalty
+
+
+def _mean_where(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of `values` (batch, time, hidden) over the positions where `mask` (batch, time, 1) is 1."""
+    return (values * mask).sum() / (mask.sum() * values.shape[-1]).clamp(min=1)
