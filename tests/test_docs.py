@@ -138,8 +138,7 @@ def test_command_lines_are_found_in_code_blocks_inline_code_and_after_torchrun()
 def test_the_readme_shows_each_command_three_times_and_fits_in_200_lines():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     shown = [words[0] for words in command_lines(readme)]
-    assert {name: shown.count(name) >= 3 for name in ("train", "sample", "evaluate")} == \
-        {"train": True, "sample": True, "evaluate": True}
+    assert min(shown.count(name) for name in ("train", "sample", "evaluate")) >= 3, shown
     assert len(readme.splitlines()) < 200
     assert "make test" in readme  # .ci/run runs the README's test command
 
