@@ -111,7 +111,7 @@ DOCUMENTED = documented_commands()
 
 
 @pytest.mark.parametrize("words", [words for _, words in DOCUMENTED], ids=[name for name, _ in DOCUMENTED])
-def test_every_documented_command_line_parses_with_the_real_options(words, capsys):
+def test_every_documented_command_line_parses_with_the_real_options(words):
     parse(words)
 
 
