@@ -60,9 +60,9 @@ class TokenizerConfig:
     # at least `min_count` times; the rest become <unk>.
     max_vocab: int = 20000
     min_count: int = 2
-    # word level: whitespace runs are tokens of their own. Folding a leading space into the next
-    # word (" the", as GPT-2 does) measured slightly worse on held-out tiny Shakespeare, 1.835 vs
-    # 1.823 bits/char in 120 s, despite more <unk> flattering it (benchmarks/word_spacing.py).
+    # word level: whitespace runs are tokens of their own, since folding a leading space into the
+    # next word (" the", as GPT-2 does) scored a little worse and left more words <unk>
+    # (benchmarks/HISTORY.md#2026-11-22-textgen-01-issue-2).
     fold_spaces: bool = False
     # subword level (sentencepiece)
     vocab_size: int = 2000
@@ -89,12 +89,15 @@ class ModelConfig:
     dropout: float = 0.0
     # AWD-LSTM's regularisers (Merity et al., 2017), off unless asked for: DropConnect on the
     # hidden-to-hidden matrices (one mask per batch, so every time step loses the same links) and
-    # dropping whole token types from the embedding. See benchmarks/README.md for what they bought.
+    # dropping whole token types from the embedding. Off because on top of the medium preset's
+    # dropout they over-regularise a ten-minute run
+    # (benchmarks/HISTORY.md#2026-11-30-the-600-s-target-and-awd-lstms-weight-drop-issue-13).
     weight_drop: float = 0.0
     embedding_dropout: float = 0.0
     tie_weights: bool = False
-    # The embedding feeds every layer and every layer feeds the output (textgen/model/rnn.py). In 80 s
-    # on tiny Shakespeare: 1.434 nats/char vs 1.463 without, same size (benchmarks/README.md).
+    # The embedding feeds every layer and every layer feeds the output (textgen/model/rnn.py): each
+    # layer gets a short path to the input and to the loss, so the model learns more per second
+    # (benchmarks/HISTORY.md#2026-11-22-skip-connections-momentum-08-stronger-weight-decay-issue-3).
     # None: on, unless the weights are tied (the output layer then reads the top layer alone).
     # Checkpoints written before this option existed have it off.
     skip_connections: bool | None = None
@@ -107,19 +110,22 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    # Windows of 32 tokens in 32 rows: in 80 s on tiny Shakespeare this beat 64 x 16, 32 x 16,
-    # 32 x 64 and 16 x 64 (1.466 vs 1.49-1.50 nats/char; benchmarks/README.md).
+    # Windows of 32 tokens in 32 rows: early in a run the model still learns the text's basic
+    # statistics, and short windows in many rows buy the most updates per second
+    # (benchmarks/HISTORY.md#2026-11-22-the-ablation-behind-the-presets-issue-3).
     seq_len: int = 32
     batch_size: int = 32
     learning_rate: float = 6e-3
     # Cosine decay ends at learning_rate * min_lr_ratio: all the way down measured a little better
-    # than a tenth in 80 s and 600 s runs (benchmarks/README.md).
+    # than a tenth at short and long budgets alike
+    # (benchmarks/HISTORY.md#2026-11-22-skip-connections-momentum-08-stronger-weight-decay-issue-3).
     min_lr_ratio: float = 0.0
     warmup_steps: int = 20
     # AdamW's decoupled decay, on weight matrices only: 0.1 and more beat 0.01 at every budget tried.
     weight_decay: float = 0.1
-    # AdamW's momentum. 0.8 rather than the usual 0.9: on tiny Shakespeare it reached 1.420 nats/char
-    # in 80 s where 0.9 reached 1.434-1.435, and 1.358 in 600 s where 0.9 reached 1.366.
+    # AdamW's momentum. 0.8 rather than the usual 0.9: it learnt faster in short runs and was no
+    # worse in long ones
+    # (benchmarks/HISTORY.md#2026-11-22-skip-connections-momentum-08-stronger-weight-decay-issue-3).
     adam_beta1: float = 0.8
     clip: float = 1.0
     val_fraction: float = 0.1
@@ -138,7 +144,9 @@ class TrainConfig:
     # AWD-LSTM's activation regularisers (Merity et al., 2017), 0 = off: the training loss adds this
     # times the mean square of the top layer's output (AR), and the next times the mean square of
     # its change from one step to the next (TAR). Merity et al. used 2 and 1. They shape the
-    # training loss only; the loss reported and validated is the plain cross-entropy.
+    # training loss only; the loss reported and validated is the plain cross-entropy. Off by
+    # default: side by side they won on two threads and lost on one, no gain over all
+    # (benchmarks/HISTORY.md#2026-11-30-ar-and-tar-as-options-and-eight-more-rounds-issue-13).
     activation_penalty: float = 0.0
     activation_change_penalty: float = 0.0
     patience: int = 0  # stop after this many evaluations without a new best (0 = never)
@@ -163,23 +171,24 @@ class Preset:
     up_to_tokens: float
 
 
-# Measured on tiny Shakespeare (benchmarks/README.md has the runs behind each choice).
+# Chosen from runs on tiny Shakespeare: each preset is the shape that did best for its range of
+# compute (benchmarks/HISTORY.md#2026-11-30-the-preset-follows-the-machines-speed-issue-13,
+# and the second round on 2026-11-22 for small and medium).
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         "2 x 256 LSTM, no dropout, 32 rows x 32 tokens: the most text per second, for short budgets and slow CPUs",
         model={"layers": 2, "hidden_size": 256, "embedding_size": 64, "dropout": 0.0},
         train={"batch_size": 32, "seq_len": 32, "learning_rate": 8e-3, "weight_decay": 0.1},
-        # In 80 s it beat small by 0.05 nats/char on a float32 CPU at 14,000 reference tokens/s
-        # (1.45 against 1.50) and by 0.01 at 39,000 (1.411 against 1.423); at 120 s there it lost
-        # by 0.014 (1.427 against 1.413), overfitting without dropout: the line is drawn between.
+        # While the budget buys few tokens the smaller model wins by reading more text per second;
+        # beyond this, without dropout, it overfits and small wins.
         up_to_tokens=100.0 * 39_000,
     ),
     "small": Preset(
         "2 x 384 LSTM, no dropout, 32 rows x 32 tokens: learns fastest in the first minutes",
         model={"layers": 2, "hidden_size": 384, "embedding_size": 128, "dropout": 0.0},
         train={"batch_size": 32, "seq_len": 32, "learning_rate": 6e-3, "weight_decay": 0.1},
-        # small beat medium by 0.03 nats/char at 150 s and lost by 0.01 at 240 s, when it overfits,
-        # on a CPU where small trains at 39,000 tokens/s: 200 s there.
+        # small learns fastest in the first minutes, then overfits without dropout; from about
+        # here medium, with dropout, does better.
         up_to_tokens=200.0 * 39_000,
     ),
     "medium": Preset(
@@ -198,7 +207,8 @@ SHAPE_OPTIONS = {"layers", "hidden_size", "embedding_size", "dropout", "weight_d
 
 
 # Training tokens per second of the calibration preset on the CPU the presets were measured on
-# (2-core AMD EPYC, AVX-512 BF16): what a budget in seconds is taken to buy when nothing measured it.
+# (2-core AMD EPYC, AVX-512 BF16): what a budget in seconds is taken to buy when nothing measured it
+# (benchmarks/HISTORY.md#2026-11-30-the-preset-follows-the-machines-speed-issue-13).
 REFERENCE_SPEED = 39_000.0
 
 
