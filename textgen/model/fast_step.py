@@ -2,8 +2,9 @@
 weights with no module call, and the one-pass priming of a seed phrase.
 
 FastStep is tied to RNNLanguageModel's weight layout (gates stacked along dim 0, skip
-connections); make_step checks it against model.forward on a few tokens and falls back to
-ModuleStep, so a model it does not know is still run exactly. The sampler (textgen.sampling)
+connections) and takes each step's arithmetic from the model's cell kind (textgen.model.cells);
+make_step checks it against model.forward on a few tokens and falls back to ModuleStep, so a
+model whose forward reads its weights otherwise is still run exactly. The sampler (textgen.sampling)
 and anything else that walks a model token by token use these.
 """
 
@@ -229,26 +230,33 @@ Step = FastStep | ModuleStep
 def make_step(model: RNNLanguageModel) -> Step:
     """The fast step when it reproduces model.forward on a few tokens, else the module step.
 
-    The check costs a few milliseconds and keeps the promise of the model's exact distribution
-    even for a model whose structure FastStep does not know."""
+    Every cell kind brings its own fast step, so the module step is for a genuine mismatch: a
+    forward that is not the plain reading of the weights (a subclass, a patched forward), or a
+    product the fast step cannot run where the model lives. The check costs a few milliseconds
+    and keeps the promise of the model's exact distribution."""
     model.eval()
     try:
         fast = FastStep(model)
-        ids = torch.arange(3, device=model.device) % model.config.vocab_size
-        with _without_onednn():
-            expected, _ = model(ids.view(1, -1))
-        logits, state = prime(model, ids[:1].tolist())
-        state = fast.from_model_state(state, 1)
-        got = [logits]
-        for token in ids[1:]:
-            logits, state = fast(token.view(1), state)
-            got.append(logits)
-        scale = max(1.0, float(expected.abs().max()))
-        if torch.allclose(torch.cat(got), expected[0], rtol=1e-4, atol=1e-4 * scale):
+        if _reproduces_forward(fast, model):
             return fast
-    except (AttributeError, RuntimeError, TypeError, ValueError, IndexError):
-        pass  # a model laid out differently: the module step still samples it exactly
+    except RuntimeError:
+        pass  # weights shaped or placed otherwise than the fast step reads them: forward still runs them
     return ModuleStep(model)
+
+
+def _reproduces_forward(fast: FastStep, model: RNNLanguageModel) -> bool:
+    """Whether `fast` gives model.forward's logits, within float noise, on three tokens."""
+    ids = torch.arange(3, device=model.device) % model.config.vocab_size
+    with _without_onednn():
+        expected, _ = model(ids.view(1, -1))
+    logits, state = prime(model, ids[:1].tolist())
+    state = fast.from_model_state(state, 1)
+    got = [logits]
+    for token in ids[1:]:
+        logits, state = fast(token.view(1), state)
+        got.append(logits)
+    scale = max(1.0, float(expected.abs().max()))
+    return torch.allclose(torch.cat(got), expected[0], rtol=1e-4, atol=1e-4 * scale)
 
 
 def prime(model: RNNLanguageModel, ids: list[int]) -> tuple[torch.Tensor, State]:
