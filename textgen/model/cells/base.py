@@ -43,7 +43,10 @@ class CellKind:
 
     def build(self, **shape: int | float | bool) -> nn.Module:
         """The torch module for one layer or a stack (input_size, hidden_size, num_layers,
-        dropout, batch_first, as nn.LSTM takes them)."""
+        dropout, batch_first, as nn.LSTM takes them). It names its weights as torch's recurrent
+        modules do (weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, ...), gates stacked along
+        dim 0, and takes and returns the state as state.py describes: the model, weight drop, the
+        fast step and insight read it so."""
         raise NotImplementedError
 
     def init_weights(self, weights: dict[str, torch.Tensor], hidden: int) -> None:
