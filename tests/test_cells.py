@@ -21,8 +21,10 @@ from textgen.config import CELLS, ModelConfig, OptionError, SampleConfig, Tokeni
 from textgen.data.corpus import Corpus
 from textgen.evaluation import evaluate_text, total_loss
 from textgen.insight import cell_report, compare, gradient_fade, memory_reach, surprisal
-from textgen.model import CELL_KINDS, CellKind, FastStep, ModuleStep, RNNLanguageModel, cell_kind, make_step
-from textgen.model import state_parts
+from textgen.model import (
+    CELL_KINDS, CellKind, FastStep, ModuleStep, RNNLanguageModel, cell_kind, make_step, state_parts,
+)
+from textgen.tokenizers import CharTokenizer
 from textgen.training import StepReport, TrainingCallbacks, resume, train
 
 kinds = pytest.mark.parametrize("kind", CELL_KINDS.values(), ids=CELL_KINDS.keys())
@@ -95,6 +97,32 @@ def test_the_fast_step_of_every_kind_gives_the_logits_of_forward(make_model, kin
     for step in (FastStep(model), FastStep(model, differentiable=True)):
         torch.testing.assert_close(fast_logits(step, model, ids), expected, rtol=1e-5, atol=1e-5)
     assert make_step(model).kind == "fast"
+
+
+def test_a_kind_registered_under_a_new_name_works_everywhere_a_cell_is_read(monkeypatch, make_model, prose):
+    """Nothing outside the registry compares cell names: an LSTM under another name keeps its
+    forget-gate bias, its (h, c) state, its fast step and its gates for insight."""
+    from textgen.model.cells.lstm import LSTM
+
+    class RenamedLSTM(LSTM):
+        name = "lstm-renamed"
+
+    kind = RenamedLSTM()
+    monkeypatch.setitem(CELL_KINDS, kind.name, kind)
+    monkeypatch.setattr("textgen.config.CELLS", (*CELLS, kind.name))
+    tokenizer = CharTokenizer.from_text(prose)
+    model = make_model(tokenizer.vocab_size, cell=kind.name, layers=2, hidden_size=8, embedding_size=6)
+    assert model.cell_kind is kind
+    assert all(weights["bias_ih"][8:16].tolist() == [1.0] * 8 for weights in model.layer_weights())
+    ids = torch.tensor([tokenizer.encode(prose[:40])])
+    with torch.no_grad():
+        expected, state = model(ids)
+    assert len(state_parts(state)) == 2
+    torch.testing.assert_close(fast_logits(FastStep(model), model, ids), expected, rtol=1e-5, atol=1e-5)
+    assert make_step(model).kind == "fast"
+    report = cell_report(model, tokenizer, tokenizer.encode(prose[:200]), prose[:200])
+    assert list(report.saturation) == [f"layer {layer} {gate} gate" for layer in (1, 2)
+                                       for gate in ("input", "forget", "output")]
 
 
 # --- training, resume, sampling and insight, for every kind -------------------------------------
