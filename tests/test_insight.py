@@ -16,6 +16,7 @@ from textgen.cli import main
 from textgen.config import TokenizerConfig
 from textgen.evaluation import evaluate_text, total_loss
 from textgen.insight import cell_report, compare, memory_reach, surprisal, text_features
+from textgen.model import CELL_KINDS
 from textgen.tokenizers import CharTokenizer, build_tokenizer
 
 TEXT = PROSE[:300]
@@ -139,7 +140,7 @@ def test_gradient_fade_of_a_relu_rnn_with_known_weights_halves_at_each_step(make
         assert norm == pytest.approx(fade.norms[0] * 0.5 ** k, rel=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn-tanh"])
+@pytest.mark.parametrize("cell", CELL_KINDS)
 def test_gradient_fade_gives_a_curve_per_layer_for_every_cell(make_model, cell):
     from textgen.insight import gradient_fade
 
@@ -178,7 +179,7 @@ def test_text_features_by_hand():
     assert at["after a full stop"][text.index("」")] == 1 and at["after a full stop"][text.index("好")] == 0
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", [name for name, kind in CELL_KINDS.items() if kind.sigmoid_gates])
 def test_cell_report_correlations_and_gate_saturation_match_a_computation_by_hand(make_model, prose, cell):
     tokenizer = CharTokenizer.from_text(prose)
     model = make_model(tokenizer.vocab_size, cell=cell, layers=2, hidden_size=12, embedding_size=6, seed=8)
@@ -200,8 +201,8 @@ def test_cell_report_correlations_and_gate_saturation_match_a_computation_by_han
         expected = np.corrcoef(unit, np.array(features[match.feature]))[0, 1]
         assert match.correlation == pytest.approx(expected, abs=1e-6)
     assert report.activations == pytest.approx(activations[report.best[0].layer][:, report.best[0].unit].tolist())
-    gates = 3 if cell == "lstm" else 2
-    assert len(report.saturation) == 2 * gates
+    gates = list(CELL_KINDS[cell].sigmoid_gates)
+    assert list(report.saturation) == [f"layer {layer} {gate}" for layer in (1, 2) for gate in gates]
     assert all(0 <= low <= 1 and 0 <= high <= 1 and low + high <= 1 for low, high in report.saturation.values())
 
 

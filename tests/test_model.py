@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textgen.config import CELLS
-from textgen.model import detach_state, select_state
+from textgen.model import CELL_KINDS, detach_state, select_state, state_parts, state_rows
 from textgen.tokenizers import CharTokenizer
 
-cells = pytest.mark.parametrize("cell", CELLS)
+cells = pytest.mark.parametrize("cell", CELL_KINDS)
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +31,10 @@ def test_logits_and_state_have_the_documented_shapes_for_every_cell(make_model, 
     batch = ids[: 3 * 40].view(3, 40)
     logits, state = model(batch)
     assert logits.shape == (3, 40, tokenizer.vocab_size)
-    expected_state = (layers, 3, 24)
-    if cell == "lstm":
-        assert isinstance(state, tuple) and [s.shape for s in state] == [expected_state] * 2
-    else:
-        assert isinstance(state, torch.Tensor) and state.shape == expected_state
+    # as torch's own modules take it: one tensor alone, several in a tuple
+    parts = len(CELL_KINDS[cell].state_parts)
+    assert isinstance(state, torch.Tensor if parts == 1 else tuple)
+    assert [s.shape for s in state_parts(state)] == [(layers, 3, 24)] * parts
 
 
 @cells
@@ -44,8 +42,7 @@ def test_init_state_is_zero_and_is_what_forward_starts_from(make_model, prose_id
     tokenizer, ids = prose_ids
     model = make_model(tokenizer.vocab_size, cell=cell, layers=2)
     state = model.init_state(2)
-    parts = state if isinstance(state, tuple) else (state,)
-    assert all(p.shape == (2, 2, 32) and not p.any() for p in parts)
+    assert all(p.shape == (2, 2, 32) and not p.any() for p in state_parts(state))
     batch = ids[:60].view(2, 30)
     torch.testing.assert_close(model(batch)[0], model(batch, state)[0], rtol=0, atol=0)
 
@@ -61,7 +58,7 @@ def test_feeding_two_halves_with_the_state_carried_equals_one_call(make_model, p
         first, state = model(batch[:, :37])
         second, halves_state = model(batch[:, 37:], state)
     torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=1e-5, atol=1e-5)
-    for a, b in zip(*(s if isinstance(s, tuple) else (s,) for s in (halves_state, whole_state))):
+    for a, b in zip(state_parts(halves_state), state_parts(whole_state), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     # and the carried state matters: starting the second half afresh gives other logits
     fresh, _ = model(batch[:, 37:])
@@ -128,10 +125,9 @@ def test_the_top_output_is_the_top_layers_and_leaves_logits_and_state_alone(make
     torch.testing.assert_close(same_logits, logits, rtol=0, atol=0)
     assert top.shape == (2, 25, 12)
     # The top layer's output at the last step is its final hidden state.
-    final_h = (same_state[0] if cell == "lstm" else same_state)[-1]
-    torch.testing.assert_close(top[:, -1], final_h, rtol=0, atol=0)
-    below = (same_state[0] if cell == "lstm" else same_state)[0]
-    assert not torch.allclose(top[:, -1], below)
+    h = state_parts(same_state)[0]
+    torch.testing.assert_close(top[:, -1], h[-1], rtol=0, atol=0)
+    assert not torch.allclose(top[:, -1], h[0])
 
 
 @cells
@@ -192,12 +188,11 @@ def test_detach_state_keeps_values_and_cuts_the_graph(make_model, prose_ids, cel
     tokenizer, ids = prose_ids
     model = make_model(tokenizer.vocab_size, cell=cell).train()
     first, state = model(ids[:20].view(2, 10))
-    parts = state if isinstance(state, tuple) else (state,)
+    parts = state_parts(state)
     assert all(p.requires_grad and p.grad_fn is not None for p in parts)
     detached = detach_state(state)
     assert type(detached) is type(state)
-    detached_parts = detached if isinstance(detached, tuple) else (detached,)
-    for before, after in zip(parts, detached_parts):
+    for before, after in zip(parts, state_parts(detached), strict=True):
         assert after.grad_fn is None and not after.requires_grad
         assert torch.equal(before, after)
     first.sum().backward()  # frees the first window's graph, as a training step does
@@ -211,12 +206,17 @@ def test_detach_state_keeps_values_and_cuts_the_graph(make_model, prose_ids, cel
 
 
 @cells
-def test_select_state_picks_batch_rows(make_model, prose_ids, cell):
+def test_select_state_and_state_rows_pick_batch_rows(make_model, prose_ids, cell):
     tokenizer, ids = prose_ids
     model = make_model(tokenizer.vocab_size, cell=cell, layers=2)
     with torch.no_grad():
         _, state = model(ids[:40].view(4, 10))
         _, row_two = model(ids[20:30].view(1, 10))
-    picked = select_state(state, slice(2, 3))
-    for a, b in zip(*(s if isinstance(s, tuple) else (s,) for s in (picked, row_two))):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    picked, copied = select_state(state, slice(2, 3)), state_rows(state, slice(2, 3))
+    assert type(picked) is type(copied) is type(state)
+    for a, b, c in zip(state_parts(picked), state_parts(copied), state_parts(row_two), strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+        assert torch.equal(a, b) and b.is_contiguous()
+    # state_rows copies: one process's share of a saved batch does not keep the whole batch alive
+    assert state_parts(copied)[0].untyped_storage().data_ptr() != state_parts(state)[0].untyped_storage().data_ptr()
+

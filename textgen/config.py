@@ -31,6 +31,8 @@ class OptionError(TextgenError):
     def worded(self, name: str) -> str:
         return f"{name} {self.problem}"
 
+# The names of the cell kinds in textgen.model.cells, which checks that it holds exactly these;
+# listed here, free of torch, so that `cell` is checked before torch is imported.
 CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu")
 TOKENIZER_KINDS = ("char", "word", "subword")
 SUBWORD_MODELS = ("unigram", "bpe")

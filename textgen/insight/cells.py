@@ -126,13 +126,12 @@ def _layer_activations(model: RNNLanguageModel, ids: list[int]) -> tuple[list[to
 
 
 def _saturation(model: RNNLanguageModel, layers: list[torch.Tensor], inputs: list[torch.Tensor]) -> dict:
-    """For LSTM and GRU layers with a module each: the share of (unit, token) pairs where each
-    sigmoid gate is below SATURATED or above 1 - SATURATED, its value recomputed from the layer's
-    input, its previous h and its weights."""
-    cell = model.config.cell
-    if cell not in ("lstm", "gru") or not model.config.skip_connections:
+    """For layers with a module each, of a cell kind with sigmoid gates (LSTM, GRU): the share of
+    (unit, token) pairs where each gate is below SATURATED or above 1 - SATURATED, its value
+    recomputed from the layer's input, its previous h and its weights."""
+    gates = model.cell_kind.sigmoid_gates
+    if not gates or not model.config.skip_connections:
         return {}
-    names = ("input gate", "forget gate", "output gate") if cell == "lstm" else ("reset gate", "update gate")
     report = {}
     for layer, (weights, h, x) in enumerate(zip(model.layer_weights(), layers, inputs)):
         previous = torch.cat([torch.zeros(1, h.shape[1]), h[:-1]])
@@ -140,10 +139,8 @@ def _saturation(model: RNNLanguageModel, layers: list[torch.Tensor], inputs: lis
         b_ih, b_hh = weights["bias_ih"].detach().float().cpu(), weights["bias_hh"].detach().float().cpu()
         pre = x @ w_ih.T + b_ih + previous @ w_hh.T + b_hh
         size = h.shape[1]
-        chunks = {"input gate": 0, "forget gate": 1, "output gate": 3} if cell == "lstm" else \
-            {"reset gate": 0, "update gate": 1}
-        for name in names:
-            gate = torch.sigmoid(pre[:, chunks[name] * size : (chunks[name] + 1) * size])
+        for name, block in gates.items():
+            gate = torch.sigmoid(pre[:, block * size : (block + 1) * size])
             report[f"layer {layer + 1} {name}"] = (float((gate < SATURATED).double().mean()),
                                                    float((gate > 1 - SATURATED).double().mean()))
     return report

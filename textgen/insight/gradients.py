@@ -60,13 +60,12 @@ def _norms_at(model: RNNLanguageModel, ids: list[int], t: int, distance: int) ->
     step = FastStep(model, differentiable=True)
     with torch.no_grad():
         primed = model(torch.tensor([ids[:start]], device=device))[1] if start > 0 else model.init_state(1, device)
-    state = [tuple(s.clone().requires_grad_() for s in layer) if isinstance(layer, tuple) else
-             layer.clone().requires_grad_() for layer in step.from_model_state(primed, 1)]
+    state = [tuple(part.clone().requires_grad_() for part in layer) for layer in step.from_model_state(primed, 1)]
     kept: list[list[torch.Tensor]] = []
     logits = None
     for position in range(start, t + 1):
         logits, state = step(torch.tensor([ids[position]], device=device), state)
-        hidden = [layer[0] if isinstance(layer, tuple) else layer for layer in state]
+        hidden = [layer[0] for layer in state]  # h comes first whatever else the cell carries
         for h in hidden:
             h.retain_grad()
         kept.append(hidden)

@@ -2,8 +2,9 @@
 weights with no module call, and the one-pass priming of a seed phrase.
 
 FastStep is tied to RNNLanguageModel's weight layout (gates stacked along dim 0, skip
-connections); make_step checks it against model.forward on a few tokens and falls back to
-ModuleStep, so a model it does not know is still run exactly. The sampler (textgen.sampling)
+connections) and takes each step's arithmetic from the model's cell kind (textgen.model.cells);
+make_step checks it against model.forward on a few tokens and falls back to ModuleStep, so a
+model whose forward reads its weights otherwise is still run exactly. The sampler (textgen.sampling)
 and anything else that walks a model token by token use these.
 """
 
@@ -12,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from textgen.model.rnn import RNNLanguageModel, State, select_state
+from textgen.model.cells import CellKind, LayerState
+from textgen.model.rnn import RNNLanguageModel
+from textgen.model.state import State, map_state, select_state, state_parts
 
 # A prompt at least this long is primed with oneDNN's RNN kernel, which costs milliseconds per
 # call but runs a long sequence faster than the plain one (100 vs 160 ms for 1,000 characters).
@@ -97,26 +98,25 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 
 
 class _Layer:
-    """One layer's weights arranged for a single step.
+    """One layer's weights arranged for a single step (the StepInputs a cell kind's fast_step reads).
 
     A layer reads the token's embedding (the first layer; every layer with skip connections), the
     layer below's h (every layer but the first), or both, beside its own h. The embedding's share
     of the input projection, embedding @ W^T + biases, becomes a lookup table per token when it is
-    small. LSTM rows are reordered to (i, f, o, g) so one sigmoid covers three gates. LSTM and RNN
-    layers multiply [rest of the input, h] by [W_ih | W_hh] in one product; GRU keeps the two
-    apart, since its reset gate multiplies the hidden part alone.
+    small. The rows come in the order the cell kind asks for. [rest of the input, h] is multiplied
+    by [W_ih | W_hh] in one product, unless the kind keeps the hidden part apart.
     """
 
-    def __init__(self, cell: str, weights: LayerWeights, embedding: torch.Tensor | None, packed: bool = True) -> None:
-        hidden = weights.weight_hh.shape[1]
+    def __init__(self, kind: CellKind, weights: LayerWeights, embedding: torch.Tensor | None,
+                 packed: bool = True) -> None:
         w_ih, w_hh, b_ih, b_hh = (t.detach() if t is not None else None for t in
                                   (weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh))
-        if cell == "lstm":
-            order = torch.cat([torch.arange(0, 2 * hidden), torch.arange(3 * hidden, 4 * hidden),
-                               torch.arange(2 * hidden, 3 * hidden)]).to(w_ih.device)
+        order = kind.fast_row_order(weights.weight_hh.shape[1])
+        if order is not None:
+            order = order.to(w_ih.device)
             w_ih, w_hh = w_ih[order], w_hh[order]
             b_ih, b_hh = (None if b is None else b[order] for b in (b_ih, b_hh))
-        self.separate = cell == "gru"
+        self.separate = kind.separate_hidden
         input_bias = b_ih if self.separate else _add(b_ih, b_hh)
         self.table = None
         self.embedding = embedding
@@ -131,7 +131,7 @@ class _Layer:
             self.input = _Linear(rest, input_bias, packed) if self.reads_rest else None
             self.hidden = _Linear(w_hh, b_hh, packed)
         elif self.reads_rest:
-            self.joint = _Linear(torch.cat([rest, w_hh], dim=1), input_bias, packed)
+            self.joint_linear = _Linear(torch.cat([rest, w_hh], dim=1), input_bias, packed)
         else:
             self.hidden = _Linear(w_hh, None, packed)
 
@@ -140,17 +140,17 @@ class _Layer:
         parts = [] if self.embedding is None else [F.embedding(tokens, self.embedding)]
         return parts if below is None else [*parts, below]
 
-    def gates(self, tokens: torch.Tensor, below: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
-        """LSTM and RNN: the gates' inputs, from the tokens' ids, the layer below's h (or None) and h."""
+    def joint(self, tokens: torch.Tensor, below: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
+        """The gates' inputs, from the tokens' ids, the layer below's h (or None) and h."""
         if self.reads_rest:
-            gates = self.joint(torch.cat([*self._rest(tokens, below), h], dim=1))
+            gates = self.joint_linear(torch.cat([*self._rest(tokens, below), h], dim=1))
         else:
             gates = self.hidden(h)
         return gates if self.table is None else gates.add_(self.table.index_select(0, tokens))
 
-    def gru_parts(self, tokens: torch.Tensor, below: torch.Tensor | None,
-                  h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """GRU: the gates' inputs from the layer's inputs and from h, apart."""
+    def apart(self, tokens: torch.Tensor, below: torch.Tensor | None,
+              h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gates' inputs from the layer's inputs and from h, apart."""
         from_input = self.input(torch.cat(self._rest(tokens, below), dim=1)) if self.reads_rest else None
         if self.table is not None:
             looked_up = self.table.index_select(0, tokens)
@@ -161,9 +161,10 @@ class _Layer:
 class FastStep:
     """One token for each row of a batch, computed from the model's own weights with no module
     call: the same distribution as model.forward (tests compare the two), several times faster
-    than calling nn.LSTM one step at a time.
+    than calling nn.LSTM one step at a time. The arithmetic of a step is the cell kind's.
 
-    The state is a list with one (h, c) or h per layer, each (batch, hidden).
+    The state is a list with one tuple of the cell's state parts per layer, (h, c) or (h,), each
+    (batch, hidden).
     """
 
     kind = "fast"
@@ -171,55 +172,32 @@ class FastStep:
     def __init__(self, model: RNNLanguageModel, differentiable: bool = False) -> None:
         """`differentiable`: keep every product one that autograd can go back through (no weights
         packed for oneDNN), for measuring gradients with respect to the state."""
-        self.cell = model.config.cell
-        self.hidden = model.config.hidden_size
+        self.cell_kind = model.cell_kind
         embedding = model.embedding.weight.detach()
         self.skip_connections = model.config.skip_connections
-        self.layers = [_Layer(self.cell, w, embedding if k == 0 or self.skip_connections else None, not differentiable)
+        self.layers = [_Layer(self.cell_kind, w, embedding if k == 0 or self.skip_connections else None,
+                              not differentiable)
                        for k, w in enumerate(_layer_weights(model))]
         self.decoder = _Linear(model.decoder.weight, model.decoder.bias, not differentiable)
-        self.lstm_split = [3 * self.hidden, self.hidden]
 
-    def from_model_state(self, state: State, batch: int) -> list[Any]:
+    def from_model_state(self, state: State, batch: int) -> list[LayerState]:
         """The model's (layers, 1, hidden) state after priming, repeated for `batch` rows."""
-        if isinstance(state, tuple):
-            h, c = (s[:, 0].unsqueeze(1).repeat(1, batch, 1) for s in state)
-            return [(h[k].contiguous(), c[k].contiguous()) for k in range(len(self.layers))]
-        h = state[:, 0].unsqueeze(1).repeat(1, batch, 1)
-        return [h[k].contiguous() for k in range(len(self.layers))]
+        parts = [part[:, 0].unsqueeze(1).repeat(1, batch, 1) for part in state_parts(state)]
+        return [tuple(part[k].contiguous() for part in parts) for k in range(len(self.layers))]
 
-    def select(self, state: list[Any], rows: torch.Tensor) -> list[Any]:
-        return [tuple(s[rows] for s in layer) if isinstance(layer, tuple) else layer[rows] for layer in state]
+    def select(self, state: list[LayerState], rows: torch.Tensor) -> list[LayerState]:
+        return [tuple(part[rows] for part in layer) for layer in state]
 
-    def __call__(self, tokens: torch.Tensor, state: list[Any]) -> tuple[torch.Tensor, list[Any]]:
+    def __call__(self, tokens: torch.Tensor, state: list[LayerState]) -> tuple[torch.Tensor, list[LayerState]]:
         """tokens: (batch,) ids -> logits (batch, vocab) for the token after them, and the new state."""
-        # Written out per cell, with few tensor calls: at one token a step, each costs about as
-        # much as a quarter of the smaller matrix product.
         below: torch.Tensor | None = None
-        new_state: list[Any] = []
-        H = self.hidden
-        if self.cell == "lstm":
-            for layer, (h, c) in zip(self.layers, state):
-                sigmoid_part, g = layer.gates(tokens, below, h).split_with_sizes(self.lstm_split, dim=1)
-                i, f, o = torch.sigmoid(sigmoid_part).chunk(3, dim=1)
-                c = torch.addcmul(f * c, i, torch.tanh(g))
-                below = o * torch.tanh(c)
-                new_state.append((below, c))
-        elif self.cell == "gru":
-            for layer, h in zip(self.layers, state):
-                from_input, from_hidden = layer.gru_parts(tokens, below, h)
-                r, z = torch.sigmoid(from_input[:, : 2 * H] + from_hidden[:, : 2 * H]).chunk(2, dim=1)
-                n = torch.tanh(torch.addcmul(from_input[:, 2 * H :], r, from_hidden[:, 2 * H :]))
-                below = torch.addcmul(n, z, h - n)  # (1 - z) * n + z * h
-                new_state.append(below)
-        else:
-            activation = torch.tanh if self.cell == "rnn-tanh" else torch.relu
-            for layer, h in zip(self.layers, state):
-                below = activation(layer.gates(tokens, below, h))
-                new_state.append(below)
+        new_state: list[LayerState] = []
+        for layer, layer_state in zip(self.layers, state):
+            layer_state = self.cell_kind.fast_step(layer, tokens, below, layer_state)
+            below = layer_state[0]
+            new_state.append(layer_state)
         if self.skip_connections:
-            outputs = [layer_state[0] if isinstance(layer_state, tuple) else layer_state for layer_state in new_state]
-            return self.decoder(torch.cat(outputs, dim=1)), new_state
+            return self.decoder(torch.cat([layer_state[0] for layer_state in new_state], dim=1)), new_state
         return self.decoder(below), new_state
 
 
@@ -233,9 +211,7 @@ class ModuleStep:
         self.model = model
 
     def from_model_state(self, state: State, batch: int) -> State:
-        if isinstance(state, tuple):
-            return tuple(s.repeat(1, batch, 1) for s in state)  # type: ignore[return-value]
-        return state.repeat(1, batch, 1)
+        return map_state(state, lambda part: part.repeat(1, batch, 1))
 
     def select(self, state: State, rows: torch.Tensor) -> State:
         return select_state(state, rows)
@@ -254,26 +230,33 @@ Step = FastStep | ModuleStep
 def make_step(model: RNNLanguageModel) -> Step:
     """The fast step when it reproduces model.forward on a few tokens, else the module step.
 
-    The check costs a few milliseconds and keeps the promise of the model's exact distribution
-    even for a model whose structure FastStep does not know."""
+    Every cell kind brings its own fast step, so the module step is for a genuine mismatch: a
+    forward that is not the plain reading of the weights (a subclass, a patched forward), or a
+    product the fast step cannot run where the model lives. The check costs a few milliseconds
+    and keeps the promise of the model's exact distribution."""
     model.eval()
     try:
         fast = FastStep(model)
-        ids = torch.arange(3, device=model.device) % model.config.vocab_size
-        with _without_onednn():
-            expected, _ = model(ids.view(1, -1))
-        logits, state = prime(model, ids[:1].tolist())
-        state = fast.from_model_state(state, 1)
-        got = [logits]
-        for token in ids[1:]:
-            logits, state = fast(token.view(1), state)
-            got.append(logits)
-        scale = max(1.0, float(expected.abs().max()))
-        if torch.allclose(torch.cat(got), expected[0], rtol=1e-4, atol=1e-4 * scale):
+        if _reproduces_forward(fast, model):
             return fast
-    except (AttributeError, RuntimeError, TypeError, ValueError, IndexError):
-        pass  # a model laid out differently: the module step still samples it exactly
+    except RuntimeError:
+        pass  # weights shaped or placed otherwise than the fast step reads them: forward still runs them
     return ModuleStep(model)
+
+
+def _reproduces_forward(fast: FastStep, model: RNNLanguageModel) -> bool:
+    """Whether `fast` gives model.forward's logits, within float noise, on three tokens."""
+    ids = torch.arange(3, device=model.device) % model.config.vocab_size
+    with _without_onednn():
+        expected, _ = model(ids.view(1, -1))
+    logits, state = prime(model, ids[:1].tolist())
+    state = fast.from_model_state(state, 1)
+    got = [logits]
+    for token in ids[1:]:
+        logits, state = fast(token.view(1), state)
+        got.append(logits)
+    scale = max(1.0, float(expected.abs().max()))
+    return torch.allclose(torch.cat(got), expected[0], rtol=1e-4, atol=1e-4 * scale)
 
 
 def prime(model: RNNLanguageModel, ids: list[int]) -> tuple[torch.Tensor, State]:

@@ -14,36 +14,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from textgen.config import ModelConfig
-
-# An LSTM's state is (h, c); the other cells carry h alone.
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-_CELL_MODULES = {
-    "lstm": lambda **kw: nn.LSTM(**kw),
-    "gru": lambda **kw: nn.GRU(**kw),
-    "rnn-tanh": lambda **kw: nn.RNN(nonlinearity="tanh", **kw),
-    "rnn-relu": lambda **kw: nn.RNN(nonlinearity="relu", **kw),
-}
+from textgen.model.cells import cell_kind
+from textgen.model.state import State, join_layers, layer_state, state_from_parts
 
 
 class RNNLanguageModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.cell_kind = cell_kind(config.cell)
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_size)
         self.input_dropout = LockedDropout(config.dropout)
         hidden, embedding = config.hidden_size, config.embedding_size
         if config.skip_connections:
             # One module per layer: each reads the embedding beside the layer below.
             self.layers = nn.ModuleList(
-                _CELL_MODULES[config.cell](input_size=embedding + (hidden if k else 0), hidden_size=hidden,
-                                           batch_first=True)
+                self.cell_kind.build(input_size=embedding + (hidden if k else 0), hidden_size=hidden,
+                                     batch_first=True)
                 for k in range(config.layers)
             )
             self.between_dropout = LockedDropout(config.dropout)
             decoder_input = hidden * config.layers
         else:
-            self.rnn = _CELL_MODULES[config.cell](
+            self.rnn = self.cell_kind.build(
                 input_size=embedding,
                 hidden_size=hidden,
                 num_layers=config.layers,
@@ -68,14 +61,8 @@ class RNNLanguageModel(nn.Module):
             # on tiny Shakespeare this reached 1.57 nats/char where std 0.1 reached 1.66-1.83.
             nn.init.normal_(self.embedding.weight, std=1.0)
             nn.init.normal_(self.decoder.weight, std=self.decoder.in_features**-0.5)
-        if self.config.cell == "lstm":
-            # A forget-gate bias of 1 lets gradients flow through long windows from the first step.
-            hidden = self.config.hidden_size
-            with torch.no_grad():
-                for weights in self.layer_weights():
-                    weights["bias_ih"].zero_()
-                    weights["bias_ih"][hidden : 2 * hidden].fill_(1.0)
-                    weights["bias_hh"].zero_()
+        for weights in self.layer_weights():
+            self.cell_kind.init_weights(weights, self.config.hidden_size)
 
     def layer_weights(self) -> list[dict[str, torch.Tensor]]:
         """Each layer's weight_ih, weight_hh, bias_ih and bias_hh in torch's layout (gates stacked
@@ -94,10 +81,7 @@ class RNNLanguageModel(nn.Module):
         """The all-zero state that starts a stream."""
         device = device or self.decoder.weight.device
         shape = (self.config.layers, batch_size, self.config.hidden_size)
-        h = torch.zeros(shape, device=device)
-        if self.config.cell == "lstm":
-            return h, torch.zeros(shape, device=device)
-        return h
+        return state_from_parts([torch.zeros(shape, device=device) for _ in self.cell_kind.state_parts])
 
     def forward(self, ids: torch.Tensor, state: State | None = None, *,
                 with_top_output: bool = False) -> tuple[torch.Tensor, State] | tuple[torch.Tensor, State, torch.Tensor]:
@@ -113,16 +97,13 @@ class RNNLanguageModel(nn.Module):
             return (logits, state, top) if with_top_output else (logits, state)
         outputs, states, below = [], [], x
         for k, layer in enumerate(self.layers):
-            output, layer_state = self._run(layer, below, _layer_state(state, k))
+            output, state_after = self._run(layer, below, layer_state(state, k))
             outputs.append(output)
-            states.append(layer_state)
+            states.append(state_after)
             if k + 1 < len(self.layers):  # the input of the layer above (none above the top one)
                 below = torch.cat([x, self.between_dropout(output)], dim=-1)
         logits = self.decoder(self.output_dropout(torch.cat(outputs, dim=-1)))
-        if isinstance(state, tuple):
-            state = (torch.cat([h for h, _ in states]), torch.cat([c for _, c in states]))
-        else:
-            state = torch.cat(states)
+        state = join_layers(states)
         return (logits, state, outputs[-1]) if with_top_output else (logits, state)
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -167,32 +148,3 @@ class LockedDropout(nn.Module):
         keep = 1.0 - self.p
         mask = torch.empty(x.shape[0], 1, x.shape[2], device=x.device, dtype=x.dtype).bernoulli_(keep)
         return x * mask / keep
-
-
-def _layer_state(state: State, k: int) -> State:
-    """Layer k's part of a (layers, batch, hidden) state, as a one-layer module takes it."""
-    if isinstance(state, tuple):
-        return tuple(s[k : k + 1].contiguous() for s in state)  # type: ignore[return-value]
-    return state[k : k + 1].contiguous()
-
-
-def detach_state(state: State) -> State:
-    """Cut the graph between windows: truncated BPTT keeps the values, drops the history."""
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)  # type: ignore[return-value]
-    return state.detach()
-
-
-def reset_rows(state: State, starts: torch.Tensor) -> State:
-    """Zero the state of the rows where `starts` (one bool per row) is set: a new document begins."""
-    keep = (~starts).to(dtype=torch.float32).view(1, -1, 1)
-    if isinstance(state, tuple):
-        return tuple(s * keep.to(s.device, s.dtype) for s in state)  # type: ignore[return-value]
-    return state * keep.to(state.device, state.dtype)
-
-
-def select_state(state: State, rows: torch.Tensor | slice) -> State:
-    """The state of some batch rows (the batch is dimension 1)."""
-    if isinstance(state, tuple):
-        return tuple(s[:, rows] for s in state)  # type: ignore[return-value]
-    return state[:, rows]

@@ -5,7 +5,8 @@ progress record and copies of every tensor the next step depends on.
       weights.<name>            the live weights (the checkpoint's model file may hold the average)
       optimizer.<i>.<key>       AdamW's moments and step count, per parameter
       average.<i>               the moving average of the weights, when --ema-decay is on
-      state.0, state.1          the recurrent state carried into the next window (h, and c for an LSTM)
+      state.0, state.1, ...     the recurrent state carried into the next window, one tensor per part
+                                of the cell's state (h, and c for an LSTM)
       random.torch, random.cuda the random generators (dropout masks, document order)
       metadata "record"         {"progress": Progress as JSON, "best": the best validation's figures}
 """
@@ -20,7 +21,7 @@ import torch
 from textgen.checkpoint import TrainerState
 from textgen.checkpoint.records import BestRecord, MetricsRow
 from textgen.errors import TextgenError
-from textgen.model import RNNLanguageModel, State
+from textgen.model import RNNLanguageModel, State, state_from_parts, state_parts
 from textgen.training.optimization import WeightAverage
 
 EVALUATIONS_PER_RUN = 5  # when --eval-every is 0: validate at 20%, 40%, ... of the run
@@ -66,7 +67,7 @@ def snapshot(
         for index, value in enumerate(average.averages):
             tensors[f"average.{index}"] = value
     if state is not None:
-        for index, value in enumerate(state if isinstance(state, tuple) else (state,)):
+        for index, value in enumerate(state_parts(state)):
             tensors[f"state.{index}"] = value
     tensors["random.torch"] = torch.get_rng_state()
     if model.device.type == "cuda":
@@ -103,8 +104,7 @@ def restore(
         if average is not None:
             for index, value in enumerate(average.averages):
                 value.copy_(tensors[f"average.{index}"])
-        states = [tensors[f"state.{i}"].to(device) for i in range(2) if f"state.{i}" in tensors]
-        state = (tuple(states) if len(states) == 2 else states[0]) if states else None
+        state = _carried_state(tensors, model)
         torch.set_rng_state(tensors["random.torch"])
         if device.type == "cuda" and "random.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["random.cuda"], device)
@@ -114,3 +114,11 @@ def restore(
     except (KeyError, TypeError, ValueError, RuntimeError, TextgenError) as error:
         raise TextgenError(f"{where}'s trainer state does not match its model: {str(error).splitlines()[0][:200]}") from None
     return state, progress, best
+
+
+def _carried_state(tensors: dict[str, torch.Tensor], model: RNNLanguageModel) -> State | None:
+    """The saved recurrent state, one tensor per part the model's cell carries; None if none was saved."""
+    if "state.0" not in tensors:
+        return None
+    parts = model.cell_kind.state_parts
+    return state_from_parts([tensors[f"state.{index}"].to(model.device) for index in range(len(parts))])
