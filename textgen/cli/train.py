@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -139,7 +140,7 @@ def train(
                 why = f"{calibration.describe()}; --preset to choose" if calibration else "as asked"
                 console.print(f"[bold]preset {settings.preset}[/] ({why}): {PRESETS[settings.preset].description}",
                               soft_wrap=True)
-            with _display(group) as display:
+            with _display(group) as display, _worded_as_flags():
                 result = run_training(text, out, settings.model, settings.tokenizer, settings.train, display, group)
     finally:
         leave(group, failed=sys.exc_info()[0] is not None)
@@ -156,6 +157,18 @@ def _read_corpus(group: Any, read: Any) -> Any:
             text = read(show_progress)
     group.barrier()
     return text if group.is_main else read(None)
+
+
+@contextmanager
+def _worded_as_flags() -> Iterator[None]:
+    """The library's errors that name settings by their fields, worded with the options' flags."""
+    from textgen.cli.app import flag_for
+    from textgen.training.loop import SettingsError
+
+    try:
+        yield
+    except SettingsError as error:
+        raise TextgenError(error.worded(flag_for)) from None
 
 
 def _display(group: Any) -> Any:
@@ -212,7 +225,7 @@ def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]
                 text = None  # found again and read from the id cache by resume itself
             else:
                 text = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
-            with _display(group) as display:
+            with _display(group) as display, _worded_as_flags():
                 result = resume_run(checkpoint, text, limits, display, group)
     finally:
         leave(group, failed=sys.exc_info()[0] is not None)
