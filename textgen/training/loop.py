@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,6 @@ from textgen.data.prepare import PreparedCorpus
 from textgen.devices import precision_note, resolve_device, training_dtype
 from textgen.errors import TextgenError
 from textgen.evaluation import summarise
-from textgen.checkpoint.lock import run_lock
 from textgen.model import RNNLanguageModel, State, detach_state, reset_rows
 from textgen.tokenizers import load_tokenizer
 from textgen.training.callbacks import EvaluationReport, RunPlan, StepReport, TrainingCallbacks, TrainingResult
@@ -74,11 +72,10 @@ def train(
     model_config = model_config or ModelConfig()
     tokenizer_config = tokenizer_config or TokenizerConfig()
     config = train_config or TrainConfig()
-    with run_lock(out) if group.is_main else nullcontext():
-        text = training_text(corpus, tokenizer_config, config, group)
-        torch.manual_seed(config.seed)
-        trainer = Trainer(text, Path(out), model_config, tokenizer_config, config, group)
-        return trainer.run(callbacks if callbacks and group.is_main else TrainingCallbacks())
+    text = training_text(corpus, tokenizer_config, config, group)
+    torch.manual_seed(config.seed)
+    trainer = Trainer(text, Path(out), model_config, tokenizer_config, config, group)
+    return trainer.run(callbacks if callbacks and group.is_main else TrainingCallbacks())
 
 
 def resume(
@@ -95,11 +92,6 @@ def resume(
     `limits` (max_steps, epochs, max_time) replace the run's own, counted from its start.
     The run lock is not taken here: textgen.api.resume takes it."""
     checkpoint = Path(checkpoint)
-    with run_lock(checkpoint) if group.is_main else nullcontext():
-        return _resume(checkpoint, corpus, limits, callbacks, group)
-
-
-def _resume(checkpoint: Path, corpus: Any, limits: Any, callbacks: Any, group: Group) -> TrainingResult:
     info = read_info(checkpoint)
     saved = load_trainer_state(checkpoint)
     if corpus is None:
