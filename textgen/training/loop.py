@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,14 +145,7 @@ class Trainer:
             raise TextgenError(
                 f"could not build a model of this size on {self.device}: {str(error).splitlines()[0][:200]}"
             ) from None
-        # The forward pass of training goes through DDP when several processes train, so the
-        # gradients are averaged over them during backward; everything else uses the model itself.
-        self.forward = self.model
-        if group.active:
-            ids = [self.device.index or 0] if self.device.type == "cuda" else None
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = make_optimizer(self.model, config)
-        self.autocast_dtype = training_dtype(config.precision, self.device)
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.info = CheckpointInfo(model=model_config, tokenizer=tokenizer_config, corpus=text.record,
                                    training=TrainingRecord(config))
@@ -159,6 +153,23 @@ class Trainer:
         self.state: State | None = None
         self.resumed_at: int | None = None
         self.saved_once = False
+        self._set_up_steps()
+
+    def _set_up_steps(self) -> None:
+        """What every step uses, decided once so that _step reads straight through: the forward
+        pass (through DDP when several processes train, so the gradients are averaged over them
+        during backward; everything else uses the model itself), the loss, the precision, and the
+        figures kept on the device until they are read together."""
+        self.forward, self.loss_of = self.model, self._mean_loss
+        if self.group.active:
+            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.loss_of = self._share_of_global_loss
+        self.autocast_dtype = training_dtype(self.config.precision, self.device)
+        self.autocast = partial(torch.autocast, self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                                enabled=self.autocast_dtype is not None)
+        self.penalised = bool(self.config.activation_penalty or self.config.activation_change_penalty)
+        self.max_grad_norm = self.config.clip if self.config.clip > 0 else math.inf
         self.readings = StepReadings(self.device)
 
     def restore(self, saved: TrainerState) -> None:
@@ -216,51 +227,64 @@ class Trainer:
         return _STOP_REASONS[int(code)], bool(validate), done
 
     def _step(self, done: float, callbacks: TrainingCallbacks) -> None:
-        config, progress, model = self.config, self.progress, self.model
+        """One step: forward, loss, backward, clip, optimiser step, then carry the state on; its
+        figures stay on the device until the next read."""
+        config, progress = self.config, self.progress
         window = self._next_window()
-        band = (progress.epoch, progress.epoch_position)
-        step_started = time.perf_counter()
-        lr = learning_rate_at(config, progress.step, done)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        penalised = bool(config.activation_penalty or config.activation_change_penalty)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                            enabled=self.autocast_dtype is not None):
-            logits, state, *top = self.forward(window.inputs, self.state, with_top_output=penalised)
-        flat_logits, flat_targets = logits.float().reshape(-1, logits.shape[-1]), window.targets.reshape(-1)
-        scored = None
-        if self.group.active:
-            # DDP averages the processes' gradients, so each divides its summed loss by the predictions
-            # of the whole global batch over the world: rows padded unevenly (documents) weigh as in one process.
-            scored = self.data.batches.scored_in_all_rows(*band)
-            reported = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE, reduction="sum")
-            loss = reported * (self.group.world / max(1, scored))
-        else:
-            loss = reported = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE)
-        if penalised:  # shapes the gradient only: the loss reported stays the cross-entropy
+        started = time.perf_counter()
+        learning_rate = self._set_learning_rate(done)
+        with self.autocast():
+            logits, state, *top = self.forward(window.inputs, self.state, with_top_output=self.penalised)
+        loss, reported, scored = self.loss_of(logits, window.targets)
+        if self.penalised:  # shapes the gradient only: the loss reported stays the cross-entropy
             # Under DDP the processes' means are averaged: the global mean for streams, whose rows
             # are all scored; for documents padded unevenly, rows weigh a little differently.
             loss = loss + activation_penalties(top[0], window.targets, config.activation_penalty,
                                                config.activation_change_penalty)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip if config.clip > 0 else math.inf)
-        pending = PendingStep(progress.step + 1, reported, grad_norm, scored, lr, 0.0, 0.0, 0.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        pending = PendingStep(progress.step + 1, reported, grad_norm, scored, learning_rate, 0.0, 0.0, 0.0)
         self.readings.add(pending)
         figures = self._read_figures() if self.readings.due else []  # a diverged loss stops before its step
         self.optimizer.step()
         if self.average is not None:
             self.average.update(progress.step)
         self.state = detach_state(state)
+        self._count_step(window, pending, started)
+        self._report_steps(figures, callbacks)
 
+    def _set_learning_rate(self, done: float) -> float:
+        learning_rate = learning_rate_at(self.config, self.progress.step, done)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        return learning_rate
+
+    def _mean_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """The mean cross-entropy of the window's scored predictions: the loss trained and reported."""
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+        return loss, loss, None
+
+    def _share_of_global_loss(self, logits: torch.Tensor,
+                              targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """This process's summed cross-entropy, to report (the processes' sums are added when read),
+        and, to train, that sum divided by the predictions of the whole global batch over the world:
+        DDP averages the gradients, so rows padded unevenly (documents) weigh as in one process."""
+        scored = self.data.batches.scored_in_all_rows(self.progress.epoch, self.progress.epoch_position)
+        summed = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                 ignore_index=IGNORE, reduction="sum")
+        return summed * (self.group.world / max(1, scored)), summed, scored
+
+    def _count_step(self, window: Window, pending: PendingStep, started: float) -> None:
+        """Move the run on by the step just taken, and time it for its report."""
+        progress = self.progress
         progress.step += 1
         progress.epoch_position += 1
-        progress.training_seconds += time.perf_counter() - step_started
+        progress.training_seconds += time.perf_counter() - started
         progress.tokens_seen += self.data.batches.scored_tokens(window)
         progress.elapsed = self._elapsed()
         pending.tokens_per_second = progress.tokens_seen / progress.training_seconds
         pending.elapsed, pending.fraction_done = progress.elapsed, self._fraction_done()
-        self._report_steps(figures, callbacks)
 
     def _read_figures(self) -> list[StepFigures]:
         """The losses of the steps not read yet, in one read from the device; a non-finite one stops the run."""
