@@ -238,17 +238,12 @@ def resume(
     settings a resumed run may change (max_steps, epochs, max_time: a larger one extends a
     finished run; device). The watchers and `group` are as for train()."""
     from textgen.checkpoint import read_info, recover_interrupted_save
-    from textgen.config import TrainConfig
     from textgen.data.prepare import load_or_prepare
     from textgen.devices import training_dtype
     from textgen.training import resume as resume_run
     from textgen.training.distributed import SINGLE
 
-    fixed = sorted(set(limits) - set(RESUMABLE_SETTINGS))
-    if fixed:
-        raise TextgenError(f"{', '.join(fixed)} cannot change when resuming: a resumed run keeps its own settings "
-                           f"(only {', '.join(RESUMABLE_SETTINGS)} may be given)")
-    TrainConfig(**limits)  # a bad limit fails before anything is read
+    check_resumable(limits)
     group, checkpoint = group or SINGLE, Path(checkpoint)
     with _run_lock(checkpoint, group):
         if group.is_main:
@@ -264,6 +259,20 @@ def resume(
                 str(corpus), info.corpus.encoding or "utf-8", info.tokenizer, info.corpus.val_fraction, report,
                 stream))
         return resume_run(checkpoint, text, limits, callbacks, group)
+
+
+def check_resumable(settings: dict[str, Any]) -> None:
+    """Refuse, before anything is read, settings a resumed run cannot take (it keeps its own,
+    but for RESUMABLE_SETTINGS) and limits out of range."""
+    from textgen.config import TrainConfig
+    from textgen.training import SettingsError
+
+    fixed = sorted(set(settings) - set(RESUMABLE_SETTINGS))
+    if fixed:
+        raise SettingsError(lambda name: f"{', '.join(map(name, fixed))} cannot change when resuming: a resumed "
+                            f"run keeps its own settings (only {', '.join(map(name, RESUMABLE_SETTINGS))} "
+                            "may be given)")
+    TrainConfig(**settings)
 
 
 def _run_lock(checkpoint: Path, group: Group) -> Any:

@@ -21,8 +21,6 @@ _model, _tok, _train = ModelConfig(), TokenizerConfig(), TrainConfig()
 CORPUS, TOKENIZER, MODEL, TRAINING, LIMITS, OUTPUT = (
     "Corpus", "Tokenizer", "Model", "Training", "When to stop", "Output",
 )
-# Options a resumed run may take: its limits, where to run, and the text when it has moved.
-_RESUMABLE = {"resume", "corpus", "max_steps", "epochs", "max_time", "device", "encoding"}
 # Options that are not settings of the run itself.
 _NOT_SETTINGS = {"corpus", "out", "overwrite", "resume", "preset", "encoding"}
 
@@ -189,15 +187,11 @@ def _default_out(corpus_source: str | None) -> Path:
 
 
 def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]) -> None:
-    fixed = sorted(set(given) - _RESUMABLE)
-    if fixed:
-        names = ", ".join("--" + name.replace("_", "-") for name in fixed)
-        raise TextgenError(f"{names} cannot change when resuming: a resumed run keeps its own settings "
-                           "(only --max-time, --max-steps, --epochs and --device may be given)")
-    limits = {name: given[name] for name in ("max_steps", "epochs", "max_time", "device") if name in given}
     from textgen import api
 
-    TrainConfig(**limits)  # a bad limit fails before anything is read
+    limits = {name: value for name, value in given.items() if name not in ("resume", "corpus", "encoding")}
+    with _worded_as_flags():
+        api.check_resumable(limits)  # before the checkpoint is read for its device
     with _joined(limits.get("device") or _recorded_device(checkpoint)) as group, _Watcher() as watcher, \
             _worded_as_flags():
         result = api.resume(checkpoint, corpus, watcher, progress=watcher.preparation, group=group, **limits)
