@@ -98,3 +98,13 @@ def test_api_resume_refuses_settings_a_resumed_run_keeps_naming_the_fields(prose
         api.resume("ck", hidden_size=32, seq_len=4)
     assert str(refused.value).startswith("hidden_size, seq_len cannot change when resuming")
     assert "--" not in str(refused.value)
+
+
+def test_api_train_reports_preparing_a_folder_and_resume_finds_its_id_cache_again(prose_file, monkeypatch):
+    monkeypatch.setenv("TEXTGEN_CACHE_DIR", str(prose_file.parent / "cache"))
+    (prose_file.parent / "texts").mkdir()
+    (prose_file.parent / "texts" / "prose.txt").write_text(PROSE, encoding="utf-8")
+    phases = []
+    result = api.train("texts", "ck", progress=lambda phase, done, total: phases.append(phase), max_steps=2, **TINY)
+    assert result.info.corpus.streamed and phases  # the folder went through the id cache, reported as it went
+    assert api.resume("ck", max_steps=4).steps == 4
