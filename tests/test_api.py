@@ -3,7 +3,6 @@ sampler's own functions, settings checked like the CLI's, perplexity, the next-t
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import subprocess
 import sys
@@ -141,27 +140,6 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys, prose, make_chec
     model = textgen.load("checkpoints/shakespeare")
     assert printed.startswith(model.generate("ROMEO:", length=300, temperature=0.8, top_k=40, seed=7) + "\n")
     assert f"{model.perplexity('To be, or not to be, that is the question.')}\n" in printed
-
-
-def test_the_cli_and_the_api_train_the_same_model_from_the_same_request(tmp_path, monkeypatch, capsys):
-    """`textgen train FILE --options` and textgen.api.train(FILE, **options) apply the same presets and
-    policies (here: tied weights turn skip connections off) and so make the same checkpoint."""
-    from conftest import PROSE
-    from textgen.api import train as api_train
-    from textgen.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
-    with pytest.raises(SystemExit) as done:
-        main(["train", "prose.txt", "--out", "by-cli", "--max-steps", "12", "--tie-weights", "--hidden-size", "24",
-              "--embedding-size", "24", "--seq-len", "16", "--batch-size", "4", "--layers", "1"])
-    assert done.value.code in (0, None), capsys.readouterr()
-    api_train("prose.txt", "by-api", max_steps=12, tie_weights=True, hidden_size=24, embedding_size=24, seq_len=16,
-              batch_size=4, layers=1)
-    by_cli, by_api = textgen.load(tmp_path / "by-cli"), textgen.load(tmp_path / "by-api")
-    assert by_cli.info.model == by_api.info.model and not by_api.info.model.skip_connections
-    assert dataclasses.replace(by_cli.info.best, elapsed=0) == dataclasses.replace(by_api.info.best, elapsed=0)
-    assert by_cli.generate("The", length=80, seed=4) == by_api.generate("The", length=80, seed=4)
 
 
 def test_the_readme_training_example_runs_with_a_shorter_limit(tmp_path, monkeypatch, capsys):

@@ -18,13 +18,13 @@ from conftest import PROSE, TrainingProcess
 from textgen.checkpoint import CheckpointInfo, save_checkpoint
 from textgen.checkpoint.records import TrainingRecord
 from textgen.api import load_checkpoint
-from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
-from textgen.data.corpus import Corpus
+from textgen.api import resume as api_resume
+from textgen.api import train as api_train
+from textgen.config import ModelConfig, TokenizerConfig
 from textgen.errors import TextgenError
 from textgen.checkpoint.lock import lock_file, run_lock
 from textgen.model import RNNLanguageModel
 from textgen.tokenizers import CharTokenizer
-from textgen.training import train
 
 TINY = ["--hidden-size", "16", "--embedding-size", "8", "--layers", "1", "--seq-len", "8", "--batch-size", "4"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -57,14 +57,7 @@ def textgen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return done
 
 
-def corpus_of(text: str) -> Corpus:
-    import hashlib
-
-    return Corpus(text, "prose", None, None, hashlib.sha256(text.encode()).hexdigest())
-
-
-QUICK = TrainConfig(seq_len=8, batch_size=4, max_steps=3, device="cpu")
-SMALL = ModelConfig(layers=1, hidden_size=16, embedding_size=8)
+API_TINY = dict(layers=1, hidden_size=16, embedding_size=8, seq_len=8, batch_size=4, max_steps=3, device="cpu")
 
 
 # --- the lock ---------------------------------------------------------------------------------------
@@ -95,26 +88,45 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
     assert not lock_file(tmp_path / "ck").exists()
 
 
-def test_the_lock_is_reentrant_in_one_process_and_leaves_nothing_behind(tmp_path):
+def test_the_lock_is_taken_once_even_in_one_process_and_leaves_nothing_behind(tmp_path):
     out = tmp_path / "new" / "deeper" / "ck"
     with run_lock(out):
-        with run_lock(out):
-            assert lock_file(out).exists()
-        assert lock_file(out).exists()  # the outer holder still holds it
+        with pytest.raises(TextgenError, match=f"is being trained by another textgen run \\(process {os.getpid()} "):
+            with run_lock(out):
+                pass
+        assert lock_file(out).exists()  # the first holder still holds it
     assert not lock_file(out).exists()
     assert not (tmp_path / "new").exists()  # folders made for the lock and left empty are removed
 
 
-def test_library_train_is_refused_while_another_process_trains_into_the_same_folder(tmp_path):
+def test_api_train_is_refused_at_once_while_another_process_trains_into_the_same_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
     holder = hold_lock_in_another_process(tmp_path / "ck")
     try:
         with pytest.raises(TextgenError, match="is being trained by another textgen run"):
-            train(corpus_of(PROSE), tmp_path / "ck", SMALL, TokenizerConfig(), QUICK)
+            api_train("prose.txt", "ck", **API_TINY)
+        # before the text is read: a text that is not there is not what the refusal is about
+        with pytest.raises(TextgenError, match="is being trained by another textgen run"):
+            api_train("missing.txt", "ck", **API_TINY)
         assert not (tmp_path / "ck").exists()
     finally:
         holder.communicate("")
-    train(corpus_of(PROSE), tmp_path / "ck", SMALL, TokenizerConfig(), QUICK)
+    api_train("prose.txt", "ck", **API_TINY)
     assert (tmp_path / "ck" / "config.json").is_file()
+
+
+def test_api_resume_is_refused_while_another_process_trains_into_the_same_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
+    api_train("prose.txt", "ck", **API_TINY)
+    holder = hold_lock_in_another_process(tmp_path / "ck")
+    try:
+        with pytest.raises(TextgenError, match="is being trained by another textgen run"):
+            api_resume("ck", max_steps=5)
+    finally:
+        holder.communicate("")
+    assert api_resume("ck", max_steps=5).steps == 5
 
 
 @pytest.mark.slow

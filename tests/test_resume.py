@@ -235,9 +235,11 @@ def test_bfloat16_is_refused_in_one_line_where_the_cpu_cannot_run_it(tmp_path, c
 # --- presets --------------------------------------------------------------------------------------
 
 
-def test_resuming_a_finished_run_without_a_new_limit_says_so(tmp_path, corpus):
+def test_resuming_a_finished_run_without_a_new_limit_says_so_naming_the_limit_fields(tmp_path, corpus):
     train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=6))
     before = {p.name: p.read_bytes() for p in (tmp_path / "ck").iterdir()}
-    with pytest.raises(TextgenError, match="already reached its limit at step 6 .*larger --max-steps"):
+    with pytest.raises(TextgenError, match="already reached its limit at step 6 ") as refused:
         resume(tmp_path / "ck", corpus)
+    assert str(refused.value).endswith("give a larger max_steps, epochs or max_time to train on")
+    assert refused.value.worded(lambda field: field.upper()).endswith("larger MAX_STEPS, EPOCHS or MAX_TIME to train on")
     assert {p.name: p.read_bytes() for p in (tmp_path / "ck").iterdir()} == before

@@ -15,10 +15,11 @@ is a shell over this class.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +32,11 @@ from textgen.model import RNNLanguageModel, Step, make_step, prime
 from textgen.sampling import SamplePiece, candidates, penalize_repeats, prompt_ids, sample_pieces
 from textgen.tokenizers import Tokenizer, load_tokenizer
 from textgen.training import TrainingCallbacks, TrainingResult
+
+if TYPE_CHECKING:
+    from textgen.config import RunSettings
+    from textgen.training.calibration import Calibration
+    from textgen.training.distributed import Group
 
 
 @dataclass(frozen=True)
@@ -171,20 +177,119 @@ def train(
     preset: str | None = None,
     encoding: str = "utf-8",
     callbacks: TrainingCallbacks | None = None,
+    *,
+    overwrite: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_settings: Callable[[RunSettings, Calibration | None], None] | None = None,
+    group: Group | None = None,
     **settings: Any,
 ) -> TrainingResult:
-    """Train as `textgen train` does, from the same request: `corpus` is a text file or a corpus
-    name (None: the built-in python-docs), `settings` are the options by their field names
-    (max_time=80, hidden_size=256, kind="word", ...). The same presets and policies apply
-    (textgen.config.settings_for, with the machine's speed measured as the command line measures
-    it), so the same request gives the same run as the command line."""
+    """Train as `textgen train` does, from the same request (the command line calls this):
+    `corpus` is a text file, a folder, a glob or a corpus name (None: the built-in python-docs),
+    `settings` are the options by their field names (max_time=80, hidden_size=256, kind="word",
+    ...). The same presets and policies apply (textgen.config.settings_for, with the machine's
+    speed measured when the budget chooses the preset).
+
+    `overwrite=False` refuses an `out` that already holds a checkpoint. Process 0 alone calls
+    the watchers: `progress(phase, bytes done, bytes in all)` while a big corpus is prepared,
+    `on_settings(settings, calibration)` once the text is read, then `callbacks` through the run.
+    Under torchrun, pass the `group` that textgen.training.distributed.join() gave."""
+    from textgen.checkpoint import check_output_directory, recover_interrupted_save
+    from textgen.config import settings_for
     from textgen.data.prepare import load_or_prepare
+    from textgen.devices import training_dtype
     from textgen.training import train as run_training
     from textgen.training.calibration import calibrated_settings
+    from textgen.training.distributed import SINGLE
 
-    run, _ = calibrated_settings(settings, preset)  # the budget's preset chosen by this machine's speed
-    text = load_or_prepare(None if corpus is None else str(corpus), encoding, run.tokenizer, run.train.val_fraction)
-    return run_training(text, Path(out), run.model, run.tokenizer, run.train, callbacks)
+    group, out = group or SINGLE, Path(out)
+    asked = settings_for(settings, preset)  # every option checked before anything is done
+    check_output_directory(out, overwrite)
+    training_dtype(asked.train.precision, resolve_device(asked.train.device))  # a precision this device lacks
+    run, calibration = calibrated_settings(settings, preset, group)
+    with _run_lock(out, group):
+        if group.is_main:
+            recover_interrupted_save(out)
+            check_output_directory(out, overwrite)  # again: a run that just ended may have saved there
+        # Under torchrun, documents are shared out by rows of the id cache, so even a small file goes there.
+        stream = group.active and run.tokenizer.documents != "none"
+        text = _read_main_first(group, progress, lambda report: load_or_prepare(
+            None if corpus is None else str(corpus), encoding, run.tokenizer, run.train.val_fraction, report, stream))
+        if on_settings is not None and group.is_main:
+            on_settings(run, calibration)
+        return run_training(text, out, run.model, run.tokenizer, run.train, callbacks, group)
+
+
+RESUMABLE_SETTINGS = ("max_steps", "epochs", "max_time", "device")
+
+
+def resume(
+    checkpoint: str | Path,
+    corpus: str | Path | None = None,
+    callbacks: TrainingCallbacks | None = None,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+    group: Group | None = None,
+    **limits: Any,
+) -> TrainingResult:
+    """Continue the run saved in `checkpoint` where it stopped, as `textgen train --resume` does
+    (which calls this): the losses match a run never interrupted. `corpus` is the text it was
+    trained on, where it is now (None: read again from where it was); `limits` are the only
+    settings a resumed run may change (max_steps, epochs, max_time: a larger one extends a
+    finished run; device). The watchers and `group` are as for train()."""
+    from textgen.checkpoint import read_info, recover_interrupted_save
+    from textgen.data.prepare import load_or_prepare
+    from textgen.devices import training_dtype
+    from textgen.training import resume as resume_run
+    from textgen.training.distributed import SINGLE
+
+    check_resumable(limits)
+    group, checkpoint = group or SINGLE, Path(checkpoint)
+    with _run_lock(checkpoint, group):
+        if group.is_main:
+            recover_interrupted_save(checkpoint)
+        group.barrier()
+        info = read_info(checkpoint)
+        device = resolve_device(limits.get("device", info.training.config.device))
+        training_dtype(info.training.config.precision, device)  # a precision this device lacks
+        text = None  # found again where the checkpoint's record says, by resume itself
+        if corpus is not None:
+            stream = info.corpus.streamed or (group.active and info.tokenizer.documents != "none")
+            text = _read_main_first(group, progress, lambda report: load_or_prepare(
+                str(corpus), info.corpus.encoding or "utf-8", info.tokenizer, info.corpus.val_fraction, report,
+                stream))
+        return resume_run(checkpoint, text, limits, callbacks, group)
+
+
+def check_resumable(settings: dict[str, Any]) -> None:
+    """Refuse, before anything is read, settings a resumed run cannot take (it keeps its own,
+    but for RESUMABLE_SETTINGS) and limits out of range."""
+    from textgen.config import TrainConfig
+    from textgen.training import SettingsError
+
+    fixed = sorted(set(settings) - set(RESUMABLE_SETTINGS))
+    if fixed:
+        raise SettingsError(lambda name: f"{', '.join(map(name, fixed))} cannot change when resuming: a resumed "
+                            f"run keeps its own settings (only {', '.join(map(name, RESUMABLE_SETTINGS))} "
+                            "may be given)")
+    TrainConfig(**settings)
+
+
+def _run_lock(checkpoint: Path, group: Group) -> Any:
+    """The one lock of a run on its checkpoint folder, taken by process 0 for all of them."""
+    from textgen.checkpoint.lock import run_lock
+
+    return run_lock(checkpoint) if group.is_main else nullcontext()
+
+
+def _read_main_first(group: Group, progress: Callable[[str, int, int], None] | None,
+                     read: Callable[[Callable[[str, int, int], None] | None], Any]) -> Any:
+    """The corpus, read by process 0 first (it prepares the id cache of a big one, reporting its
+    progress), then by the others, who find the cache ready."""
+    if group.is_main:
+        text = read(progress)
+    group.barrier()
+    return text if group.is_main else read(None)
 
 
 def load(path: str | Path, device: str = "auto") -> TextModel:

@@ -13,7 +13,6 @@ import datetime
 import os
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,13 +40,6 @@ else:
         return True
 
 
-# Locks this process holds, by lock file, with how many callers hold each: the CLI takes the
-# lock before reading the text and the library's train() takes it again, and an OS lock taken
-# twice by one process on two descriptors would refuse the second.
-_held: dict[Path, tuple[int, int, list[Path]]] = {}
-_guard = threading.Lock()
-
-
 def lock_file(checkpoint: Path) -> Path:
     checkpoint = Path(checkpoint).absolute()
     return checkpoint.parent / f".{checkpoint.name}.lock"
@@ -55,29 +47,20 @@ def lock_file(checkpoint: Path) -> Path:
 
 @contextmanager
 def run_lock(checkpoint: Path) -> Iterator[None]:
-    """Hold the training lock of `checkpoint` for the block; TextgenError if another run holds it."""
+    """Hold the training lock of `checkpoint` for the block; TextgenError if another run holds it
+    (a second holder in this same process too: a run takes it once, in textgen.api)."""
     path = lock_file(checkpoint)
-    with _guard:
-        if path in _held:
-            fd, count, made = _held[path]
-            _held[path] = (fd, count + 1, made)
-        else:
-            made = _make_folders(path.parent)
-            try:
-                _held[path] = (_acquire(path, Path(checkpoint)), 1, made)
-            except BaseException:
-                _remove_if_empty(made)
-                raise
+    made = _make_folders(path.parent)
+    try:
+        fd = _acquire(path, Path(checkpoint))
+    except BaseException:
+        _remove_if_empty(made)
+        raise
     try:
         yield
     finally:
-        with _guard:
-            fd, count, made = _held.pop(path)
-            if count > 1:
-                _held[path] = (fd, count - 1, made)
-            else:
-                _release(path, fd)
-                _remove_if_empty(made)  # a run that saved nothing leaves no empty folders behind
+        _release(path, fd)
+        _remove_if_empty(made)  # a run that saved nothing leaves no empty folders behind
 
 
 def _make_folders(folder: Path) -> list[Path]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -13,7 +13,7 @@ import typer
 
 from textgen.config import (
     CELLS, DEFAULT_CHECKPOINT_DIR, DEFAULT_CORPUS, PRESETS, SUBWORD_MODELS, TOKENIZER_KINDS, ModelConfig,
-    TokenizerConfig, TrainConfig, settings_for,
+    TokenizerConfig, TrainConfig,
 )
 from textgen.errors import TextgenError
 
@@ -21,8 +21,6 @@ _model, _tok, _train = ModelConfig(), TokenizerConfig(), TrainConfig()
 CORPUS, TOKENIZER, MODEL, TRAINING, LIMITS, OUTPUT = (
     "Corpus", "Tokenizer", "Model", "Training", "When to stop", "Output",
 )
-# Options a resumed run may take: its limits, where to run, and the text when it has moved.
-_RESUMABLE = {"resume", "corpus", "max_steps", "epochs", "max_time", "device", "encoding"}
 # Options that are not settings of the run itself.
 _NOT_SETTINGS = {"corpus", "out", "overwrite", "resume", "preset", "encoding"}
 
@@ -107,61 +105,74 @@ def train(
         return
     request = {("kind" if name == "tokenizer" else name): value for name, value in given.items()
                if name not in _NOT_SETTINGS}
-    settings = settings_for(request, preset)
-    from textgen.checkpoint import check_output_directory, recover_interrupted_save
-    from textgen.checkpoint.lock import run_lock
+    from textgen import api
 
-    if out is None:
-        out = _default_out(corpus)
-    check_output_directory(out, overwrite)
+    with _joined(request.get("device", _train.device)) as group, _Watcher() as watcher, _worded_as_flags():
+        result = api.train(corpus, out or _default_out(corpus), preset, encoding, watcher, overwrite=overwrite,
+                           progress=watcher.preparation, on_settings=watcher.announce, group=group, **request)
+    _finish(result, group)
 
-    from textgen.data.prepare import load_or_prepare
-    from textgen.devices import keep_freed_memory, resolve_device, training_dtype
-    from textgen.render.console import console
-    from textgen.training import train as run_training
-    from textgen.training.calibration import calibrated_settings
+
+@contextmanager
+def _joined(device: str) -> Iterator[Any]:
+    """This process's group: several processes under torchrun, otherwise just this one. Like the
+    allocator setting, it is the process's own, so the command line sets it up, not the library."""
+    from textgen.devices import keep_freed_memory
     from textgen.training.distributed import join, leave
 
     keep_freed_memory()  # before calibration, which measures the speed training will have
-    training_dtype(settings.train.precision, resolve_device(settings.train.device))  # fails before any work
-    group = join(settings.train.device)  # several processes under torchrun; otherwise just this one
+    group = join(device)
     try:
-        settings, calibration = calibrated_settings(request, preset, group)
-        with run_lock(out) if group.is_main else nullcontext():
-            if group.is_main:
-                recover_interrupted_save(out)
-                check_output_directory(out, overwrite)  # again: a run that just ended may have saved there
-            # Under torchrun, documents are shared out by rows of the id cache, so even a small file goes there.
-            stream = group.active and settings.tokenizer.documents != "none"
-            text = _read_corpus(group, lambda progress: load_or_prepare(
-                corpus, encoding, settings.tokenizer, settings.train.val_fraction, progress, stream))
-            if settings.preset is not None and group.is_main:
-                why = f"{calibration.describe()}; --preset to choose" if calibration else "as asked"
-                console.print(f"[bold]preset {settings.preset}[/] ({why}): {PRESETS[settings.preset].description}",
-                              soft_wrap=True)
-            with _display(group) as display:
-                result = run_training(text, out, settings.model, settings.tokenizer, settings.train, display, group)
-    finally:
-        leave(group, failed=sys.exc_info()[0] is not None)
-    _finish(result, "ROMEO:" if getattr(text, "name", None) == "shakespeare" else "", group)
+        yield group
+    except BaseException:
+        leave(group, failed=True)
+        raise
+    leave(group)
 
 
-def _read_corpus(group: Any, read: Any) -> Any:
-    """The corpus, read with a progress bar by process 0 first (it prepares the id cache of a big
-    one), then by the others, who find the cache ready."""
-    from textgen.render.console import PreparationDisplay
+class _Watcher:
+    """What the command line shows of a run on process 0: a progress bar while a big corpus is
+    prepared, the preset line, then the training display (the library calls the hooks)."""
 
-    if group.is_main:
-        with PreparationDisplay() as show_progress:
-            text = read(show_progress)
-    group.barrier()
-    return text if group.is_main else read(None)
+    def __init__(self) -> None:
+        from textgen.render.console import PreparationDisplay, TrainingDisplay
+
+        self.preparation, self.display = PreparationDisplay(), TrainingDisplay()
+
+    def __enter__(self) -> _Watcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.preparation.__exit__(*exc)
+        self.display.__exit__(*exc)
+
+    def announce(self, settings: Any, calibration: Any) -> None:
+        from textgen.render.console import console
+
+        self.preparation.__exit__()  # its bar is gone before anything else is printed
+        if settings.preset is not None:
+            why = f"{calibration.describe()}; --preset to choose" if calibration else "as asked"
+            console.print(f"[bold]preset {settings.preset}[/] ({why}): {PRESETS[settings.preset].description}",
+                          soft_wrap=True)
+
+    def on_start(self, plan: Any) -> None:
+        self.preparation.__exit__()
+        self.display.on_start(plan)
+
+    def __getattr__(self, hook: str) -> Any:
+        return getattr(self.display, hook)  # on_step, on_evaluation, on_checkpoint, on_stop_requested
 
 
-def _display(group: Any) -> Any:
-    from textgen.render.console import TrainingDisplay
+@contextmanager
+def _worded_as_flags() -> Iterator[None]:
+    """The library's errors that name settings by their fields, worded with the options' flags."""
+    from textgen.cli.app import flag_for
+    from textgen.training import SettingsError
 
-    return TrainingDisplay() if group.is_main else nullcontext(None)
+    try:
+        yield
+    except SettingsError as error:
+        raise TextgenError(error.worded(flag_for)) from None
 
 
 def _default_out(corpus_source: str | None) -> Path:
@@ -176,52 +187,29 @@ def _default_out(corpus_source: str | None) -> Path:
 
 
 def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]) -> None:
-    fixed = sorted(set(given) - _RESUMABLE)
-    if fixed:
-        names = ", ".join("--" + name.replace("_", "-") for name in fixed)
-        raise TextgenError(f"{names} cannot change when resuming: a resumed run keeps its own settings "
-                           "(only --max-time, --max-steps, --epochs and --device may be given)")
-    limits = {name: given[name] for name in ("max_steps", "epochs", "max_time", "device") if name in given}
-    TrainConfig(**limits)  # a bad limit fails before anything is read
-    from textgen.checkpoint import read_info, recover_interrupted_save
-    from textgen.data.corpus import recorded_corpus
-    from textgen.data.prepare import load_or_prepare
-    from textgen.devices import keep_freed_memory, resolve_device, training_dtype
-    from textgen.checkpoint.lock import run_lock
-    from textgen.training import resume as resume_run
-    from textgen.training.distributed import join, leave
+    from textgen import api
 
-    keep_freed_memory()
-
-    info = read_info(checkpoint) if checkpoint.is_dir() else None
-    device = limits.get("device", info.training.config.device if info else "auto")
-    group = join(device)
-    try:
-        with run_lock(checkpoint) if group.is_main else nullcontext():
-            if group.is_main:
-                recover_interrupted_save(checkpoint)
-            group.barrier()
-            info = read_info(checkpoint)
-            training_dtype(info.training.config.precision, resolve_device(device))
-            if corpus:
-                stream = info.corpus.streamed or (group.active and info.tokenizer.documents != "none")
-                text = _read_corpus(group, lambda progress: load_or_prepare(
-                    corpus, info.corpus.encoding or "utf-8", info.tokenizer, info.corpus.val_fraction, progress,
-                    stream))
-            elif info.corpus.streamed:
-                text = None  # found again and read from the id cache by resume itself
-            else:
-                text = recorded_corpus(info.corpus, "give the training text: textgen train FILE --resume CHECKPOINT")
-            with _display(group) as display:
-                result = resume_run(checkpoint, text, limits, display, group)
-    finally:
-        leave(group, failed=sys.exc_info()[0] is not None)
-    _finish(result, "ROMEO:" if info.corpus.name == "shakespeare" else "", group)
+    limits = {name: value for name, value in given.items() if name not in ("resume", "corpus", "encoding")}
+    with _worded_as_flags():
+        api.check_resumable(limits)  # before the checkpoint is read for its device
+    with _joined(limits.get("device") or _recorded_device(checkpoint)) as group, _Watcher() as watcher, \
+            _worded_as_flags():
+        result = api.resume(checkpoint, corpus, watcher, progress=watcher.preparation, group=group, **limits)
+    _finish(result, group)
 
 
-def _finish(result: Any, prompt: str, group: Any) -> None:
+def _recorded_device(checkpoint: Path) -> str:
+    """The device a run was trained on, which picks how its processes talk under torchrun."""
+    from textgen.checkpoint import read_info
+
+    return read_info(checkpoint).training.config.device if checkpoint.is_dir() else "auto"
+
+
+def _finish(result: Any, group: Any) -> None:
     """The run's report, then what to do next (process 0 only); exit 130 after an interruption."""
     from textgen.render.console import console, run_report, training_summary
+
+    prompt = "ROMEO:" if result.info.corpus.name == "shakespeare" else ""
 
     if not group.is_main:
         if result.interrupted:

@@ -2,8 +2,8 @@
 warm-up and cosine decay, clipping, scheduled validation, best-by-validation checkpoints, and
 exact resume.
 
-    train(corpus, out, ...)  ─▶ split the text, build the tokenizer, lay out the data ─┐
-    resume(checkpoint, ...)  ─▶ the same from config.json, then restore the snapshot ──┤
+    train(corpus, out, ...)  ─▶ training_text: tokenizer, batches, validation set ──────┐
+    resume(checkpoint, ...)  ─▶ the same with config.json's tokenizer, then the snapshot ┤
                                                                                        ▼
     Trainer.run: until a limit, Ctrl-C or patience stops it
         validate when due ─▶ save (a new best: the whole checkpoint; else records and trainer state)
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,16 @@ from textgen.checkpoint import (
     CheckpointInfo, TrainerState, check_vocabulary, is_checkpoint, load_trainer_state, load_weights, read_info,
     save_checkpoint, save_trainer_state, update_records,
 )
-from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord
+from textgen.checkpoint.records import BestRecord, MetricsRow, TrainingRecord
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, to_dict
-from textgen.data.corpus import Corpus, recorded_corpus
-from textgen.data import IGNORE, Window, split_text
-from textgen.data.prepare import PreparedCorpus, check_same_vocabulary, recorded_prepared
+from textgen.data import IGNORE, Window
+from textgen.data.corpus import Corpus
+from textgen.data.prepare import PreparedCorpus
 from textgen.devices import precision_note, resolve_device, training_dtype
 from textgen.errors import TextgenError
 from textgen.evaluation import summarise
-from textgen.checkpoint.lock import run_lock
 from textgen.model import RNNLanguageModel, State, detach_state, reset_rows
-from textgen.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
+from textgen.tokenizers import load_tokenizer
 from textgen.training.callbacks import EvaluationReport, RunPlan, StepReport, TrainingCallbacks, TrainingResult
 from textgen.training.distributed import SINGLE, Group
 from textgen.training.interrupt import StopRequest
@@ -49,7 +48,7 @@ from textgen.training.limits import Limits
 from textgen.training.optimization import WeightAverage, averaged_weights, learning_rate_at, make_optimizer
 from textgen.training.readings import PendingStep, StepFigures, StepReadings
 from textgen.training.regularization import activation_penalties
-from textgen.training.run_data import RunData, lay_out_prepared, lay_out_run_data
+from textgen.training.run_data import SavedText, TrainingText, recorded_text, training_text
 from textgen.training.snapshot import EVALUATIONS_PER_RUN, Progress, restore, snapshot
 
 _STOP_REASONS = ["", "max-steps", "epochs", "max-time", "interrupted", "early-stop"]
@@ -68,26 +67,16 @@ def train(
     group: Group = SINGLE,
 ) -> TrainingResult:
     """Train a language model on `corpus` (a text in memory, or a big corpus prepared into the id
-    cache by textgen.data.prepare) and keep its best-by-validation weights in `out`.
-    Another run training into `out` at the same time is refused (TextgenError). Under torchrun,
-    `group` (textgen.training.distributed.join()) shares the batch among the processes."""
+    cache by textgen.data.prepare) and keep its best-by-validation weights in `out`. Under
+    torchrun, `group` (textgen.training.distributed.join()) shares the batch among the processes.
+    The run lock is not taken here: textgen.api.train takes it before it reads the text."""
     model_config = model_config or ModelConfig()
     tokenizer_config = tokenizer_config or TokenizerConfig()
     config = train_config or TrainConfig()
-    _check_shareable(tokenizer_config, config, group, corpus)
-    with run_lock(out) if group.is_main else nullcontext():
-        if isinstance(corpus, PreparedCorpus):
-            text = _prepared_text(corpus, tokenizer_config, config, group)
-        else:
-            train_text, val_text = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
-            # Char vocabularies come from the whole file so held-out text never holds an unseen character;
-            # word and subword vocabularies are learnt from the training part only.
-            source = corpus.text if tokenizer_config.kind == "char" else train_text
-            tokenizer = build_tokenizer(tokenizer_config, source)
-            text = _text_in_memory(corpus, train_text, val_text, tokenizer, tokenizer_config, config, group)
-        torch.manual_seed(config.seed)
-        trainer = Trainer(text, Path(out), model_config, tokenizer_config, config, group)
-        return trainer.run(callbacks if callbacks and group.is_main else TrainingCallbacks())
+    text = training_text(corpus, tokenizer_config, config, group)
+    torch.manual_seed(config.seed)
+    trainer = Trainer(text, Path(out), model_config, tokenizer_config, config, group)
+    return trainer.run(callbacks if callbacks and group.is_main else TrainingCallbacks())
 
 
 def resume(
@@ -101,91 +90,41 @@ def resume(
     schedule, data position and random state, so the losses match a run never interrupted.
 
     `corpus` defaults to the text the run was trained on, read again from where it was;
-    `limits` (max_steps, epochs, max_time) replace the run's own, counted from its start."""
+    `limits` (max_steps, epochs, max_time) replace the run's own, counted from its start.
+    The run lock is not taken here: textgen.api.resume takes it."""
     checkpoint = Path(checkpoint)
-    with run_lock(checkpoint) if group.is_main else nullcontext():
-        info = read_info(checkpoint)
-        saved = load_trainer_state(checkpoint)
-        how = "give the training text: textgen train FILE --resume CHECKPOINT"
-        if corpus is None and info.corpus.streamed:
-            corpus = recorded_prepared(info.corpus, info.tokenizer, how)
-        elif corpus is None:
-            corpus = recorded_corpus(info.corpus, how)
-        if corpus.sha256 != info.corpus.sha256:
-            raise TextgenError(f"{corpus.files.source if isinstance(corpus, PreparedCorpus) else corpus.source} is "
-                               f"not the text {checkpoint} was trained on; resume needs the same text")
-        config = info.training.config
-        if limits:
-            config = TrainConfig(**{**to_dict(config), **limits})
-        _check_shareable(info.tokenizer, config, group, corpus)
-        tokenizer = load_tokenizer(checkpoint, info.tokenizer)
-        check_vocabulary(checkpoint, tokenizer, info)
-        if isinstance(corpus, PreparedCorpus):
-            check_same_vocabulary(corpus, tokenizer, checkpoint, "resume again")
-            text = _prepared_text(corpus, info.tokenizer, config, group)
-        else:
-            train_text, val_text = split_text(corpus.text, config.val_fraction, info.tokenizer.documents)
-            text = _text_in_memory(corpus, train_text, val_text, tokenizer, info.tokenizer, config, group)
-        trainer = Trainer(text, checkpoint, info.model, info.tokenizer, config, group)
-        load_weights(trainer.model, checkpoint)  # a damaged checkpoint is refused, not trained over
-        trainer.restore(saved)
-        progress = trainer.progress
-        if trainer.limits.reached(progress.step, trainer.steps_per_epoch, progress.elapsed):
-            raise TextgenError(
-                f"{checkpoint} already reached its limit at step {progress.step:,} ({progress.elapsed:.0f} s); "
-                "give a larger --max-steps, --epochs or --max-time to train on"
-            )
-        return trainer.run(callbacks if callbacks and group.is_main else TrainingCallbacks())
+    info = read_info(checkpoint)
+    saved = load_trainer_state(checkpoint)
+    if corpus is None:
+        corpus = recorded_text(info.corpus, info.tokenizer,
+                               "give the training text: textgen train FILE --resume CHECKPOINT")
+    config = info.training.config
+    if limits:
+        config = TrainConfig(**{**to_dict(config), **limits})
+    tokenizer = load_tokenizer(checkpoint, info.tokenizer)
+    check_vocabulary(checkpoint, tokenizer, info)
+    text = training_text(corpus, info.tokenizer, config, group, SavedText(checkpoint, info.corpus.sha256, tokenizer))
+    trainer = Trainer(text, checkpoint, info.model, info.tokenizer, config, group)
+    load_weights(trainer.model, checkpoint)  # a damaged checkpoint is refused, not trained over
+    trainer.restore(saved)
+    progress = trainer.progress
+    if trainer.limits.reached(progress.step, trainer.steps_per_epoch, progress.elapsed):
+        raise SettingsError(lambda name: f"{checkpoint} already reached its limit at step {progress.step:,} "
+                            f"({progress.elapsed:.0f} s); give a larger {name('max_steps')}, {name('epochs')} or "
+                            f"{name('max_time')} to train on")
+    return trainer.run(callbacks if callbacks and group.is_main else TrainingCallbacks())
 
 
-def _check_shareable(tokenizer_config: TokenizerConfig, config: TrainConfig, group: Group,
-                     corpus: Corpus | PreparedCorpus) -> None:
-    if not group.active:
-        return
-    if tokenizer_config.documents != "none" and not isinstance(corpus, PreparedCorpus):  # the CLI prepares them
-        raise TextgenError("--documents across processes needs the corpus prepared into the id cache; "
-                           "give its file, folder or glob to textgen train")
-    group.rows(config.batch_size)  # refuses a batch that does not split evenly
+class SettingsError(TextgenError):
+    """A TextgenError that names settings: its message is written by a function given how to name
+    a config field, so each front end words them its own way (the library's words are the fields)."""
 
+    def __init__(self, message: Callable[[Callable[[str], str]], str]) -> None:
+        self.message = message
+        super().__init__(message(str))
 
-@dataclass
-class TrainingText:
-    """What a run learns from: the record of where the text came from, its tokenizer, and the text
-    laid out as batches and a validation set."""
-
-    record: CorpusRecord
-    tokenizer: Tokenizer
-    data: RunData
-
-
-def _text_in_memory(corpus: Corpus, train_text: str, val_text: str, tokenizer: Tokenizer,
-                    tokenizer_config: TokenizerConfig, config: TrainConfig, group: Group) -> TrainingText:
-    record = CorpusRecord(
-        source=corpus.source, name=corpus.name, path=str(corpus.path) if corpus.path else None,
-        sha256=corpus.sha256, encoding=corpus.encoding, characters=len(corpus.text),
-        val_fraction=config.val_fraction, train_characters=len(train_text), val_characters=len(val_text),
-        documents=tokenizer_config.documents,
-    )
-    data = lay_out_run_data(train_text, val_text, tokenizer, tokenizer_config.documents, config.batch_size,
-                            config.seq_len, config.seed, resolve_device(config.device), group)
-    return TrainingText(record, tokenizer, data)
-
-
-def _prepared_text(prepared: PreparedCorpus, tokenizer_config: TokenizerConfig, config: TrainConfig,
-                   group: Group) -> TrainingText:
-    files = prepared.files
-    path = str(files.paths[0].resolve()) if files.source_is_file else files.source
-    record = CorpusRecord(
-        source=files.source, path=path, sha256=prepared.sha256, encoding=files.encoding,
-        characters=prepared.characters, val_fraction=config.val_fraction,
-        train_characters=prepared.train_characters, val_characters=prepared.val_characters,
-        documents=tokenizer_config.documents, streamed=True,
-    )
-    data = lay_out_prepared(prepared, config.batch_size, config.seq_len, config.seed, resolve_device(config.device),
-                            group)
-    how = "reused from the id cache" if prepared.reused else "prepared into the id cache"
-    data.notes.insert(0, f"{len(prepared.train_ids) + len(prepared.val_ids):,} token ids {how} ({prepared.folder})")
-    return TrainingText(record, prepared.tokenizer, data)
+    def worded(self, name: Callable[[str], str]) -> str:
+        return self.message(name)
 
 
 class Trainer:
@@ -206,14 +145,7 @@ class Trainer:
             raise TextgenError(
                 f"could not build a model of this size on {self.device}: {str(error).splitlines()[0][:200]}"
             ) from None
-        # The forward pass of training goes through DDP when several processes train, so the
-        # gradients are averaged over them during backward; everything else uses the model itself.
-        self.forward = self.model
-        if group.active:
-            ids = [self.device.index or 0] if self.device.type == "cuda" else None
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = make_optimizer(self.model, config)
-        self.autocast_dtype = training_dtype(config.precision, self.device)
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.info = CheckpointInfo(model=model_config, tokenizer=tokenizer_config, corpus=text.record,
                                    training=TrainingRecord(config))
@@ -221,6 +153,23 @@ class Trainer:
         self.state: State | None = None
         self.resumed_at: int | None = None
         self.saved_once = False
+        self._set_up_steps()
+
+    def _set_up_steps(self) -> None:
+        """What every step uses, decided once so that _step reads straight through: the forward
+        pass (through DDP when several processes train, so the gradients are averaged over them
+        during backward; everything else uses the model itself), the loss, the precision, and the
+        figures kept on the device until they are read together."""
+        self.forward, self.loss_of = self.model, self._mean_loss
+        if self.group.active:
+            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.loss_of = self._share_of_global_loss
+        self.autocast_dtype = training_dtype(self.config.precision, self.device)
+        self.autocast = partial(torch.autocast, self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                                enabled=self.autocast_dtype is not None)
+        self.penalised = bool(self.config.activation_penalty or self.config.activation_change_penalty)
+        self.max_grad_norm = self.config.clip if self.config.clip > 0 else math.inf
         self.readings = StepReadings(self.device)
 
     def restore(self, saved: TrainerState) -> None:
@@ -278,51 +227,64 @@ class Trainer:
         return _STOP_REASONS[int(code)], bool(validate), done
 
     def _step(self, done: float, callbacks: TrainingCallbacks) -> None:
-        config, progress, model = self.config, self.progress, self.model
+        """One step: forward, loss, backward, clip, optimiser step, then carry the state on; its
+        figures stay on the device until the next read."""
+        config, progress = self.config, self.progress
         window = self._next_window()
-        band = (progress.epoch, progress.epoch_position)
-        step_started = time.perf_counter()
-        lr = learning_rate_at(config, progress.step, done)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        penalised = bool(config.activation_penalty or config.activation_change_penalty)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                            enabled=self.autocast_dtype is not None):
-            logits, state, *top = self.forward(window.inputs, self.state, with_top_output=penalised)
-        flat_logits, flat_targets = logits.float().reshape(-1, logits.shape[-1]), window.targets.reshape(-1)
-        scored = None
-        if self.group.active:
-            # DDP averages the processes' gradients, so each divides its summed loss by the predictions
-            # of the whole global batch over the world: rows padded unevenly (documents) weigh as in one process.
-            scored = self.data.batches.scored_in_all_rows(*band)
-            reported = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE, reduction="sum")
-            loss = reported * (self.group.world / max(1, scored))
-        else:
-            loss = reported = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE)
-        if penalised:  # shapes the gradient only: the loss reported stays the cross-entropy
+        started = time.perf_counter()
+        learning_rate = self._set_learning_rate(done)
+        with self.autocast():
+            logits, state, *top = self.forward(window.inputs, self.state, with_top_output=self.penalised)
+        loss, reported, scored = self.loss_of(logits, window.targets)
+        if self.penalised:  # shapes the gradient only: the loss reported stays the cross-entropy
             # Under DDP the processes' means are averaged: the global mean for streams, whose rows
             # are all scored; for documents padded unevenly, rows weigh a little differently.
             loss = loss + activation_penalties(top[0], window.targets, config.activation_penalty,
                                                config.activation_change_penalty)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip if config.clip > 0 else math.inf)
-        pending = PendingStep(progress.step + 1, reported, grad_norm, scored, lr, 0.0, 0.0, 0.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        pending = PendingStep(progress.step + 1, reported, grad_norm, scored, learning_rate, 0.0, 0.0, 0.0)
         self.readings.add(pending)
         figures = self._read_figures() if self.readings.due else []  # a diverged loss stops before its step
         self.optimizer.step()
         if self.average is not None:
             self.average.update(progress.step)
         self.state = detach_state(state)
+        self._count_step(window, pending, started)
+        self._report_steps(figures, callbacks)
 
+    def _set_learning_rate(self, done: float) -> float:
+        learning_rate = learning_rate_at(self.config, self.progress.step, done)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        return learning_rate
+
+    def _mean_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """The mean cross-entropy of the window's scored predictions: the loss trained and reported."""
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+        return loss, loss, None
+
+    def _share_of_global_loss(self, logits: torch.Tensor,
+                              targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """This process's summed cross-entropy, to report (the processes' sums are added when read),
+        and, to train, that sum divided by the predictions of the whole global batch over the world:
+        DDP averages the gradients, so rows padded unevenly (documents) weigh as in one process."""
+        scored = self.data.batches.scored_in_all_rows(self.progress.epoch, self.progress.epoch_position)
+        summed = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                 ignore_index=IGNORE, reduction="sum")
+        return summed * (self.group.world / max(1, scored)), summed, scored
+
+    def _count_step(self, window: Window, pending: PendingStep, started: float) -> None:
+        """Move the run on by the step just taken, and time it for its report."""
+        progress = self.progress
         progress.step += 1
         progress.epoch_position += 1
-        progress.training_seconds += time.perf_counter() - step_started
+        progress.training_seconds += time.perf_counter() - started
         progress.tokens_seen += self.data.batches.scored_tokens(window)
         progress.elapsed = self._elapsed()
         pending.tokens_per_second = progress.tokens_seen / progress.training_seconds
         pending.elapsed, pending.fraction_done = progress.elapsed, self._fraction_done()
-        self._report_steps(figures, callbacks)
 
     def _read_figures(self) -> list[StepFigures]:
         """The losses of the steps not read yet, in one read from the device; a non-finite one stops the run."""
@@ -333,8 +295,8 @@ class Trainer:
             if not math.isfinite(figure.loss):
                 kept = f"the last good checkpoint is kept in {self.out}" if self.saved_once else \
                     "no checkpoint was saved yet"
-                raise TextgenError(f"training diverged at step {figure.pending.step - 1}: the loss became "
-                                   f"{figure.loss}; {kept}; try a lower --learning-rate")
+                raise SettingsError(lambda name: f"training diverged at step {figure.pending.step - 1}: the loss "
+                                    f"became {figure.loss}; {kept}; try a lower {name('learning_rate')}")
         return figures
 
     def _report_steps(self, figures: list[StepFigures], callbacks: TrainingCallbacks) -> None:

@@ -1,21 +1,28 @@
 """Laying a run's text out for training: the training part as batches (a stream or documents),
 the held-out part as a validation set that scores a model, both behind one interface. The text is
-a string (a small corpus) or a prepared corpus's memory-mapped ids (a big one)."""
+a string (a small corpus) or a prepared corpus's memory-mapped ids (a big one); training_text()
+takes either, so the loop never asks which."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from textgen.checkpoint.records import CorpusRecord
+from textgen.config import TokenizerConfig, TrainConfig
 from textgen.data import (
-    Batches, DocumentBatches, SegmentBatches, StreamBatches, split_documents, window_for_predictions,
+    Batches, DocumentBatches, SegmentBatches, StreamBatches, split_documents, split_text, window_for_predictions,
 )
-from textgen.data.prepare import HeldOut, PreparedCorpus, held_out
+from textgen.data.corpus import Corpus, recorded_corpus
+from textgen.data.prepare import HeldOut, PreparedCorpus, check_same_vocabulary, held_out, recorded_prepared
+from textgen.devices import resolve_device
+from textgen.errors import TextgenError
 from textgen.evaluation import documents_loss, held_out_loss, total_loss
 from textgen.model import RNNLanguageModel
-from textgen.tokenizers import Tokenizer, end_marker
+from textgen.tokenizers import Tokenizer, build_tokenizer, end_marker
 from textgen.training.distributed import SINGLE, Group
 
 
@@ -135,3 +142,92 @@ def lay_out_prepared(prepared: PreparedCorpus, batch_size: int, seq_len: int, se
 
 def _as_tensor(ids: list[int]) -> torch.Tensor:
     return torch.from_numpy(np.asarray(ids, dtype=np.int64))
+
+
+# --- the text of a run, whatever the corpus -------------------------------------------------------
+
+
+@dataclass
+class TrainingText:
+    """What a run learns from: the record of where the text came from, its tokenizer, and the text
+    laid out as batches and a validation set."""
+
+    record: CorpusRecord
+    tokenizer: Tokenizer
+    data: RunData
+
+
+@dataclass(frozen=True)
+class SavedText:
+    """What a checkpoint fixes about the text a resumed run goes on with."""
+
+    checkpoint: Path
+    sha256: str  # of the text it was trained on
+    tokenizer: Tokenizer  # the vocabulary its weights were trained with
+
+
+def training_text(corpus: Corpus | PreparedCorpus, tokenizer_config: TokenizerConfig, config: TrainConfig,
+                  group: Group = SINGLE, saved: SavedText | None = None) -> TrainingText:
+    """The run's text laid out for training, whatever the corpus: a text in memory is split, its
+    tokenizer learnt (or, resuming, the checkpoint's taken) and its ids laid out; a prepared
+    corpus's ids are laid out as they lie in the id cache. Resuming (`saved`), the corpus must be
+    the text the checkpoint was trained on."""
+    group.rows(config.batch_size)  # refuses a batch that does not split evenly, before any work
+    if isinstance(corpus, PreparedCorpus):
+        return _prepared_text(corpus, tokenizer_config, config, group, saved)
+    return _text_in_memory(corpus, tokenizer_config, config, group, saved)
+
+
+def recorded_text(record: CorpusRecord, tokenizer_config: TokenizerConfig, why: str) -> Corpus | PreparedCorpus:
+    """The text a checkpoint was trained on, found again where its record says (a streamed one
+    from the id cache); `why` finishes the error messages."""
+    if record.streamed:
+        return recorded_prepared(record, tokenizer_config, why)
+    return recorded_corpus(record, why)
+
+
+def _text_in_memory(corpus: Corpus, tokenizer_config: TokenizerConfig, config: TrainConfig, group: Group,
+                    saved: SavedText | None) -> TrainingText:
+    if group.active and tokenizer_config.documents != "none":
+        raise TextgenError(f"documents={tokenizer_config.documents!r} across processes needs the corpus prepared "
+                           "into the id cache (textgen.data.prepare.load_or_prepare with stream=True)")
+    _check_same_text(corpus.source, corpus.sha256, saved)
+    train_text, val_text = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
+    if saved is not None:
+        tokenizer = saved.tokenizer
+    else:  # char vocabularies come from the whole file, so held-out text never holds an unseen character;
+        # word and subword vocabularies are learnt from the training part only
+        tokenizer = build_tokenizer(tokenizer_config, corpus.text if tokenizer_config.kind == "char" else train_text)
+    record = CorpusRecord(
+        source=corpus.source, name=corpus.name, path=str(corpus.path) if corpus.path else None,
+        sha256=corpus.sha256, encoding=corpus.encoding, characters=len(corpus.text),
+        val_fraction=config.val_fraction, train_characters=len(train_text), val_characters=len(val_text),
+        documents=tokenizer_config.documents,
+    )
+    data = lay_out_run_data(train_text, val_text, tokenizer, tokenizer_config.documents, config.batch_size,
+                            config.seq_len, config.seed, resolve_device(config.device), group)
+    return TrainingText(record, tokenizer, data)
+
+
+def _prepared_text(prepared: PreparedCorpus, tokenizer_config: TokenizerConfig, config: TrainConfig, group: Group,
+                   saved: SavedText | None) -> TrainingText:
+    files = prepared.files
+    _check_same_text(files.source, prepared.sha256, saved)
+    if saved is not None:
+        check_same_vocabulary(prepared, saved.tokenizer, saved.checkpoint, "resume again")
+    record = CorpusRecord(
+        source=files.source, path=str(files.paths[0].resolve()) if files.source_is_file else files.source,
+        sha256=prepared.sha256, encoding=files.encoding, characters=prepared.characters,
+        val_fraction=config.val_fraction, train_characters=prepared.train_characters,
+        val_characters=prepared.val_characters, documents=tokenizer_config.documents, streamed=True,
+    )
+    data = lay_out_prepared(prepared, config.batch_size, config.seq_len, config.seed, resolve_device(config.device),
+                            group)
+    how = "reused from the id cache" if prepared.reused else "prepared into the id cache"
+    data.notes.insert(0, f"{len(prepared.train_ids) + len(prepared.val_ids):,} token ids {how} ({prepared.folder})")
+    return TrainingText(record, prepared.tokenizer, data)
+
+
+def _check_same_text(source: str, sha256: str, saved: SavedText | None) -> None:
+    if saved is not None and sha256 != saved.sha256:
+        raise TextgenError(f"{source} is not the text {saved.checkpoint} was trained on; resume needs the same text")
