@@ -39,7 +39,7 @@ from textgen.data.prepare import PreparedCorpus
 from textgen.devices import precision_note, resolve_device, training_dtype
 from textgen.errors import TextgenError
 from textgen.evaluation import summarise
-from textgen.model import RNNLanguageModel, State, detach_state, reset_rows
+from textgen.model import RNNLanguageModel, State, detach_state, map_state, reset_rows, state_rows
 from textgen.tokenizers import load_tokenizer
 from textgen.training.callbacks import EvaluationReport, RunPlan, StepReport, TrainingCallbacks, TrainingResult
 from textgen.training.distributed import SINGLE, Group
@@ -177,8 +177,7 @@ class Trainer:
         if self.group.active and self.state is not None:  # this process's rows of the saved batch
             batches = self.data.batches
             rows = slice(batches.first_row, batches.first_row + batches.rows)
-            self.state = tuple(s[:, rows].contiguous() for s in self.state) if isinstance(self.state, tuple) \
-                else self.state[:, rows].contiguous()
+            self.state = state_rows(self.state, rows)
         self.resumed_at = self.progress.step
         self.saved_once = is_checkpoint(self.out)
 
@@ -426,8 +425,7 @@ class Trainer:
     def _snapshot(self) -> TrainerState:
         state = self.state
         if self.group.active and state is not None:  # the whole batch's state, as one process would hold it
-            state = tuple(self.group.gather_rows(s, dim=1) for s in state) if isinstance(state, tuple) \
-                else self.group.gather_rows(state, dim=1)
+            state = map_state(state, lambda part: self.group.gather_rows(part, dim=1))
         return snapshot(self.model, self.optimizer, self.average, state, self.progress, self.info.best)
 
     def _plan(self) -> RunPlan:
