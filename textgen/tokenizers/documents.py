@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from textgen.tokenizers.base import Tokenizer, checked_ids
+import numpy as np
+
+from textgen.tokenizers.base import Tokenizer, checked_ids, ids_dtype
 
 
 class DocumentTokenizer:
@@ -31,6 +33,10 @@ class DocumentTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self.base.encode(text)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        # One id more than the base's may need a wider type (a char vocabulary of 256).
+        return self.base.encode_array(text).astype(ids_dtype(self.vocab_size), copy=False)
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = checked_ids(ids, self.vocab_size)
