@@ -154,6 +154,15 @@ def test_the_cache_is_reused_and_keyed_by_the_contents_and_the_tokenizer(tmp_pat
         p.name for p in (first.folder, other_tokenizer.folder, changed.folder))  # no temporary folders left
 
 
+@pytest.mark.parametrize("tokenizer_config, key", [
+    (CONFIGS[0], "4ee9619c1fcb16e74c4766e8e34bfdcc7fa1be5a"), (CONFIGS[1], "7d94464fd03356c5065fade377a565ab4a8eda0d")])
+def test_a_cache_prepared_by_earlier_versions_keeps_its_key_and_is_reused(tmp_path, tokenizer_config, key):
+    """The keys are those the code before the tokenizers encoded arrays gave: a cache it prepared
+    is found and reused, not prepared again."""
+    files = CorpusFiles("text.txt", (write(tmp_path, "text.txt", "the lamp burned low\n" * 20),))
+    assert prepare(files, tokenizer_config, 0.1, tmp_path / "cache").folder.name == key
+
+
 def test_ids_are_stored_at_the_narrowest_width_that_fits(tmp_path):
     char = prepare(CorpusFiles("a", (write(tmp_path, "a.txt", TEXT),)), CONFIGS[0], 0.1, tmp_path / "cache")
     thousand = " ".join(f"w{i}x" for i in range(1000)) + "\n"
