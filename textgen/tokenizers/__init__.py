@@ -13,7 +13,8 @@ proto, never code.
 """
 
 from textgen.tokenizers.base import (
-    JSON_FILE, MODEL_FILE, UNK, TokenizerKind, Tokenizer, TokenNumbering, describe_symbols, ids_dtype,
+    JSON_FILE, MODEL_FILE, UNK, TokenizerKind, Tokenizer, TokenNumbering, UnseenSymbols, describe_symbols,
+    ids_dtype,
 )
 from textgen.tokenizers.building import (
     KINDS, build_tokenizer, learn_tokenizer, load_tokenizer, tokenizer_kind, with_documents,
@@ -22,7 +23,7 @@ from textgen.tokenizers.char import CharTokenizer
 from textgen.tokenizers.documents import DocumentTokenizer, end_marker
 from textgen.tokenizers.stream import StreamDecoder
 from textgen.tokenizers.subword import SentencePieceTokenizer
-from textgen.tokenizers.unseen import UnseenSymbols, encode_leniently, unseen_symbols
+from textgen.tokenizers.unseen import encode_leniently, unseen_symbols
 from textgen.tokenizers.word import WordTokenizer
 
 __all__ = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,7 +31,11 @@ class Tokenizer(Protocol):
     def encode_array(self, text: str) -> np.ndarray: ...  # encode()'s ids, as ids_array() stores them
     def decode(self, ids: Iterable[int]) -> str: ...
     def unknown_symbols(self, text: str) -> list[str]: ...
+    def unseen(self, text: str) -> UnseenSymbols: ...
+    # `text` as ids without the symbols outside the vocabulary ("skip") or with stand-ins for them ("replace").
+    def encode_leniently(self, text: str, unknown: str) -> list[int]: ...
     def token_text(self, token_id: int) -> str: ...
+    def token_bytes(self, token_id: int) -> bytes: ...  # what it spells in UTF-8: maybe part of a character
     def save(self, directory: Path) -> None: ...
 
 
@@ -100,6 +105,9 @@ class TokenList:
     def token_text(self, token_id: int) -> str:
         return self._tokens[checked_ids([token_id], len(self._tokens))[0]]
 
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.token_text(token_id).encode("utf-8", "surrogatepass")
+
     def save(self, directory: Path) -> None:
         data = {"kind": self.kind, "tokens": self._tokens, **self._extra_json()}
         text = json.dumps(data, ensure_ascii=False, indent=1)
@@ -107,6 +115,24 @@ class TokenList:
 
     def _extra_json(self) -> dict[str, object]:
         return {}
+
+
+@dataclass(frozen=True)
+class UnseenSymbols:
+    """What a text holds that the model never saw: characters for a char model, words for a word
+    model (a subword model spells anything)."""
+
+    symbols: list[str]  # each once, in order of first appearance
+    occurrences: int  # how often they appear
+    characters: int  # how many characters of the text they cover
+
+    def describe(self, text_length: int) -> str:
+        """"3 symbols the model never saw ('à', 'ñ', '#'), 5 occurrences, 0.02% of the text"."""
+        kinds = len(self.symbols)
+        share = self.characters / text_length if text_length else 0.0
+        return (f"{kinds} symbol{'s' if kinds != 1 else ''} the model never saw ({describe_symbols(self.symbols)}), "
+                f"{self.occurrences:,} occurrence{'s' if self.occurrences != 1 else ''}, "
+                f"{share:.2%} of the text")
 
 
 def describe_symbols(symbols: list[str], limit: int = 10) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
@@ -12,10 +13,13 @@ import numpy as np
 from textgen.config import TokenizerConfig
 from textgen.errors import TextgenError
 from textgen.tokenizers.base import (
-    JSON_FILE, TokenList, TokenNumbering, describe_symbols, ids_dtype, read_token_list,
+    JSON_FILE, TokenList, TokenNumbering, UnseenSymbols, describe_symbols, ids_dtype, read_token_list,
 )
 
 _CODE_POINTS = 0x110000  # all of Unicode
+# Typographic marks that NFKC leaves alone, and the plain marks a model has more likely seen.
+_PLAIN_MARKS = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
+                              "\u2014": "-", "\u00a0": " ", "\u2212": "-"})
 
 
 class CharTokenizer(TokenList):
@@ -73,6 +77,28 @@ class CharTokenizer(TokenList):
 
     def unknown_symbols(self, text: str) -> list[str]:
         return [c for c in dict.fromkeys(text) if c not in self._index]
+
+    def unseen(self, text: str) -> UnseenSymbols:
+        symbols = self.unknown_symbols(text)
+        occurrences = sum(map(text.count, symbols))
+        return UnseenSymbols(symbols, occurrences, occurrences)
+
+    def encode_leniently(self, text: str, unknown: str) -> list[int]:
+        """Unseen characters dropped ("skip"), or replaced by a plain form the vocabulary holds
+        (é -> e, ’ -> ', … -> ...), else the other case (A -> a), else a space, else dropped."""
+        if unknown == "skip":
+            return self.encode("".join(c for c in text if c in self._index))
+        return self.encode("".join(map(self._stand_in, text)))
+
+    def _stand_in(self, char: str) -> str:
+        if char in self._index:
+            return char
+        plain = unicodedata.normalize("NFKC", char).translate(_PLAIN_MARKS)
+        plain = "".join(c for c in unicodedata.normalize("NFKD", plain) if not unicodedata.combining(c))
+        for candidate in (plain, plain.lower(), plain.upper(), " "):
+            if candidate and not self.unknown_symbols(candidate):
+                return candidate
+        return ""
 
     @cached_property
     def _id_of_code_point(self) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen.tokenizers.base import Tokenizer, checked_ids, ids_dtype
+from textgen.tokenizers.base import Tokenizer, UnseenSymbols, checked_ids, ids_dtype
 
 
 class DocumentTokenizer:
@@ -45,8 +45,17 @@ class DocumentTokenizer:
     def unknown_symbols(self, text: str) -> list[str]:
         return self.base.unknown_symbols(text)
 
+    def unseen(self, text: str) -> UnseenSymbols:
+        return self.base.unseen(text)
+
+    def encode_leniently(self, text: str, unknown: str) -> list[int]:
+        return self.base.encode_leniently(text, unknown)
+
     def token_text(self, token_id: int) -> str:
         return self.END if token_id == self.end_id else self.base.token_text(token_id)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return b"" if token_id == self.end_id else self.base.token_bytes(token_id)
 
     def save(self, directory: Path) -> None:
         self.base.save(directory)

@@ -16,7 +16,9 @@ import sentencepiece as spm
 
 from textgen.config import SUBWORD_MODELS, TokenizerConfig
 from textgen.errors import TextgenError
-from textgen.tokenizers.base import MODEL_FILE, UNK, TokenNumbering, checked_ids, ids_array, read_tokenizer_file
+from textgen.tokenizers.base import (
+    MODEL_FILE, UNK, TokenNumbering, UnseenSymbols, checked_ids, ids_array, read_tokenizer_file,
+)
 
 # sentencepiece shows a space as this character inside its pieces.
 _SP_SPACE = "\u2581"
@@ -171,6 +173,12 @@ class SentencePieceTokenizer:
 
     def unknown_symbols(self, text: str) -> list[str]:
         return []  # byte fallback spells out anything
+
+    def unseen(self, text: str) -> UnseenSymbols:
+        return UnseenSymbols([], 0, 0)
+
+    def encode_leniently(self, text: str, unknown: str) -> list[int]:
+        return self.encode(text)
 
     def token_text(self, token_id: int) -> str:
         if self._sp.is_byte(checked_ids([token_id], len(self._bytes))[0]):

@@ -12,7 +12,7 @@ import numpy as np
 
 from textgen.config import TokenizerConfig
 from textgen.errors import TextgenError
-from textgen.tokenizers.base import JSON_FILE, UNK, TokenList, ids_dtype, read_token_list
+from textgen.tokenizers.base import JSON_FILE, UNK, TokenList, UnseenSymbols, ids_dtype, read_token_list
 
 # CJK ideographs (extension A, the unified block, compatibility ideographs,
 # planes 2): Chinese has no spaces, so each ideograph is a word of its own.
@@ -131,6 +131,15 @@ class WordTokenizer(TokenList):
 
     def unknown_symbols(self, text: str) -> list[str]:
         return list(dict.fromkeys(map(self.word_of, self.unknown_tokens(text))))
+
+    def unseen(self, text: str) -> UnseenSymbols:
+        words = list(map(self.word_of, self.unknown_tokens(text)))  # one pass over the text
+        return UnseenSymbols(list(dict.fromkeys(words)), len(words), sum(map(len, words)))
+
+    def encode_leniently(self, text: str, unknown: str) -> list[int]:
+        """Unseen words dropped ("skip") or left as <unk> ("replace"), the token learnt for rare words."""
+        ids = self.encode(text)
+        return [i for i in ids if i != 0] if unknown == "skip" else ids
 
     def unknown_tokens(self, text: str) -> list[str]:
         """Every token of `text` outside the vocabulary, as often as it occurs."""
