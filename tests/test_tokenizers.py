@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textgen.config import TOKENIZER_KINDS, TokenizerConfig
+from textgen.config import TOKENIZER_KINDS, OptionError, TokenizerConfig
 from textgen.errors import TextgenError
 from textgen.tokenizers import (
     JSON_FILE,
@@ -317,6 +317,17 @@ def test_build_rejects_an_unknown_subword_model_and_empty_text():
         build_tokenizer(TokenizerConfig(kind="word"), "")
     with pytest.raises(TextgenError, match="nothing but line breaks"):
         build_tokenizer(TokenizerConfig(kind="subword"), "\n\n")
+
+
+@pytest.mark.parametrize("build, field", [
+    (lambda: WordTokenizer.from_text(ENGLISH, max_vocab=1, min_count=1), "max_vocab"),
+    (lambda: build_tokenizer(word_config(min_count=1000), ENGLISH), "min_count"),
+    (lambda: SentencePieceTokenizer.from_text(ALL_TEXT, 280, "unigram"), "vocab_size"),
+])
+def test_a_vocabulary_setting_this_text_cannot_meet_is_refused_by_its_field_name(build, field):
+    with pytest.raises(OptionError) as err:  # each front end words the field its own way
+        build()
+    assert err.value.field == field and str(err.value).startswith(field + " ") and "--" not in str(err.value)
 
 
 @pytest.mark.parametrize("kind", ["char", "word", "subword"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from textgen.config import SUBWORD_MODELS, TokenizerConfig
+from textgen.config import SUBWORD_MODELS, OptionError, TokenizerConfig
 from textgen.errors import TextgenError
 from textgen.tokenizers.base import (
     MODEL_FILE, UNK, TokenNumbering, UnseenSymbols, checked_ids, ids_array, read_tokenizer_file,
@@ -127,10 +127,8 @@ class SentencePieceTokenizer:
                 raise TextgenError("the text has nothing but line breaks to learn subwords from") from None
             needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
             if needed:
-                raise TextgenError(
-                    f"a subword vocab_size of {vocab_size} is too small for this text: its "
-                    f"characters and the 256 byte pieces need at least {needed.group(1)}"
-                ) from None
+                raise OptionError("vocab_size", f"of {vocab_size} is too small for this text: its characters "
+                                                f"and the 256 byte pieces need at least {needed.group(1)}") from None
             reason = (str(e).strip().splitlines() or [type(e).__name__])[-1]
             raise TextgenError(f"sentencepiece could not learn a vocabulary: {reason}") from None
         return cls(model.getvalue())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen.config import TokenizerConfig
+from textgen.config import OptionError, TokenizerConfig
 from textgen.errors import TextgenError
 from textgen.tokenizers.base import JSON_FILE, UNK, TokenList, UnseenSymbols, ids_dtype, read_token_list
 
@@ -93,7 +93,7 @@ class WordTokenizer(TokenList):
         """The vocabulary of token counts made with `pattern_for(fold_spaces)` (however they were
         counted: at once, or a block at a time for a big corpus); `has_space`: the text holds a " "."""
         if max_vocab < 2:
-            raise TextgenError(f"max_vocab must be at least 2 (<unk> and a word), not {max_vocab}")
+            raise OptionError("max_vocab", f"must be at least 2 (<unk> and a word), not {max_vocab}")
         # A lone " " is rare once spaces fold into words, yet encode needs it to
         # keep the space of an unknown " word"; so it is kept, right after <unk>.
         specials = [UNK, " "] if fold_spaces and has_space else [UNK]
@@ -104,8 +104,8 @@ class WordTokenizer(TokenList):
         )
         if not ranked and len(specials) == 1:
             # A vocabulary of <unk> alone trains a model that can only ever write <unk>.
-            raise TextgenError(f"no token occurs at least {min_count} times in the text, so the vocabulary "
-                               f"would hold nothing but {UNK}; lower --min-count")
+            raise OptionError("min_count", f"of {min_count} keeps no token of the text, so the vocabulary would "
+                                           f"hold nothing but {UNK}; lower it")
         return cls((specials + ranked)[:max_vocab], fold_spaces)
 
     def split(self, text: str) -> list[str]:
