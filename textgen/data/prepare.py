@@ -5,9 +5,11 @@ in a moment and nothing ever holds the text, or a Python list of its ids, whole.
     <cache>/ids/<key>/  meta.json · train.bin · val.bin · {train,val}.segments.npy · the tokenizer's file
 
 The split is the one a small corpus gets (the first floor(n * (1 - f)) characters train, moved on
-to the end of a document with --documents); the vocabulary comes from the whole text (char) or its
-training part (word, subword), as for a small corpus, and the text is encoded a block at a time,
-cut where no token can straddle the cut and always at the end of a file.
+to the end of a document with --documents). Everything between text and ids is the tokenizer
+kind's (textgen/tokenizers): it learns the vocabulary from the pieces it asks for (the whole text
+for char, the training part for the others, as for a small corpus), says where a piece may be cut
+so that no token straddles the cut, and encodes each piece into an array. This module reads the
+blocks, hands them out (to worker processes where the kind gains from them) and writes the files.
 
 Segments are what a model reads from a fresh state: each file of a folder (its own stream), or
 each document, stored as  <end> d o c <end> e t c <end>  with one marker between two documents, so
