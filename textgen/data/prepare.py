@@ -189,11 +189,8 @@ def _build(files: CorpusFiles, config: TokenizerConfig, val_fraction: float, fol
         tokenizer, continues = _encode_numbered(files, numbering, split, cut, folder, report, total)
         tokenizer.save(folder)  # its vocabulary is known only once every token has been read
     else:
-        if learnt is None:
-            tokenizer = learn_tokenizer(config, (piece.text for piece in pieces(files, split, cut)
-                                                 if piece.part == "train"))
-        else:
-            tokenizer = learnt
+        train_part = (piece.text for piece in pieces(files, split, cut) if piece.part == "train")  # read lazily
+        tokenizer = learnt if learnt is not None else learn_tokenizer(config, train_part)
         tokenizer.save(folder)  # before encoding: the encoding workers read it from there
         parallel = kind.encodes_faster_in_workers and total >= ENCODE_IN_PARALLEL_ABOVE_BYTES
         continues = _encode(files, tokenizer, split, cut, folder, config, report, total, parallel)
