@@ -14,6 +14,7 @@ writes nothing into the repository.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -67,6 +68,26 @@ def test_char_tokenizer_refuses_text_with_a_character_it_never_saw(seen: str, te
         assert tokenizer.decode(tokenizer.encode(text)) == text
 
 
+@examples(150)
+@given(st.text(min_size=1), st.text())
+def test_char_array_encoder_gives_encodes_ids_or_its_refusal(seen: str, text: str) -> None:
+    tokenizer = CharTokenizer.from_text(seen)
+    try:
+        expected = tokenizer.encode(text)
+    except TextgenError as refusal:
+        with pytest.raises(TextgenError, match=re.escape(str(refusal))):
+            tokenizer.encode_array(text)
+    else:
+        assert tokenizer.encode_array(text).tolist() == expected
+
+
+@examples(100)
+@given(st.lists(st.text(), max_size=6))
+def test_char_vocabulary_learnt_from_pieces_is_the_one_learnt_from_them_joined(pieces: list[str]) -> None:
+    learnt = CharTokenizer.learn(pieces, TokenizerConfig(kind="char"))
+    assert [learnt.token_text(i) for i in range(learnt.vocab_size)] == sorted(set("".join(pieces)))
+
+
 # --- word ------------------------------------------------------------------------------------
 
 
@@ -100,6 +121,7 @@ def test_word_tokenizer_round_trips_any_text_whose_tokens_it_knows(
         assert (tokenizer.unk_id not in ids) == known, text
         if known:
             assert tokenizer.decode(ids) == text
+        assert tokenizer.encode_array(text).tolist() == ids
 
 
 # --- subword -----------------------------------------------------------------------------------

@@ -154,6 +154,78 @@ def test_the_cache_is_reused_and_keyed_by_the_contents_and_the_tokenizer(tmp_pat
         p.name for p in (first.folder, other_tokenizer.folder, changed.folder))  # no temporary folders left
 
 
+@pytest.mark.parametrize("tokenizer_config, key", [
+    (CONFIGS[0], "4ee9619c1fcb16e74c4766e8e34bfdcc7fa1be5a"), (CONFIGS[1], "7d94464fd03356c5065fade377a565ab4a8eda0d")])
+def test_a_cache_prepared_by_earlier_versions_keeps_its_key_and_is_reused(tmp_path, tokenizer_config, key):
+    """The keys are those the code before the tokenizers encoded arrays gave: a cache it prepared
+    is found and reused, not prepared again."""
+    files = CorpusFiles("text.txt", (write(tmp_path, "text.txt", "the lamp burned low\n" * 20),))
+    assert prepare(files, tokenizer_config, 0.1, tmp_path / "cache").folder.name == key
+
+
+class ByteTokenizer:
+    """A kind of tokenizer written in one class, as a new one would be: UTF-8 bytes as tokens."""
+
+    kind = "bytes"
+    learns_from_whole_text = False
+    encodes_faster_in_workers = False
+    vocab_size = 256
+    unk_id = None
+
+    @classmethod
+    def learn(cls, pieces, config):
+        for _ in pieces:  # every byte is in the vocabulary already
+            pass
+        return cls()
+
+    @classmethod
+    def load(cls, directory):
+        assert json.loads((directory / "tokenizer.json").read_text()) == {"kind": "bytes"}
+        return cls()
+
+    @staticmethod
+    def piece_end(text):
+        return len(text)
+
+    @classmethod
+    def numbering(cls, config):
+        return None
+
+    def encode(self, text):
+        return list(text.encode())
+
+    def encode_array(self, text):
+        return np.frombuffer(text.encode(), dtype=np.uint8)
+
+    def decode(self, ids):
+        return bytes(ids).decode(errors="replace")
+
+    def token_bytes(self, token_id):
+        return bytes([token_id])
+
+    def token_text(self, token_id):
+        return f"<0x{token_id:02X}>"
+
+    def save(self, directory):
+        (directory / "tokenizer.json").write_text('{"kind": "bytes"}')
+
+
+def test_a_new_tokenizer_kind_prepares_a_corpus_once_it_is_registered(tmp_path, monkeypatch):
+    import textgen.tokenizers.building as building
+
+    monkeypatch.setattr(config, "TOKENIZER_KINDS", (*config.TOKENIZER_KINDS, "bytes"))
+    monkeypatch.setitem(building.KINDS, "bytes", ByteTokenizer)
+    write(tmp_path / "folder", "a.txt", TEXT)
+    write(tmp_path / "folder", "b.txt", TEXT[::-1])
+    prepared = prepare(find_files(str(tmp_path / "folder")), TokenizerConfig(kind="bytes"), 0.1, tmp_path / "cache")
+    train_text, val_text = split_text(TEXT + TEXT[::-1], 0.1)
+    assert prepared.train_ids.tolist() == list(train_text.encode())
+    assert prepared.val_ids.tolist() == list(val_text.encode())
+    assert prepared.train_segments.tolist() == [[0, len(TEXT.encode())], [len(TEXT.encode()), len(train_text.encode())]]
+    again = prepare(find_files(str(tmp_path / "folder")), TokenizerConfig(kind="bytes"), 0.1, tmp_path / "cache")
+    assert again.reused and isinstance(again.tokenizer, ByteTokenizer)
+
+
 def test_ids_are_stored_at_the_narrowest_width_that_fits(tmp_path):
     char = prepare(CorpusFiles("a", (write(tmp_path, "a.txt", TEXT),)), CONFIGS[0], 0.1, tmp_path / "cache")
     thousand = " ".join(f"w{i}x" for i in range(1000)) + "\n"

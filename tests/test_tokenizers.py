@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textgen.config import TokenizerConfig
+from textgen.config import TOKENIZER_KINDS, OptionError, TokenizerConfig
 from textgen.errors import TextgenError
 from textgen.tokenizers import (
     JSON_FILE,
+    KINDS,
     MODEL_FILE,
     CharTokenizer,
     SentencePieceTokenizer,
     StreamDecoder,
     WordTokenizer,
     build_tokenizer,
+    learn_tokenizer,
     load_tokenizer,
+    tokenizer_kind,
 )
 
 ENGLISH = """\
@@ -314,6 +319,17 @@ def test_build_rejects_an_unknown_subword_model_and_empty_text():
         build_tokenizer(TokenizerConfig(kind="subword"), "\n\n")
 
 
+@pytest.mark.parametrize("build, field", [
+    (lambda: WordTokenizer.from_text(ENGLISH, max_vocab=1, min_count=1), "max_vocab"),
+    (lambda: build_tokenizer(word_config(min_count=1000), ENGLISH), "min_count"),
+    (lambda: SentencePieceTokenizer.from_text(ALL_TEXT, 280, "unigram"), "vocab_size"),
+])
+def test_a_vocabulary_setting_this_text_cannot_meet_is_refused_by_its_field_name(build, field):
+    with pytest.raises(OptionError) as err:  # each front end words the field its own way
+        build()
+    assert err.value.field == field and str(err.value).startswith(field + " ") and "--" not in str(err.value)
+
+
 @pytest.mark.parametrize("kind", ["char", "word", "subword"])
 def test_decode_rejects_ids_outside_the_vocabulary(kind):
     tok = build_tokenizer(TokenizerConfig(kind=kind, vocab_size=400), ENGLISH)
@@ -355,6 +371,94 @@ def test_stream_decoder_property_on_random_subword_ids(ids):
     tok = _unigram()
     ids = [i % tok.vocab_size for i in ids]
     assert "".join(_stream(tok, ids)) == tok.decode(ids)
+
+
+# --- arrays and streamed pieces ---------------------------------------------------------------
+
+ARRAY_CONFIGS = [TokenizerConfig(kind="char"), TokenizerConfig(kind="word", min_count=2),
+                 TokenizerConfig(kind="word", min_count=2, fold_spaces=True),
+                 TokenizerConfig(kind="subword", vocab_size=500),
+                 TokenizerConfig(kind="subword", vocab_size=500, subword_model="bpe")]
+array_configs = pytest.mark.parametrize(
+    "config", ARRAY_CONFIGS + [replace(c, documents="lines") for c in ARRAY_CONFIGS],
+    ids=lambda c: f"{c.kind}-{c.subword_model if c.kind == 'subword' else c.fold_spaces}-{c.documents}")
+
+
+def cut_into_pieces(text: str, config: TokenizerConfig, size: int) -> list[str]:
+    """`text` in pieces of about `size` characters, each cut where the kind's piece_end allows,
+    as a big corpus is read."""
+    pieces, carry = [], ""
+    for start in range(0, len(text), size):
+        block = carry + text[start:start + size]
+        end = tokenizer_kind(config.kind).piece_end(block)
+        pieces.append(block[:end])
+        carry = block[end:]
+    return [p for p in pieces + [carry] if p]
+
+
+def test_every_configurable_kind_is_registered():
+    assert sorted(KINDS) == sorted(TOKENIZER_KINDS)
+    assert all(tokenizer_kind(name).kind == name for name in KINDS)
+
+
+@array_configs
+def test_the_array_encoder_gives_the_ids_encode_gives_at_the_narrowest_width(config):
+    # Learnt from English alone, so the word vocabulary leaves some of the mixed text's words unknown.
+    tokenizer = build_tokenizer(config, ENGLISH if config.kind == "word" else ALL_TEXT)
+    for text in (ALL_TEXT, MIXED, "", "\n"):
+        ids = tokenizer.encode_array(text)
+        assert ids.dtype == (np.uint8 if tokenizer.vocab_size <= 256 else np.uint16)
+        assert ids.tolist() == tokenizer.encode(text)
+
+
+def test_the_char_array_encoder_refuses_an_unseen_character_as_encode_does():
+    tokenizer = build_tokenizer(TokenizerConfig(kind="char"), "abc 中")
+    for text in ("ab\né", "ab🍵", "\x00"):  # inside the table of code points, past its end, below its first
+        with pytest.raises(TextgenError) as from_list:
+            tokenizer.encode(text)
+        with pytest.raises(TextgenError) as from_array:
+            tokenizer.encode_array(text)
+        assert str(from_array.value) == str(from_list.value)
+
+
+@pytest.mark.parametrize("documents, dtype", [("none", np.uint8), ("lines", np.uint16)])
+def test_a_char_vocabulary_of_256_fits_a_byte_and_its_end_marker_does_not(documents, dtype):
+    text = "".join(map(chr, range(32, 288)))
+    tokenizer = build_tokenizer(TokenizerConfig(kind="char", documents=documents), text)
+    assert tokenizer.vocab_size == 256 + (documents != "none")
+    ids = tokenizer.encode_array(text[::-1])
+    assert ids.dtype == dtype and ids.tolist() == tokenizer.encode(text[::-1]) == list(range(255, -1, -1))
+
+
+@array_configs
+def test_a_vocabulary_learnt_from_streamed_pieces_is_the_one_learnt_from_the_text_whole(config):
+    whole = build_tokenizer(config, ALL_TEXT)
+    streamed = learn_tokenizer(config, cut_into_pieces(ALL_TEXT, config, 37))
+    assert [streamed.token_text(i) for i in range(streamed.vocab_size)] == [
+        whole.token_text(i) for i in range(whole.vocab_size)]
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "subword"])
+def test_pieces_cut_where_the_kind_allows_encode_to_the_ids_of_the_whole(kind):
+    config = TokenizerConfig(kind=kind, vocab_size=500, min_count=1)
+    tokenizer = build_tokenizer(config, ALL_TEXT)
+    pieces = cut_into_pieces(ALL_TEXT, config, 23)
+    assert len(pieces) > 5 and "".join(pieces) == ALL_TEXT
+    assert np.concatenate([tokenizer.encode_array(p) for p in pieces]).tolist() == tokenizer.encode(ALL_TEXT)
+
+
+def test_words_numbered_as_first_seen_map_to_the_ids_of_the_vocabulary_of_their_counts():
+    config = TokenizerConfig(kind="word", min_count=2)
+    numbering = tokenizer_kind("word").numbering(config)
+    train, held_out = [numbering.number(p) for p in cut_into_pieces(ENGLISH, config, 50)], numbering.number(MIXED)
+    counts = np.bincount(np.concatenate(train), minlength=len(numbering))
+    tokenizer, id_of_number = numbering.vocabulary(counts)
+    expected = build_tokenizer(config, ENGLISH)
+    assert [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)] == [
+        expected.token_text(i) for i in range(expected.vocab_size)]
+    assert id_of_number[np.concatenate(train)].tolist() == expected.encode(ENGLISH)
+    assert id_of_number[held_out].tolist() == expected.encode(MIXED)  # its new words are <unk>
+    assert tokenizer_kind("word").numbering(replace(config, fold_spaces=True)) is None
 
 
 # --- speed (printed, not asserted) ----------------------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from textgen.data.reading import CorpusFiles, read_blocks
+from textgen.tokenizers import tokenizer_kind
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n\s*")  # as data.split cuts paragraphs
 
@@ -93,20 +94,17 @@ def _by_file(files: CorpusFiles) -> Iterator[Iterator[tuple[str, int, bool]]]:
 
 
 def cut_for(kind: str, documents: str) -> Callable[[str], int]:
-    """Where a piece of text may end, for a tokenizer of `kind` reading documents or one stream."""
+    """Where a piece of text may end: after a whole document, or, in one stream, where no token of
+    the tokenizer of `kind` straddles the cut (its kind says where)."""
     if documents == "lines":
         return line_cut
     if documents == "blank-lines":
         return paragraph_cut
-    return {"char": anywhere, "word": word_cut}.get(kind, line_cut)
-
-
-def anywhere(text: str) -> int:
-    return len(text)
+    return tokenizer_kind(kind).piece_end
 
 
 def line_cut(text: str) -> int:
-    """Just after the last line break: sentencepiece encodes line by line, a line is a document."""
+    """Just after the last line break: a line is a document."""
     return text.rfind("\n") + 1
 
 
@@ -119,12 +117,3 @@ def paragraph_cut(text: str) -> int:
             end = match.end()
     return end
 
-
-def word_cut(text: str) -> int:
-    """Just after a line break followed by something other than whitespace: no word token (a word,
-    a number, a mark or a whitespace run) can straddle it."""
-    end = len(text)
-    while (end := text.rfind("\n", 0, end)) >= 0:
-        if end + 1 < len(text) and not text[end + 1].isspace():
-            return end + 1
-    return 0

@@ -5,9 +5,11 @@ in a moment and nothing ever holds the text, or a Python list of its ids, whole.
     <cache>/ids/<key>/  meta.json · train.bin · val.bin · {train,val}.segments.npy · the tokenizer's file
 
 The split is the one a small corpus gets (the first floor(n * (1 - f)) characters train, moved on
-to the end of a document with --documents); the vocabulary comes from the whole text (char) or its
-training part (word, subword), as for a small corpus, and the text is encoded a block at a time,
-cut where no token can straddle the cut and always at the end of a file.
+to the end of a document with --documents). Everything between text and ids is the tokenizer
+kind's (textgen/tokenizers): it learns the vocabulary from the pieces it asks for (the whole text
+for char, the training part for the others, as for a small corpus), says where a piece may be cut
+so that no token straddles the cut, and encodes each piece into an array. This module reads the
+blocks, hands them out (to worker processes where the kind gains from them) and writes the files.
 
 Segments are what a model reads from a fresh state: each file of a folder (its own stream), or
 each document, stored as  <end> d o c <end> e t c <end>  with one marker between two documents, so
@@ -16,12 +18,12 @@ a document's span [start, end) holds both its markers (see data/segments.py).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import math
 import os
 import shutil
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -38,16 +40,16 @@ from textgen.data.pieces import Piece, Split, cut_for, pieces
 from textgen.data.split import split_documents
 from textgen.errors import TextgenError
 from textgen.tokenizers import (
-    CharTokenizer, DocumentTokenizer, SentencePieceTokenizer, Tokenizer, WordTokenizer, end_marker, load_tokenizer,
+    Tokenizer, TokenNumbering, end_marker, ids_dtype, learn_tokenizer, load_tokenizer, tokenizer_kind,
 )
 from textgen.tokenizers.parallel import encode_in_parallel, encoding_workers
-from textgen.tokenizers.word import pattern_for
 
 CACHE_VERSION = 2  # 2: files are separate streams, documents, segments
 # Word and subword ids are encoded by worker processes, one per core, above this many bytes of text.
 ENCODE_IN_PARALLEL_ABOVE_BYTES = 16 << 20
 # Progress reports: (phase, bytes read in this pass, bytes in all).
 Progress = Callable[[str, int, int], None]
+_CHUNK = 1 << 24  # ids read from a memory map at a time, so that no pass holds a whole part in memory
 
 
 @dataclass
@@ -173,59 +175,46 @@ def recorded_files(record: CorpusRecord, why: str) -> CorpusFiles:
 
 def _build(files: CorpusFiles, config: TokenizerConfig, val_fraction: float, folder: Path, report: Progress) -> None:
     total = files.total_bytes
-    survey = _survey(files, config, report, total)
+    kind = tokenizer_kind(config.kind)
+    survey = _Survey()
+    blocks = survey.read(files, report, total)
+    learnt = learn_tokenizer(config, blocks) if kind.learns_from_whole_text else None
+    collections.deque(blocks, maxlen=0)  # the rest of the pass: the text's length and hash need it all
     split = Split(math.floor(survey.characters * (1 - Fraction(str(float(val_fraction))))), config.documents)
     if val_fraction == 0:
         split.settled = True
-    if config.kind == "word" and not config.fold_spaces and config.documents == "none":
-        tokenizer, continues = _encode_words_in_one_pass(files, config, split, folder, report, total)
-        tokenizer.save(folder)  # its vocabulary is known only once every word has been read
+    cut = cut_for(config.kind, config.documents)
+    numbering = kind.numbering(config) if config.documents == "none" else None
+    if numbering is not None:
+        tokenizer, continues = _encode_numbered(files, numbering, split, cut, folder, report, total)
+        tokenizer.save(folder)  # its vocabulary is known only once every token has been read
     else:
-        cut = cut_for(config.kind, config.documents)
-        if config.kind == "char":
-            base: Tokenizer = CharTokenizer(sorted(survey.characters_seen))
-        elif config.kind == "word":  # count the training part, then encode
-            counts: Counter = Counter()
-            has_space = False
-            for piece in pieces(files, split, cut):
-                if piece.part == "train":
-                    counts.update(pattern_for(config.fold_spaces).findall(piece.text))
-                    has_space = has_space or " " in piece.text
-            base = WordTokenizer.from_counts(counts, config.max_vocab, config.min_count, config.fold_spaces,
-                                             config.fold_spaces and has_space)
-        else:
-            train_part = (piece.text for piece in pieces(files, split, cut) if piece.part == "train")
-            base = SentencePieceTokenizer.from_texts(train_part, config.vocab_size, config.subword_model,
-                                                     config.subword_sample)
-        tokenizer = DocumentTokenizer(base, config.documents) if config.documents != "none" else base
+        train_part = (piece.text for piece in pieces(files, split, cut) if piece.part == "train")  # read lazily
+        tokenizer = learnt if learnt is not None else learn_tokenizer(config, train_part)
         tokenizer.save(folder)  # before encoding: the encoding workers read it from there
-        continues = _encode(files, tokenizer, split, cut, folder, config, report, total)
-    meta = {"version": CACHE_VERSION, "dtype": _dtype_for(tokenizer.vocab_size).name, "characters": survey.characters,
-            "train_characters": split.at, "val_characters": survey.characters - split.at, "sha256": survey.sha256,
-            "source": files.source, "files": [str(p) for p in files.paths], "documents": config.documents,
-            "val_continues": continues}
+        parallel = kind.encodes_faster_in_workers and total >= ENCODE_IN_PARALLEL_ABOVE_BYTES
+        continues = _encode(files, tokenizer, split, cut, folder, config, report, total, parallel)
+    meta = {"version": CACHE_VERSION, "dtype": ids_dtype(tokenizer.vocab_size).name, "characters": survey.characters,
+            "train_characters": split.at, "val_characters": survey.characters - split.at,
+            "sha256": survey.digest.hexdigest(), "source": files.source, "files": [str(p) for p in files.paths],
+            "documents": config.documents, "val_continues": continues}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
-@dataclass
 class _Survey:
-    characters: int
-    sha256: str
-    characters_seen: set[str]
+    """The first pass over the text, which counts its characters and hashes it as its blocks go by
+    (a char vocabulary is learnt from them on the way)."""
 
+    def __init__(self) -> None:
+        self.characters = 0
+        self.digest = hashlib.sha256()
 
-def _survey(files: CorpusFiles, config: TokenizerConfig, report: Progress, total: int) -> _Survey:
-    """One pass over the text: its length, its hash, and the characters a char vocabulary needs."""
-    digest = hashlib.sha256()
-    characters = 0
-    seen = np.zeros(0x110000, dtype=bool)
-    for _, text, done in read_blocks(files):
-        digest.update(text.encode("utf-8", "surrogatepass"))
-        characters += len(text)
-        if config.kind == "char":
-            seen[np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)] = True
-        report("reading", done, total)
-    return _Survey(characters, digest.hexdigest(), {chr(c) for c in np.flatnonzero(seen)})
+    def read(self, files: CorpusFiles, report: Progress, total: int) -> Iterator[str]:
+        for _, text, done in read_blocks(files):
+            self.digest.update(text.encode("utf-8", "surrogatepass"))
+            self.characters += len(text)
+            yield text
+            report("reading", done, total)
 
 
 class _PartWriter:
@@ -280,68 +269,46 @@ def _save_segments(folder: Path, writers: dict[str, _PartWriter]) -> bool:
     return writers["val"].continues
 
 
-def _encode_words_in_one_pass(files: CorpusFiles, config: TokenizerConfig, split: Split, folder: Path,
-                              report: Progress, total: int) -> tuple[Tokenizer, bool]:
-    """Words, tokenized once: each token gets a provisional id in order of first appearance (written
-    to disk as it goes), the vocabulary is chosen from the training part's counts, and the
-    provisional ids are then mapped to the vocabulary's in one vectorised pass."""
-    pattern = pattern_for(False)
-    provisional: dict[str, int] = {}
+def _encode_numbered(files: CorpusFiles, numbering: TokenNumbering, split: Split, cut: Callable[[str], int],
+                     folder: Path, report: Progress, total: int) -> tuple[Tokenizer, bool]:
+    """The text split into tokens once: each token's number in order of first appearance is
+    written to disk as it goes, the vocabulary is chosen from the training part's counts, and the
+    numbers are then mapped to its ids in one vectorised pass."""
     paths = {part: folder / f"{part}.provisional" for part in ("train", "val")}
     writers = {part: _PartWriter(path, np.dtype(np.uint32), None) for part, path in paths.items()}
     try:
-        for piece in pieces(files, split, cut_for("word", "none")):
-            tokens = pattern.findall(piece.text)
-            ids = list(map(provisional.get, tokens))  # after the first blocks nearly every token is known
-            if None in ids:
-                ids = [provisional.setdefault(token, len(provisional)) for token in tokens]
-            writers[piece.part].stream(np.asarray(ids, dtype=np.uint32), piece.opens_file)
+        for piece in pieces(files, split, cut):
+            writers[piece.part].stream(numbering.number(piece.text), piece.opens_file)
             report("tokenizing", piece.done, total)
     finally:
         continues = _save_segments(folder, writers)
-    train_provisional = _map(paths["train"], np.dtype(np.uint32))
-    counts = np.zeros(len(provisional), dtype=np.int64)
-    for start in range(0, len(train_provisional), 1 << 24):
-        counts += np.bincount(train_provisional[start:start + (1 << 24)], minlength=len(provisional))
-    tokens = list(provisional)
-    tokenizer = WordTokenizer.from_counts({tokens[i]: int(counts[i]) for i in np.flatnonzero(counts)},
-                                          config.max_vocab, config.min_count, False, has_space=False)
-    final = np.zeros(len(tokens), dtype=np.uint32)  # <unk>, id 0, unless the token is in the vocabulary
-    index = tokenizer._index
-    for provisional_id, token in enumerate(tokens):
-        final[provisional_id] = index.get(token, 0)
-    dtype = _dtype_for(tokenizer.vocab_size)
-    del train_provisional
+    train_numbers = _map(paths["train"], np.dtype(np.uint32))
+    counts = np.zeros(len(numbering), dtype=np.int64)
+    for start in range(0, len(train_numbers), _CHUNK):
+        counts += np.bincount(train_numbers[start:start + _CHUNK], minlength=len(numbering))
+    del train_numbers
+    tokenizer, id_of_number = numbering.vocabulary(counts)
     for part, path in paths.items():
-        source = _map(path, np.dtype(np.uint32))
+        numbers = _map(path, np.dtype(np.uint32))
         with open(folder / f"{part}.bin", "wb") as out:
-            for start in range(0, len(source), 1 << 24):
-                final[source[start:start + (1 << 24)]].astype(dtype).tofile(out)
-        del source
+            for start in range(0, len(numbers), _CHUNK):
+                id_of_number[numbers[start:start + _CHUNK]].tofile(out)
+        del numbers
         path.unlink()
     return tokenizer, continues
 
 
 def _encode(files: CorpusFiles, tokenizer: Tokenizer, split: Split, cut: Callable[[str], int], folder: Path,
-            config: TokenizerConfig, report: Progress, total: int) -> bool:
-    dtype = _dtype_for(tokenizer.vocab_size)
+            config: TokenizerConfig, report: Progress, total: int, parallel: bool) -> bool:
     end_id = end_marker(tokenizer)
-    base = tokenizer.base if isinstance(tokenizer, DocumentTokenizer) else tokenizer
     jobs = ((piece, split_documents(piece.text, config.documents) if end_id is not None else [piece.text])
             for piece in pieces(files, split, cut))
-    workers = encoding_workers()
-    if isinstance(base, CharTokenizer):  # one vectorised lookup from code point to id beats any worker
-        codes = np.array([ord(base.token_text(i)) for i in range(base.vocab_size)], dtype=np.int64)
-        lookup = np.zeros(int(codes.max()) + 1, dtype=dtype)
-        lookup[codes] = np.arange(len(codes), dtype=dtype)
-        encoded: Iterator[tuple[Piece, list[np.ndarray]]] = (
-            (piece, [lookup[np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)]
-                     for text in texts]) for piece, texts in jobs)
-    elif workers > 1 and total >= ENCODE_IN_PARALLEL_ABOVE_BYTES:
-        encoded = encode_in_parallel(jobs, folder, config, dtype, workers)
-    else:
-        encoded = ((piece, [np.asarray(base.encode(text), dtype=dtype) for text in texts]) for piece, texts in jobs)
-    writers = {part: _PartWriter(folder / f"{part}.bin", dtype, end_id) for part in ("train", "val")}
+    workers = encoding_workers() if parallel else 1
+    encoded: Iterator[tuple[Piece, list[np.ndarray]]] = (
+        encode_in_parallel(jobs, folder, config, workers) if workers > 1
+        else ((piece, list(map(tokenizer.encode_array, texts))) for piece, texts in jobs))
+    writers = {part: _PartWriter(folder / f"{part}.bin", ids_dtype(tokenizer.vocab_size), end_id)
+               for part in ("train", "val")}
     try:
         for piece, ids in encoded:
             if end_id is None:
@@ -381,6 +348,3 @@ def _segments(path: Path, length: int) -> np.ndarray:
         raise ValueError(f"{path.name} holds no spans of the ids")
     return spans
 
-
-def _dtype_for(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint8 if vocab_size <= 1 << 8 else np.uint16 if vocab_size <= 1 << 16 else np.uint32)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from textgen.tokenizers.base import Tokenizer, checked_ids
+import numpy as np
+
+from textgen.tokenizers.base import Tokenizer, UnseenSymbols, checked_ids, ids_dtype
 
 
 class DocumentTokenizer:
@@ -32,6 +34,10 @@ class DocumentTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.base.encode(text)
 
+    def encode_array(self, text: str) -> np.ndarray:
+        # One id more than the base's may need a wider type (a char vocabulary of 256).
+        return self.base.encode_array(text).astype(ids_dtype(self.vocab_size), copy=False)
+
     def decode(self, ids: Iterable[int]) -> str:
         ids = checked_ids(ids, self.vocab_size)
         return self.base.decode(i for i in ids if i != self.end_id)
@@ -39,8 +45,17 @@ class DocumentTokenizer:
     def unknown_symbols(self, text: str) -> list[str]:
         return self.base.unknown_symbols(text)
 
+    def unseen(self, text: str) -> UnseenSymbols:
+        return self.base.unseen(text)
+
+    def encode_leniently(self, text: str, unknown: str) -> list[int]:
+        return self.base.encode_leniently(text, unknown)
+
     def token_text(self, token_id: int) -> str:
         return self.END if token_id == self.end_id else self.base.token_text(token_id)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return b"" if token_id == self.end_id else self.base.token_bytes(token_id)
 
     def save(self, directory: Path) -> None:
         self.base.save(directory)

@@ -42,17 +42,17 @@ def encoding_workers() -> int:
 
 
 def encode_in_parallel(jobs: Iterable[tuple[Tag, list[str]]], directory: Path, config: TokenizerConfig,
-                       dtype: np.dtype, workers: int) -> Iterator[tuple[Tag, list[np.ndarray]]]:
-    """(tag, the ids of each text) for each (tag, texts) of `jobs`, in order, encoded by `workers`
-    processes that load the base tokenizer saved in `directory`. At most two batches per worker
-    are in flight, so memory stays bounded however big the corpus."""
+                       workers: int) -> Iterator[tuple[Tag, list[np.ndarray]]]:
+    """(tag, each text's ids as encode_array gives them) for each (tag, texts) of `jobs`, in order,
+    encoded by `workers` processes that load the tokenizer saved in `directory`. At most two
+    batches per worker are in flight, so memory stays bounded however big the corpus."""
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                initargs=(str(directory), config))
     try:
         pending: deque[tuple[Tag, Future]] = deque()
         for tag, texts in jobs:
-            pending.append((tag, pool.submit(_encode_texts, texts, dtype.str)))
+            pending.append((tag, pool.submit(_encode_texts, texts)))
             if len(pending) >= 2 * workers:
                 tag, done = pending.popleft()
                 yield tag, done.result()
@@ -71,6 +71,6 @@ def _start_worker(directory: str, config: TokenizerConfig) -> None:
     _worker_tokenizer = load_tokenizer(Path(directory), config)
 
 
-def _encode_texts(texts: list[str], dtype: str) -> list[np.ndarray]:
+def _encode_texts(texts: list[str]) -> list[np.ndarray]:
     assert _worker_tokenizer is not None
-    return [np.asarray(_worker_tokenizer.encode(text), dtype=np.dtype(dtype)) for text in texts]
+    return list(map(_worker_tokenizer.encode_array, texts))

@@ -6,20 +6,18 @@ import codecs
 
 from textgen.tokenizers.base import Tokenizer, TokenList
 from textgen.tokenizers.documents import DocumentTokenizer, end_marker
-from textgen.tokenizers.subword import SentencePieceTokenizer
 
 
 class StreamDecoder:
     """Turns ids into text one token at a time, as a sampler makes them.
 
-    Subword byte pieces are held back until they complete a UTF-8 character;
-    char and word tokens are whole text already.
+    A token's bytes (a subword byte piece: part of a character) are held back until they complete
+    a UTF-8 character; the tokens of a token list (char, word) are whole text already.
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tokenizer = tokenizer
         base = tokenizer.base if isinstance(tokenizer, DocumentTokenizer) else tokenizer
-        self._subword = base if isinstance(base, SentencePieceTokenizer) else None
         self._end_id = end_marker(tokenizer)
         # The incremental decoder gives the same replacement characters as a
         # one-shot decode, so feed() pieces always add up to decode().
@@ -32,9 +30,7 @@ class StreamDecoder:
             return ""
         if self._texts is not None and 0 <= token_id < len(self._texts):
             return self._texts[token_id]
-        if self._subword is None:
-            return self._tokenizer.decode([token_id])
-        return self._utf8.decode(self._subword.token_bytes(token_id))
+        return self._utf8.decode(self._tokenizer.token_bytes(token_id))
 
     def flush(self) -> str:
         return self._utf8.decode(b"", final=True)

@@ -11,11 +11,14 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
-from textgen.config import SUBWORD_MODELS
+from textgen.config import SUBWORD_MODELS, OptionError, TokenizerConfig
 from textgen.errors import TextgenError
-from textgen.tokenizers.base import MODEL_FILE, UNK, checked_ids
+from textgen.tokenizers.base import (
+    MODEL_FILE, UNK, TokenNumbering, UnseenSymbols, checked_ids, ids_array, read_tokenizer_file,
+)
 
 # sentencepiece shows a space as this character inside its pieces.
 _SP_SPACE = "\u2581"
@@ -30,6 +33,8 @@ class SentencePieceTokenizer:
     """Subword pieces from a sentencepiece model, falling back to UTF-8 bytes."""
 
     kind = "subword"
+    learns_from_whole_text = False
+    encodes_faster_in_workers = True
 
     def __init__(self, model: bytes) -> None:
         self._model = model
@@ -45,6 +50,29 @@ class SentencePieceTokenizer:
         ]
         self._newline_id = sp.piece_to_id("\n")
         self._literal_space_ids = [sp.piece_to_id(f"<0x{b:02X}>") for b in _SP_SPACE.encode()]
+
+    @classmethod
+    def learn(cls, pieces: Iterable[str], config: TokenizerConfig) -> SentencePieceTokenizer:
+        return cls.from_texts(pieces, config.vocab_size, config.subword_model, config.subword_sample)
+
+    @classmethod
+    def load(cls, directory: Path) -> SentencePieceTokenizer:
+        path = Path(directory) / MODEL_FILE
+        try:
+            tokenizer = cls(read_tokenizer_file(path))
+        except (RuntimeError, ValueError):
+            raise TextgenError(f"{path}: not a valid sentencepiece model") from None
+        if not tokenizer.can_spell_anything():
+            raise TextgenError(f"{path}: not a sentencepiece model written by textgen")
+        return tokenizer
+
+    @staticmethod
+    def piece_end(text: str) -> int:
+        return text.rfind("\n") + 1  # lines are encoded one by one
+
+    @classmethod
+    def numbering(cls, config: TokenizerConfig) -> TokenNumbering | None:
+        return None  # pieces are chosen from the text's statistics, before any is encoded
 
     @classmethod
     def from_text(cls, text: str, vocab_size: int, model_type: str) -> SentencePieceTokenizer:
@@ -99,10 +127,8 @@ class SentencePieceTokenizer:
                 raise TextgenError("the text has nothing but line breaks to learn subwords from") from None
             needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
             if needed:
-                raise TextgenError(
-                    f"a subword vocab_size of {vocab_size} is too small for this text: its "
-                    f"characters and the 256 byte pieces need at least {needed.group(1)}"
-                ) from None
+                raise OptionError("vocab_size", f"of {vocab_size} is too small for this text: its characters "
+                                                f"and the 256 byte pieces need at least {needed.group(1)}") from None
             reason = (str(e).strip().splitlines() or [type(e).__name__])[-1]
             raise TextgenError(f"sentencepiece could not learn a vocabulary: {reason}") from None
         return cls(model.getvalue())
@@ -133,6 +159,9 @@ class SentencePieceTokenizer:
             ids += line
         return ids
 
+    def encode_array(self, text: str) -> np.ndarray:
+        return ids_array(self.encode(text), self.vocab_size)
+
     def decode(self, ids: Iterable[int]) -> str:
         pieces = map(self._bytes.__getitem__, checked_ids(ids, len(self._bytes)))
         return b"".join(pieces).decode("utf-8", errors="replace")
@@ -142,6 +171,12 @@ class SentencePieceTokenizer:
 
     def unknown_symbols(self, text: str) -> list[str]:
         return []  # byte fallback spells out anything
+
+    def unseen(self, text: str) -> UnseenSymbols:
+        return UnseenSymbols([], 0, 0)
+
+    def encode_leniently(self, text: str, unknown: str) -> list[int]:
+        return self.encode(text)
 
     def token_text(self, token_id: int) -> str:
         if self._sp.is_byte(checked_ids([token_id], len(self._bytes))[0]):

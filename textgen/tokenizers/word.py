@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
+import numpy as np
+
+from textgen.config import OptionError, TokenizerConfig
 from textgen.errors import TextgenError
-from textgen.tokenizers.base import UNK, TokenList
+from textgen.tokenizers.base import JSON_FILE, UNK, TokenList, UnseenSymbols, ids_dtype, read_token_list
 
 # CJK ideographs (extension A, the unified block, compatibility ideographs,
 # planes 2): Chinese has no spaces, so each ideograph is a word of its own.
@@ -29,6 +33,8 @@ class WordTokenizer(TokenList):
     """Words, numbers, punctuation marks and whitespace as tokens; <unk> is id 0."""
 
     kind = "word"
+    learns_from_whole_text = False
+    encodes_faster_in_workers = True
 
     def __init__(self, tokens: list[str], fold_spaces: bool = False) -> None:
         super().__init__(tokens)  # tokens[0] is UNK, which no text ever spells
@@ -45,13 +51,49 @@ class WordTokenizer(TokenList):
         return cls.from_counts(counts, max_vocab, min_count, fold_spaces, has_space=" " in text)
 
     @classmethod
+    def learn(cls, pieces: Iterable[str], config: TokenizerConfig) -> WordTokenizer:
+        """The vocabulary of the tokens of the pieces, counted a piece at a time."""
+        pattern = pattern_for(config.fold_spaces)
+        counts: Counter[str] = Counter()
+        has_space = False
+        for piece in pieces:
+            counts.update(pattern.findall(piece))
+            has_space = has_space or " " in piece
+        return cls.from_counts(counts, config.max_vocab, config.min_count, config.fold_spaces, has_space)
+
+    @classmethod
+    def load(cls, directory: Path) -> WordTokenizer:
+        data = read_token_list(directory, cls.kind)
+        fold_spaces = data.get("fold_spaces", False)
+        if data["tokens"][0] != UNK or not isinstance(fold_spaces, bool):
+            raise TextgenError(f"{Path(directory) / JSON_FILE}: a word vocabulary starts with {UNK!r}, "
+                               f"fold_spaces is a bool")
+        return cls(data["tokens"], fold_spaces)
+
+    @staticmethod
+    def piece_end(text: str) -> int:
+        """Just after a line break followed by something other than whitespace: no token (a word,
+        a number, a mark or a whitespace run) can straddle it."""
+        end = len(text)
+        while (end := text.rfind("\n", 0, end)) >= 0:
+            if end + 1 < len(text) and not text[end + 1].isspace():
+                return end + 1
+        return 0
+
+    @classmethod
+    def numbering(cls, config: TokenizerConfig) -> FirstSeenNumbering | None:
+        """Without folded spaces a token's id depends on that token alone, so a big corpus can be
+        split into tokens before its vocabulary is known, and renumbered after."""
+        return None if config.fold_spaces else FirstSeenNumbering(config)
+
+    @classmethod
     def from_counts(
         cls, counts: Mapping[str, int], max_vocab: int, min_count: int, fold_spaces: bool, has_space: bool
     ) -> WordTokenizer:
         """The vocabulary of token counts made with `pattern_for(fold_spaces)` (however they were
         counted: at once, or a block at a time for a big corpus); `has_space`: the text holds a " "."""
         if max_vocab < 2:
-            raise TextgenError(f"max_vocab must be at least 2 (<unk> and a word), not {max_vocab}")
+            raise OptionError("max_vocab", f"must be at least 2 (<unk> and a word), not {max_vocab}")
         # A lone " " is rare once spaces fold into words, yet encode needs it to
         # keep the space of an unknown " word"; so it is kept, right after <unk>.
         specials = [UNK, " "] if fold_spaces and has_space else [UNK]
@@ -62,8 +104,8 @@ class WordTokenizer(TokenList):
         )
         if not ranked and len(specials) == 1:
             # A vocabulary of <unk> alone trains a model that can only ever write <unk>.
-            raise TextgenError(f"no token occurs at least {min_count} times in the text, so the vocabulary "
-                               f"would hold nothing but {UNK}; lower --min-count")
+            raise OptionError("min_count", f"of {min_count} keeps no token of the text, so the vocabulary would "
+                                           f"hold nothing but {UNK}; lower it")
         return cls((specials + ranked)[:max_vocab], fold_spaces)
 
     def split(self, text: str) -> list[str]:
@@ -90,6 +132,15 @@ class WordTokenizer(TokenList):
     def unknown_symbols(self, text: str) -> list[str]:
         return list(dict.fromkeys(map(self.word_of, self.unknown_tokens(text))))
 
+    def unseen(self, text: str) -> UnseenSymbols:
+        words = list(map(self.word_of, self.unknown_tokens(text)))  # one pass over the text
+        return UnseenSymbols(list(dict.fromkeys(words)), len(words), sum(map(len, words)))
+
+    def encode_leniently(self, text: str, unknown: str) -> list[int]:
+        """Unseen words dropped ("skip") or left as <unk> ("replace"), the token learnt for rare words."""
+        ids = self.encode(text)
+        return [i for i in ids if i != 0] if unknown == "skip" else ids
+
     def unknown_tokens(self, text: str) -> list[str]:
         """Every token of `text` outside the vocabulary, as often as it occurs."""
         return [t for t in self.split(text) if t not in self._index]
@@ -101,3 +152,33 @@ class WordTokenizer(TokenList):
 
     def _extra_json(self) -> dict[str, object]:
         return {"fold_spaces": self.fold_spaces}
+
+
+class FirstSeenNumbering:
+    """Unfolded word tokens numbered in order of first appearance, so that a corpus too big to
+    read twice is split into tokens once; `vocabulary` maps the numbers to ids once the training
+    part's counts are known."""
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        self._config = config
+        self._numbers: dict[str, int] = {}
+
+    def number(self, text: str) -> np.ndarray:
+        tokens = _UNFOLDED.findall(text)
+        numbers = list(map(self._numbers.get, tokens))  # after the first blocks nearly every token is known
+        if None in numbers:
+            numbers = [self._numbers.setdefault(token, len(self._numbers)) for token in tokens]
+        return np.asarray(numbers, dtype=np.uint32)
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+    def vocabulary(self, counts: np.ndarray) -> tuple[WordTokenizer, np.ndarray]:
+        """The tokenizer learnt from `counts` (how often each number occurs in the training part,
+        indexed by number) and each number's id in it: <unk>, 0, for a token it left out."""
+        tokens = list(self._numbers)
+        seen = {tokens[number]: int(counts[number]) for number in np.flatnonzero(counts)}
+        tokenizer = WordTokenizer.from_counts(seen, self._config.max_vocab, self._config.min_count, False,
+                                              has_space=False)
+        ids = map(tokenizer._index.get, tokens, [0] * len(tokens))
+        return tokenizer, np.fromiter(ids, dtype=ids_dtype(tokenizer.vocab_size), count=len(tokens))
