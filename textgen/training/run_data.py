@@ -22,7 +22,7 @@ from textgen.devices import resolve_device
 from textgen.errors import TextgenError
 from textgen.evaluation import documents_loss, held_out_loss, total_loss
 from textgen.model import RNNLanguageModel
-from textgen.tokenizers import Tokenizer, build_tokenizer, end_marker
+from textgen.tokenizers import Tokenizer, build_tokenizer, end_marker, tokenizer_kind
 from textgen.training.distributed import SINGLE, Group
 
 
@@ -195,9 +195,10 @@ def _text_in_memory(corpus: Corpus, tokenizer_config: TokenizerConfig, config: T
     train_text, val_text = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
     if saved is not None:
         tokenizer = saved.tokenizer
-    else:  # char vocabularies come from the whole file, so held-out text never holds an unseen character;
+    else:  # a char vocabulary comes from the whole file, so held-out text never holds an unseen character;
         # word and subword vocabularies are learnt from the training part only
-        tokenizer = build_tokenizer(tokenizer_config, corpus.text if tokenizer_config.kind == "char" else train_text)
+        whole = tokenizer_kind(tokenizer_config.kind).learns_from_whole_text
+        tokenizer = build_tokenizer(tokenizer_config, corpus.text if whole else train_text)
     record = CorpusRecord(
         source=corpus.source, name=corpus.name, path=str(corpus.path) if corpus.path else None,
         sha256=corpus.sha256, encoding=corpus.encoding, characters=len(corpus.text),
