@@ -93,6 +93,12 @@ def test_help_the_records_and_the_render_layer_import_no_torch(code):
     assert done.returncode == 0 and done.stdout.strip().endswith("light"), done.stdout + done.stderr
 
 
+def test_the_render_layer_is_typed_with_the_records_it_draws_not_any():
+    for path in sorted((PACKAGE / "render").glob("*.py")):
+        names = {node.id for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.Name)}
+        assert "Any" not in names, f"{path.name} annotates with Any"
+
+
 def test_an_installed_package_holds_every_room_and_the_report_template():
     """`pip install .` ships what pyproject.toml names: every subpackage, and the page template."""
     import tomllib

@@ -55,7 +55,8 @@ def evaluate(
     from textgen.data.corpus import held_out_text, read_text_file
     from textgen.devices import keep_freed_memory, resolve_device
     from textgen.evaluation import evaluate_text
-    from textgen.render.console import console, evaluation_table
+    from textgen.render.console import console
+    from textgen.render.tables import evaluation_table
 
     keep_freed_memory()  # scoring and --gradients free and take back the same large blocks
 
@@ -113,7 +114,8 @@ def evaluate(
 
 def _print_comparison(rows: list[Any], views: dict[str, Any], asked: dict[str, bool], what: str,
                       as_json: bool) -> None:
-    from textgen.render.console import comparison_table, console
+    from textgen.render.console import console
+    from textgen.render.tables import comparison_table
 
     if as_json:
         typer.echo(json.dumps([{**row.to_json(), **_views_json(views[row.name], asked)} for row in rows]))
@@ -164,7 +166,8 @@ def _views_json(views: dict[str, Any], asked: dict[str, bool]) -> dict[str, Any]
 
 
 def _print_views(views: dict[str, Any], asked: dict[str, bool], name: str) -> None:
-    from textgen.render.console import cells_view, console, gradient_chart, memory_chart, surprise_text
+    from textgen.render.console import console
+    from textgen.render.insight import cells_view, gradient_chart, memory_chart, surprise_text
 
     if asked["memory"]:
         console.print(memory_chart({name: views["memory"]}))

@@ -149,7 +149,7 @@ def train(
 def _read_corpus(group: Any, read: Any) -> Any:
     """The corpus, read with a progress bar by process 0 first (it prepares the id cache of a big
     one), then by the others, who find the cache ready."""
-    from textgen.render.console import PreparationDisplay
+    from textgen.render.training import PreparationDisplay
 
     if group.is_main:
         with PreparationDisplay() as show_progress:
@@ -159,7 +159,7 @@ def _read_corpus(group: Any, read: Any) -> Any:
 
 
 def _display(group: Any) -> Any:
-    from textgen.render.console import TrainingDisplay
+    from textgen.render.training import TrainingDisplay
 
     return TrainingDisplay() if group.is_main else nullcontext(None)
 
@@ -221,7 +221,8 @@ def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]
 
 def _finish(result: Any, prompt: str, group: Any) -> None:
     """The run's report, then what to do next (process 0 only); exit 130 after an interruption."""
-    from textgen.render.console import console, run_report, training_summary
+    from textgen.render.console import console
+    from textgen.render.tables import run_report, training_summary
 
     if not group.is_main:
         if result.interrupted:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import jinja2
 import markupsafe
+
+from textgen.checkpoint.records import MetricsRow
+from textgen.reports import CellReport, GradientFade, MemoryPoint, ModelRow, TokenSurprise
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -22,11 +24,11 @@ _STEPS = [(1.0, "#b7e4b0"), (2.0, "#dcefb5"), (4.0, "#fbe7a1"), (6.0, "#f9c58d")
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
-def report_page(*, title: str, subtitle: str, text_name: str, rows: list[Any], model_name: str,
-                tokens: list[Any], tokens_cut: bool, metrics: list[Any], memory: dict[str, list[Any]],
-                gradients: dict[str, list[Any]], cells: Any | None) -> str:
-    """The page's HTML. `rows`: ModelRow; `tokens`: TokenSurprise; `metrics`: MetricsRow; `memory`
-    and `gradients`: per model name, MemoryPoint and GradientFade lists; `cells`: a CellReport."""
+def report_page(*, title: str, subtitle: str, text_name: str, rows: list[ModelRow], model_name: str,
+                tokens: list[TokenSurprise], tokens_cut: bool, metrics: list[MetricsRow],
+                memory: dict[str, list[MemoryPoint]], gradients: dict[str, list[GradientFade]],
+                cells: CellReport | None) -> str:
+    """The page's HTML; `memory` and `gradients` are per model name."""
     charts = []
     if metrics:
         series = {"training loss": [(row.step, row.train_loss) for row in metrics if _finite(row.train_loss)],
@@ -117,7 +119,7 @@ def _colour(bits: float) -> str:
     return next(colour for limit, colour in _STEPS if bits < limit)
 
 
-def _tip(token: Any) -> str:
+def _tip(token: TokenSurprise) -> str:
     lines = [f"{token.bits:.2f} bits, p = {token.probability:.3f}"]
     lines += [f"{_visible(text)}  {p:.3f}" for text, p in token.preferred]
     return "\n".join(lines)
