@@ -5,9 +5,23 @@ from __future__ import annotations
 
 import math
 
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from textgen.checkpoint.records import MetricsRow
+
+
+_AXIS_WIDTH = 9  # the loss labels and the axis, left of the plot
+
+
+class LossChart:
+    """loss_chart at `width` columns of plot, or narrower where the terminal is."""
+
+    def __init__(self, metrics: list[MetricsRow], width: int = 60, height: int = 12) -> None:
+        self.metrics, self.width, self.height = metrics, width, height
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield loss_chart(self.metrics, max(10, min(self.width, options.max_width - _AXIS_WIDTH)), self.height)
 
 
 def loss_chart(metrics: list[MetricsRow], width: int = 60, height: int = 12) -> Text:

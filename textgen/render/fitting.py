@@ -104,16 +104,16 @@ class FittedTable:
 
 
 def _share_out(columns: list[Measurement], room: int) -> list[int | None]:
-    """Content widths: each column its narrowest, then the room left given out in proportion to
-    how much wider each would like to be. None (Rich's own choice, long words folded) when even
-    the narrowest do not fit."""
-    narrowest, widest = sum(c.minimum for c in columns), sum(c.maximum for c in columns)
-    if narrowest > room:
+    """Content widths: each column its narrowest, then the room left given to the columns that
+    need least of it to be whole, so short names and figures stay on one line and only the
+    longest text wraps. None (Rich's own choice, long words folded) when even the narrowest do
+    not fit."""
+    if sum(c.minimum for c in columns) > room:
         return [None] * len(columns)
-    if widest <= room:
-        return [c.maximum - _PADDING for c in columns]
-    spare, wanted = room - narrowest, widest - narrowest
-    widths = [c.minimum + spare * (c.maximum - c.minimum) // wanted for c in columns]
-    for index in range(room - sum(widths)):  # what rounding down kept back, a character each
-        widths[index % len(widths)] += 1
-    return [min(w, c.maximum) - _PADDING for w, c in zip(widths, columns)]
+    widths = [c.minimum for c in columns]
+    spare = room - sum(widths)
+    for index in sorted(range(len(columns)), key=lambda i: columns[i].maximum - columns[i].minimum):
+        grown = min(spare, columns[index].maximum - widths[index])
+        widths[index] += grown
+        spare -= grown
+    return [width - _PADDING for width in widths]

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from textgen.checkpoint import CheckpointInfo
 from textgen.checkpoint.records import MetricsRow
-from textgen.render.charts import loss_chart
+from textgen.render.charts import LossChart
 from textgen.render.console import figure
 from textgen.render.fitting import Column, FittedTable
 from textgen.reports import EvaluationResult, ModelRow, TrainingResult
@@ -81,7 +81,7 @@ def run_report(path: Path, info: CheckpointInfo, parameters: int | None, metrics
     (a chart needs two evaluations to show a trend)."""
     if len(metrics) < 2:
         return Group(info_table(path, info, parameters))
-    return Group(info_table(path, info, parameters), Text(), loss_chart(metrics))
+    return Group(info_table(path, info, parameters), Text(), LossChart(metrics))
 
 
 def comparison_table(rows: list[ModelRow], what: str) -> FittedTable:
