@@ -212,7 +212,8 @@ def _write_report(path: Path, rows: list[Any], views: dict[str, Any], loaded: li
     tokens = surprisal(first.model, first.tokenizer, ids[: REPORT_TOKENS + 1], top=5)  # with tooltips
     page = report_page(
         title=", ".join(names), subtitle=f"textgen evaluate on {what}", text_name=what, rows=rows,
-        model_name=names[0], tokens=tokens, tokens_cut=len(ids) > REPORT_TOKENS + 1,
+        model_name=names[0], first_token=first.tokenizer.token_text(ids[0]), tokens=tokens,
+        tokens_cut=len(ids) > REPORT_TOKENS + 1,
         metrics=read_metrics(first.path), memory={name: views[name]["memory"] for name in names},
         gradients={name: views[name]["gradients"] for name in names}, cells=views[names[0]]["cells"],
     )

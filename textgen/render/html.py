@@ -25,10 +25,11 @@ _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
 def report_page(*, title: str, subtitle: str, text_name: str, rows: list[ModelRow], model_name: str,
-                tokens: list[TokenSurprise], tokens_cut: bool, metrics: list[MetricsRow],
+                first_token: str, tokens: list[TokenSurprise], tokens_cut: bool, metrics: list[MetricsRow],
                 memory: dict[str, list[MemoryPoint]], gradients: dict[str, list[GradientFade]],
                 cells: CellReport | None) -> str:
-    """The page's HTML; `memory` and `gradients` are per model name."""
+    """The page's HTML. `first_token` is the text's first token, which nothing before it predicts,
+    and `tokens` the surprise of each token after it; `memory` and `gradients` are per model name."""
     charts = []
     if metrics:
         series = {"training loss": [(row.step, row.train_loss) for row in metrics if _finite(row.train_loss)],
@@ -53,7 +54,9 @@ def report_page(*, title: str, subtitle: str, text_name: str, rows: list[ModelRo
         legend.append({"label": f"{previous:g}–{limit:g}" if math.isfinite(limit) else f"{previous:g}+",
                        "colour": colour})
         previous = limit
-    shown = [{"text": token.text, "colour": _colour(token.bits), "tip": _tip(token)} for token in tokens]
+    # The first token is shown uncoloured, so the text reads whole from its first character.
+    shown = [{"text": first_token, "colour": None, "tip": "the first token: nothing before it predicts it"}]
+    shown += [{"text": token.text, "colour": _colour(token.bits), "tip": _tip(token)} for token in tokens]
     cells_data = None
     if cells is not None:
         cells_data = {"best": cells.best, "saturation": cells.saturation}
