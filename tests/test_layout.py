@@ -17,15 +17,15 @@ LAYERS = [
     {"errors"},
     {"config"},
     {"checkpoint", "devices"},
-    {"tokenizers", "model"},
+    {"tokenizers", "model", "reports"},  # reports: the records training, evaluation and insight hand back
     {"data"},  # preparing a big corpus tokenizes it
     {"evaluation"},
     {"training", "sampling", "insight"},
     {"api"},
     {"cli"},
 ]
-# The render layer draws plain data for the CLI: it may import only these.
-RENDER_MAY_IMPORT = {"render", "config", "errors"}
+# The render layer draws plain data for the CLI: it may import only these (none imports torch).
+RENDER_MAY_IMPORT = {"render", "reports", "checkpoint", "config", "errors"}
 
 
 def room_of(module: str) -> str:
@@ -78,15 +78,25 @@ def test_every_module_says_what_it_is_for():
         assert docstring and len(docstring) > 20, f"{path} has no docstring saying what it is for"
 
 
+RENDER_MODULES = sorted("textgen.render." + p.stem for p in (PACKAGE / "render").glob("*.py") if p.stem != "__init__")
+
+
 @pytest.mark.parametrize("code", [
     "from textgen.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
     "from textgen.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass",
-    "import textgen.render.console",
+    "import textgen.reports",
+    "import " + ", ".join(RENDER_MODULES),
 ])
-def test_help_and_the_render_layer_import_no_torch(code):
+def test_help_the_records_and_the_render_layer_import_no_torch(code):
     check = code + "\nimport sys\nassert 'torch' not in sys.modules, 'torch was imported'\nprint('light')"
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("light"), done.stdout + done.stderr
+
+
+def test_the_render_layer_is_typed_with_the_records_it_draws_not_any():
+    for path in sorted((PACKAGE / "render").glob("*.py")):
+        names = {node.id for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.Name)}
+        assert "Any" not in names, f"{path.name} annotates with Any"
 
 
 def test_an_installed_package_holds_every_room_and_the_report_template():

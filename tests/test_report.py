@@ -4,6 +4,7 @@ skipped where there is none) without console errors."""
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -44,6 +45,15 @@ def test_the_report_holds_the_comparison_the_coloured_text_and_the_charts(report
     assert page.count("<polyline") >= 2 + 2  # two models' memory, and each model's layer of gradients
 
 
+def test_the_surprise_view_shows_the_whole_text_its_first_token_uncoloured(report):
+    page = report.read_text(encoding="utf-8")
+    surprise = re.search(r'<div class="text" id="surprise">(.*?)</div>', page, re.S).group(1)
+    assert html.unescape(re.sub(r"<[^>]+>", "", surprise)) == TEXT  # it begins "The", not "he"
+    first = re.match(r'<span class="t" data-tip="([^"]*)">([^<]*)</span>', surprise)
+    assert first is not None and first.group(2) == "T"  # no background: nothing predicted it
+    assert first.group(1) == "the first token: nothing before it predicts it"
+
+
 def test_the_report_fetches_nothing_and_escapes_the_users_text(report):
     page = report.read_text(encoding="utf-8")
     # The char model's tokens are single characters, each in its own span: < and & arrive escaped.
@@ -68,6 +78,6 @@ def test_the_report_loads_in_a_real_browser_without_console_errors(report, tmp_p
                            capture_output=True, text=True, timeout=300)
     assert shot.is_file() and shot.stat().st_size > 10_000, shown.stderr[-2000:]
     dom = subprocess.run([_browser(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=300)
-    assert dom.stdout.count('class="t"') == len(TEXT) - 1 and "data-tip=" in dom.stdout
+    assert dom.stdout.count('class="t"') == len(TEXT) and "data-tip=" in dom.stdout  # the first one too
     console = [line for line in shown.stderr.splitlines() + dom.stderr.splitlines() if "CONSOLE" in line]
     assert not [line for line in console if "ERROR" in line or "Uncaught" in line], console

@@ -55,7 +55,8 @@ def evaluate(
     from textgen.data.corpus import held_out_text, read_text_file
     from textgen.devices import keep_freed_memory, resolve_device
     from textgen.evaluation import evaluate_text
-    from textgen.render.console import console, evaluation_table
+    from textgen.render.console import console
+    from textgen.render.tables import evaluation_table
 
     keep_freed_memory()  # scoring and --gradients free and take back the same large blocks
 
@@ -113,7 +114,8 @@ def evaluate(
 
 def _print_comparison(rows: list[Any], views: dict[str, Any], asked: dict[str, bool], what: str,
                       as_json: bool) -> None:
-    from textgen.render.console import comparison_table, console
+    from textgen.render.console import console
+    from textgen.render.tables import comparison_table
 
     if as_json:
         typer.echo(json.dumps([{**row.to_json(), **_views_json(views[row.name], asked)} for row in rows]))
@@ -164,7 +166,8 @@ def _views_json(views: dict[str, Any], asked: dict[str, bool]) -> dict[str, Any]
 
 
 def _print_views(views: dict[str, Any], asked: dict[str, bool], name: str) -> None:
-    from textgen.render.console import cells_view, console, gradient_chart, memory_chart, surprise_text
+    from textgen.render.console import console
+    from textgen.render.insight import cells_view, gradient_chart, memory_chart, surprise_text
 
     if asked["memory"]:
         console.print(memory_chart({name: views["memory"]}))
@@ -209,7 +212,8 @@ def _write_report(path: Path, rows: list[Any], views: dict[str, Any], loaded: li
     tokens = surprisal(first.model, first.tokenizer, ids[: REPORT_TOKENS + 1], top=5)  # with tooltips
     page = report_page(
         title=", ".join(names), subtitle=f"textgen evaluate on {what}", text_name=what, rows=rows,
-        model_name=names[0], tokens=tokens, tokens_cut=len(ids) > REPORT_TOKENS + 1,
+        model_name=names[0], first_token=first.tokenizer.token_text(ids[0]), tokens=tokens,
+        tokens_cut=len(ids) > REPORT_TOKENS + 1,
         metrics=read_metrics(first.path), memory={name: views[name]["memory"] for name in names},
         gradients={name: views[name]["gradients"] for name in names}, cells=views[names[0]]["cells"],
     )

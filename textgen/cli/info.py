@@ -14,7 +14,8 @@ def info(
     """Show what a checkpoint holds: model, tokenizer, corpus and best figures."""
     from textgen.api import load_checkpoint
     from textgen.checkpoint import read_metrics
-    from textgen.render.console import console, run_report
+    from textgen.render.console import console
+    from textgen.render.tables import run_report
 
     loaded = load_checkpoint(checkpoint)
     console.print(run_report(checkpoint, loaded.info, loaded.model.num_parameters(), read_metrics(checkpoint)))

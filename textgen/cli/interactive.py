@@ -83,7 +83,7 @@ class Session:
         elif command in (":help", ":h", ":?"):
             self.console.print(HELP, markup=False, highlight=False, soft_wrap=True)
         elif command in (":settings", ":show"):
-            from textgen.render.console import settings_table
+            from textgen.render.interactive import settings_table
 
             self.console.print(settings_table(self.config))
         elif command == ":clear":
@@ -137,7 +137,8 @@ class Session:
 
     def pick_next(self, argument: str) -> bool:
         """Show the likeliest next tokens and add the ones the user picks; False on Ctrl-D."""
-        from textgen.render.console import context_tail, next_tokens_table, write_piece
+        from textgen.render.console import write_piece
+        from textgen.render.interactive import context_tail, next_tokens_table
 
         try:
             top = int(argument) if argument else DEFAULT_NEXT

@@ -107,7 +107,8 @@ def _show_documents(pieces: Iterator[Any], prompt: str, config: SampleConfig, do
 def _show_samples(pieces: Iterator[Any], prompt: str, config: SampleConfig) -> None:
     """One sample streams as it is made; several grow side by side in a terminal, and elsewhere
     (or when too many for columns) each is printed whole as soon as it is finished."""
-    from textgen.render.console import SideBySide, console, fits_side_by_side, write_piece
+    from textgen.render.console import console, write_piece
+    from textgen.render.samples import SideBySide, fits_side_by_side
 
     count = config.num_samples
     if count == 1:

@@ -135,7 +135,7 @@ class _Watcher:
     prepared, the preset line, then the training display (the library calls the hooks)."""
 
     def __init__(self) -> None:
-        from textgen.render.console import PreparationDisplay, TrainingDisplay
+        from textgen.render.training import PreparationDisplay, TrainingDisplay
 
         self.preparation, self.display = PreparationDisplay(), TrainingDisplay()
 
@@ -207,7 +207,8 @@ def _recorded_device(checkpoint: Path) -> str:
 
 def _finish(result: Any, group: Any) -> None:
     """The run's report, then what to do next (process 0 only); exit 130 after an interruption."""
-    from textgen.render.console import console, run_report, training_summary
+    from textgen.render.console import console
+    from textgen.render.tables import run_report, training_summary
 
     prompt = "ROMEO:" if result.info.corpus.name == "shakespeare" else ""
 

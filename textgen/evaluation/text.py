@@ -8,38 +8,13 @@ which is what makes a char model and a word or subword model comparable.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from textgen.errors import TextgenError
 from textgen.evaluation.scoring import documents_loss, total_loss
 from textgen.model import RNNLanguageModel
-
-
-@dataclass
-class EvaluationResult:
-    loss: float  # mean nats per scored token
-    perplexity: float
-    bits_per_char: float
-    tokens: int  # tokens scored
-    characters: int  # characters those tokens spell
-    # Occurrences of symbols the model never saw, and what was done with them: "skipped" (left out
-    # of the score), "replaced" (by a stand-in the model knows), "<unk>" (scored as a word model's
-    # unknown token) or "" when there were none. Reported so a figure is never silently flattered.
-    unseen: int = 0
-    unseen_handling: str = ""
-
-    def to_json(self) -> dict[str, float | int | str]:
-        return {
-            "loss": self.loss,
-            "perplexity": self.perplexity,
-            "bits_per_char": self.bits_per_char,
-            "tokens": self.tokens,
-            "characters": self.characters,
-            "unseen_symbols": self.unseen,
-            "unseen_handling": self.unseen_handling or "none",
-        }
+from textgen.reports import EvaluationResult
 
 
 def summarise(total_nats: float, tokens: int, characters: int) -> EvaluationResult:

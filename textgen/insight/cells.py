@@ -11,12 +11,11 @@ of each token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from textgen.evaluation import evaluation_mode
 from textgen.model import RNNLanguageModel
+from textgen.reports import CellMatch, CellReport
 from textgen.tokenizers import Tokenizer
 
 _OPEN_BRACKETS, _CLOSE_BRACKETS = "([{", ")]}"
@@ -26,22 +25,6 @@ SATURATED = 0.1  # a gate below this or above 1 - this is saturated
 # The first tokens of a text that are read: enough quotes, brackets and lines to correlate with,
 # and one pass over them takes a second or two (the state must be carried token after token).
 MAX_TOKENS = 16_384
-
-
-@dataclass(frozen=True)
-class CellMatch:
-    feature: str
-    layer: int
-    unit: int
-    correlation: float  # Pearson's r between the unit's activation and the feature, token by token
-
-
-@dataclass
-class CellReport:
-    best: list[CellMatch]  # the unit that tracks each feature best (by |r|)
-    activations: list[float]  # of the best unit of the best-tracked feature, token by token
-    tokens: list[str]
-    saturation: dict[str, tuple[float, float]] = field(default_factory=dict)  # "layer 1 input gate": (near 0, near 1)
 
 
 def text_features(text: str, ends: list[int]) -> dict[str, list[float]]:

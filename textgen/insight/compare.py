@@ -4,31 +4,10 @@ divide the same total by the same text, so they can."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from textgen.evaluation import evaluate_text
-
-
-@dataclass(frozen=True)
-class ModelRow:
-    name: str
-    cell: str
-    layers: int
-    hidden_size: int
-    parameters: int
-    tokenizer: str
-    vocab_size: int
-    tokens: int
-    nats_per_token: float
-    perplexity: float
-    bits_per_char: float
-    bits_per_byte: float
-    unseen: int
-    unseen_handling: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+from textgen.reports import ModelRow
 
 
 def compare(models: list[tuple[str, Any]], text: str, unknown: str = "error", label: str = "the text") -> list[ModelRow]:

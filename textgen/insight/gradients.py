@@ -9,18 +9,11 @@ positions, per layer and per distance k = 0 .. K.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from textgen.model import FastStep, RNNLanguageModel
-
-
-@dataclass(frozen=True)
-class GradientFade:
-    layer: int  # 0 is the layer nearest the input
-    norms: list[float]  # mean norm of d loss_t / d h_(t-k), for k = 0, 1, ..., distance
+from textgen.reports import GradientFade
 
 
 # The positions are spread over the first tokens of a text only: each is primed by reading the

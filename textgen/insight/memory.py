@@ -5,7 +5,6 @@ improving, the model stops using what came before."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
@@ -13,20 +12,13 @@ from textgen.data import Window
 from textgen.evaluation import score_windows, total_loss
 from textgen.evaluation.scoring import window_within_memory
 from textgen.model import RNNLanguageModel
+from textgen.reports import MemoryPoint
 
 
 # A point with the state reset every k tokens scores at most this many predictions: every m-th
 # segment of k, evenly spread along the text. The curve's shape needs no more, and each point
 # costs a pass of the model over what it scores.
 MAX_PREDICTIONS_PER_POINT = 16_384
-
-
-@dataclass(frozen=True)
-class MemoryPoint:
-    reset_every: int | None  # tokens between resets of the state; None: never reset
-    bits_per_char: float
-    nats_per_token: float
-    predictions: int = 0  # how many predictions the point scored (all of them for `never`)
 
 
 def memory_reach(model: RNNLanguageModel, ids: list[int], characters: int, longest: int = 4096) -> list[MemoryPoint]:

@@ -4,21 +4,13 @@ carried, beside the probability it gave the token and the tokens it preferred.""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from textgen.evaluation import evaluation_mode
 from textgen.model import RNNLanguageModel
+from textgen.reports import TokenSurprise
 from textgen.tokenizers import Tokenizer
-
-
-@dataclass(frozen=True)
-class TokenSurprise:
-    text: str  # the token as text
-    bits: float  # -log2 p(token | everything before it)
-    probability: float
-    preferred: list[tuple[str, float]]  # the model's likeliest tokens there, with their probabilities
 
 
 def surprisal(model: RNNLanguageModel, tokenizer: Tokenizer, ids: list[int], top: int = 5,

@@ -1,2 +1,5 @@
-"""Everything the user sees drawn: console.py (Rich progress, tables, terminal charts). Called by
-the CLI with plain data; imports no torch."""
+"""Everything the user sees drawn, from the plain records of textgen.reports; imports no torch.
+console.py (the shared consoles, errors and notes) · training.py (progress while work runs) ·
+tables.py (result tables) · charts.py (the loss chart) · samples.py (samples side by side) ·
+interactive.py (settings and next tokens) · insight.py (the insight views) · fitting.py (tables
+that fit any terminal width) · html.py + templates/ (the report page)."""

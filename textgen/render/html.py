@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import jinja2
 import markupsafe
+
+from textgen.checkpoint.records import MetricsRow
+from textgen.reports import CellReport, GradientFade, MemoryPoint, ModelRow, TokenSurprise
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -22,11 +24,12 @@ _STEPS = [(1.0, "#b7e4b0"), (2.0, "#dcefb5"), (4.0, "#fbe7a1"), (6.0, "#f9c58d")
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
-def report_page(*, title: str, subtitle: str, text_name: str, rows: list[Any], model_name: str,
-                tokens: list[Any], tokens_cut: bool, metrics: list[Any], memory: dict[str, list[Any]],
-                gradients: dict[str, list[Any]], cells: Any | None) -> str:
-    """The page's HTML. `rows`: ModelRow; `tokens`: TokenSurprise; `metrics`: MetricsRow; `memory`
-    and `gradients`: per model name, MemoryPoint and GradientFade lists; `cells`: a CellReport."""
+def report_page(*, title: str, subtitle: str, text_name: str, rows: list[ModelRow], model_name: str,
+                first_token: str, tokens: list[TokenSurprise], tokens_cut: bool, metrics: list[MetricsRow],
+                memory: dict[str, list[MemoryPoint]], gradients: dict[str, list[GradientFade]],
+                cells: CellReport | None) -> str:
+    """The page's HTML. `first_token` is the text's first token, which nothing before it predicts,
+    and `tokens` the surprise of each token after it; `memory` and `gradients` are per model name."""
     charts = []
     if metrics:
         series = {"training loss": [(row.step, row.train_loss) for row in metrics if _finite(row.train_loss)],
@@ -51,7 +54,9 @@ def report_page(*, title: str, subtitle: str, text_name: str, rows: list[Any], m
         legend.append({"label": f"{previous:g}–{limit:g}" if math.isfinite(limit) else f"{previous:g}+",
                        "colour": colour})
         previous = limit
-    shown = [{"text": token.text, "colour": _colour(token.bits), "tip": _tip(token)} for token in tokens]
+    # The first token is shown uncoloured, so the text reads whole from its first character.
+    shown = [{"text": first_token, "colour": None, "tip": "the first token: nothing before it predicts it"}]
+    shown += [{"text": token.text, "colour": _colour(token.bits), "tip": _tip(token)} for token in tokens]
     cells_data = None
     if cells is not None:
         cells_data = {"best": cells.best, "saturation": cells.saturation}
@@ -117,7 +122,7 @@ def _colour(bits: float) -> str:
     return next(colour for limit, colour in _STEPS if bits < limit)
 
 
-def _tip(token: Any) -> str:
+def _tip(token: TokenSurprise) -> str:
     lines = [f"{token.bits:.2f} bits, p = {token.probability:.3f}"]
     lines += [f"{_visible(text)}  {p:.3f}" for text, p in token.preferred]
     return "\n".join(lines)
