@@ -1,10 +1,13 @@
 """What the end-to-end tests of the `textgen` command line share (test_cli.py and test_cli_*.py):
-small real texts in two languages, running textgen as a real process, the one-line error check,
-and the record of a model trained for the session (the fixtures that use them are in conftest.py).
+small real texts in two languages, running textgen as a real process or in this one, the one-line
+error check, and the record of a model trained for the session (the fixtures that use them are in
+conftest.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -12,6 +15,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 # --- text -------------------------------------------------------------------------------------
 
@@ -148,6 +153,26 @@ def run_textgen(args: list[str], cwd: Path, timeout: float = 600, **extra_env: s
     return CliResult(completed.returncode, ANSI.sub("", completed.stdout), ANSI.sub("", completed.stderr))
 
 
+def run_in_this_process(args: list[str], cwd: Path) -> CliResult:
+    """textgen.cli.main ARGS in this process, from `cwd` with its own corpus cache, as the `cli`
+    fixture runs it but usable outside one test: a real process would mark every test that shares
+    the result slow."""
+    from textgen.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        patch.chdir(cwd)
+        for variable in LEAKY_VARIABLES:
+            patch.delenv(variable, raising=False)
+        patch.setenv("TEXTGEN_CACHE_DIR", str(cwd / "cache"))
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exit_:
+            code = 0 if exit_.code is None else exit_.code
+    return CliResult(code, ANSI.sub("", out.getvalue()), ANSI.sub("", err.getvalue()))
+
+
 def assert_one_line_error(result: CliResult, *fragments: str, code: int = 2) -> None:
     assert result.code == code, result.output
     assert "Traceback" not in result.output
@@ -183,7 +208,7 @@ def train_tiny_model(workdir: Path, tokenizer: str, text_name: str, text: str, *
     text_file = workdir / text_name
     text_file.write_text(text, encoding="utf-8")
     out = f"ck-{tokenizer}"
-    result = run_textgen(
+    result = run_in_this_process(
         ["train", text_name, "--out", out, "--tokenizer", tokenizer, *TINY, "--max-steps", "30", *options],
         cwd=workdir,
     )

@@ -242,8 +242,8 @@ def cli(
 
 @pytest.fixture(scope="session")
 def train_once(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], TrainedRun]:
-    """One tiny model per (tokenizer, language), trained by `textgen train` on the first request and
-    shared by every test_cli*.py file (tests must not change it)."""
+    """One tiny model per (tokenizer, language), trained by `textgen train` in this process on the
+    first request and shared by every test_cli*.py file (tests must not change it)."""
     runs: dict[tuple[str, str], TrainedRun] = {}
 
     def get(tokenizer: str, language: str = "english") -> TrainedRun:
@@ -268,3 +268,4 @@ def english_run(request: pytest.FixtureRequest, train_once: Callable[..., Traine
 @pytest.fixture
 def char_run(train_once: Callable[..., TrainedRun]) -> TrainedRun:
     return train_once("char")
+
