@@ -4,13 +4,14 @@ the command line run in this process or trained once for the session for the tes
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 import cli_support
+import process_guard
 from cli_support import CliResult, TrainedRun
 from textgen.config import ModelConfig
 from textgen.model import RNNLanguageModel
@@ -269,3 +270,20 @@ def english_run(request: pytest.FixtureRequest, train_once: Callable[..., Traine
 def char_run(train_once: Callable[..., TrainedRun]) -> TrainedRun:
     return train_once("char")
 
+
+# --- a test that starts a process is marked slow (process_guard.py) ---------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from process_guard.phase_with_processes_refused(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from process_guard.phase_with_processes_refused(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from process_guard.phase_with_processes_refused(item))

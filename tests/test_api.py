@@ -19,6 +19,7 @@ from textgen.errors import TextgenError
 from textgen.evaluation import evaluate_text
 
 
+@pytest.mark.slow
 def test_importing_textgen_imports_no_torch_and_load_is_there():
     code = "import sys, textgen; assert 'torch' not in sys.modules; assert callable(textgen.load); print('ok')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -27,6 +27,7 @@ from cli_support import PROSE, TINY, CliResult, TrainedRun, assert_one_line_erro
 # --- the command surface ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = run_textgen(["--help"], cwd=tmp_path)
     assert result.code == 0 and result.stderr == ""
@@ -35,11 +36,13 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
         assert re.search(rf"│ {command}\s", result.stdout), command
 
 
+@pytest.mark.slow
 def test_version_prints_the_package_version(tmp_path: Path) -> None:
     result = run_textgen(["--version"], cwd=tmp_path)
     assert (result.code, result.stdout, result.stderr) == (0, f"textgen {textgen.__version__}\n", "")
 
 
+@pytest.mark.slow
 def test_console_script_reports_errors_like_python_m(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("textgen")
     if not script.is_file():
@@ -50,6 +53,7 @@ def test_console_script_reports_errors_like_python_m(tmp_path: Path) -> None:
                           "no such checkpoint: no-such-checkpoint")
 
 
+@pytest.mark.slow
 def test_bare_textgen_shows_help_without_an_empty_error_line(tmp_path: Path) -> None:
     result = run_textgen([], cwd=tmp_path)
     assert "Usage: textgen" in result.stdout
@@ -162,6 +166,7 @@ REAL_PROCESS_CASES = ["not-utf8", "binary-file", "length-not-a-number", "unseen-
                       "top-p", "output-a-folder"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", REAL_PROCESS_CASES)
 def test_bad_input_in_a_real_process_gives_one_error_line_and_exit_2(
     case: str, char_run: TrainedRun, tmp_path: Path

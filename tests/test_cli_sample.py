@@ -25,6 +25,7 @@ from cli_support import ANSI, CliResult, TrainedRun, assert_one_line_error, proc
 # --- the happy path -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sample_prints_the_prompt_then_exactly_the_asked_number_of_characters(english_run: TrainedRun) -> None:
     result = run_textgen(["sample", english_run.out_arg, "--prompt", "It was", "--length", "120", "--seed", "7"],
                          cwd=english_run.workdir)
@@ -166,6 +167,7 @@ def test_output_writes_the_samples_to_a_file_and_only_a_note_to_the_terminal(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_samples_grow_side_by_side_in_a_terminal(char_run: TrainedRun, cli: Callable[..., CliResult]) -> None:
     import pty
@@ -240,11 +242,13 @@ def interrupted_sample(train_once: Callable[..., TrainedRun]) -> CliResult:
     return CliResult(code, b"".join(chunks).decode("utf-8", errors="replace"), stderr)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_sampling_exits_130_without_a_traceback(interrupted_sample: CliResult) -> None:
     assert interrupted_sample.code == 130
     assert interrupted_sample.stdout.startswith("It was")
     assert "Traceback" not in interrupted_sample.output
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_sampling_says_interrupted_on_stderr(interrupted_sample: CliResult) -> None:
     assert interrupted_sample.stderr == "error: interrupted\n"

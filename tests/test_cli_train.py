@@ -154,6 +154,7 @@ def test_an_activation_penalty_out_of_range_is_one_line(cli: Callable[..., CliRe
     assert not (tmp_path / "ck").exists()
 
 
+@pytest.mark.slow
 def test_train_help_lists_its_options(tmp_path: Path) -> None:
     result = run_textgen(["train", "--help"], cwd=tmp_path)
     assert result.code == 0 and result.stderr == ""
@@ -289,6 +290,7 @@ def test_default_out_puts_a_second_run_on_the_same_corpus_in_a_new_folder(
     assert second_config["training"]["seed"] == 2
 
 
+@pytest.mark.slow
 def test_the_suggested_command_stays_on_one_line_for_a_long_checkpoint_path(tmp_path: Path) -> None:
     (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
     out = tmp_path / "experiments-with-recurrent-models" / "a-checkpoint-folder-with-a-long-name"

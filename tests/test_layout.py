@@ -78,6 +78,7 @@ def test_every_module_says_what_it_is_for():
         assert docstring and len(docstring) > 20, f"{path} has no docstring saying what it is for"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", [
     "from textgen.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
     "from textgen.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass",

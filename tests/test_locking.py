@@ -70,6 +70,7 @@ SMALL = ModelConfig(layers=1, hidden_size=16, embedding_size=8)
 # --- the lock ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_holder_in_another_process_is_refused_naming_the_first(tmp_path):
     holder = hold_lock_in_another_process(tmp_path / "ck")
     try:
@@ -85,6 +86,7 @@ def test_a_second_holder_in_another_process_is_refused_naming_the_first(tmp_path
         pass
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
     holder = hold_lock_in_another_process(tmp_path / "ck")
     holder.send_signal(signal.SIGKILL)
@@ -105,6 +107,7 @@ def test_the_lock_is_reentrant_in_one_process_and_leaves_nothing_behind(tmp_path
     assert not (tmp_path / "new").exists()  # folders made for the lock and left empty are removed
 
 
+@pytest.mark.slow
 def test_library_train_is_refused_while_another_process_trains_into_the_same_folder(tmp_path):
     holder = hold_lock_in_another_process(tmp_path / "ck")
     try:
