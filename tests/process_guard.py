@@ -9,7 +9,7 @@ import contextlib
 import multiprocessing.process
 import os
 import subprocess
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
@@ -39,7 +39,7 @@ def processes_refused(test: str) -> Iterator[list[str]]:
         yield tried
 
 
-def _refusal(test: str, name: str, tried: list[str]):
+def _refusal(test: str, name: str, tried: list[str]) -> Callable[..., None]:
     def refuse(*args: object, **kwargs: object) -> None:
         tried.append(name)
         pytest.fail(_message(test, tried), pytrace=False)
@@ -48,7 +48,7 @@ def _refusal(test: str, name: str, tried: list[str]):
 
 
 def _message(test: str, tried: list[str]) -> str:
-    return (f"{test} started a process ({', '.join(dict.fromkeys(tried))}) but is not marked "
+    return (f"{test} tries to start a process ({', '.join(dict.fromkeys(tried))}) but is not marked "
             "@pytest.mark.slow: mark it, or do the work in this process")
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from process_guard import phase_with_processes_refused, processes_refused
 
-REFUSED = r"^tests/t\.py::t started a process \({}\) but is not marked @pytest\.mark\.slow"
+REFUSED = r"^tests/t\.py::t tries to start a process \({}\) but is not marked @pytest\.mark\.slow"
 
 
 def fake_test(slow: bool) -> types.SimpleNamespace:
