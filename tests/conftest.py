@@ -1,14 +1,18 @@
-"""Shared fixtures: small real texts and tiny models, so each test file stays fast on a CPU."""
+"""Shared fixtures: small real texts and tiny models, so each test file stays fast on a CPU, and
+the command line run in this process or trained once for the session for the test_cli*.py files."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+import cli_support
+import process_guard
+from cli_support import CliResult, TrainedRun
 from textgen.config import ModelConfig
 from textgen.model import RNNLanguageModel
 
@@ -206,3 +210,80 @@ class TrainingProcess:
         self.stderr = self.process.stderr.read()
         self.process.stdout.close()
         self.process.stderr.close()
+
+
+# --- the command line, end to end (test_cli*.py; their helpers are in cli_support.py) -----------
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Callable[..., CliResult]]:
+    """textgen.cli.main in this process, run from tmp_path with its own corpus cache."""
+    from textgen.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for variable in cli_support.LEAKY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("TEXTGEN_CACHE_DIR", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def call(*args: str) -> CliResult:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        code = exit_info.value.code
+        return CliResult(0 if code is None else code, cli_support.ANSI.sub("", out), cli_support.ANSI.sub("", err))
+
+    yield call
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def train_once(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], TrainedRun]:
+    """One tiny model per (tokenizer, language), trained by `textgen train` in this process on the
+    first request and shared by every test_cli*.py file (tests must not change it)."""
+    runs: dict[tuple[str, str], TrainedRun] = {}
+
+    def get(tokenizer: str, language: str = "english") -> TrainedRun:
+        if (tokenizer, language) not in runs:
+            workdir = tmp_path_factory.mktemp(f"{language}-{tokenizer}")
+            if language == "english":
+                run = cli_support.train_tiny_model(workdir, tokenizer, "prose.txt", cli_support.PROSE,
+                                                   *cli_support.TOKENIZER_OPTIONS[tokenizer])
+            else:
+                run = cli_support.train_tiny_model(workdir, tokenizer, "chinese.txt", cli_support.CHINESE)
+            runs[tokenizer, language] = run
+        return runs[tokenizer, language]
+
+    return get
+
+
+@pytest.fixture(params=cli_support.TOKENIZERS)
+def english_run(request: pytest.FixtureRequest, train_once: Callable[..., TrainedRun]) -> TrainedRun:
+    return train_once(request.param)
+
+
+@pytest.fixture
+def char_run(train_once: Callable[..., TrainedRun]) -> TrainedRun:
+    return train_once("char")
+
+
+# --- a test that starts a process is marked slow (process_guard.py) ---------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from process_guard.phase_with_processes_refused(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from process_guard.phase_with_processes_refused(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from process_guard.phase_with_processes_refused(item))

@@ -18,6 +18,7 @@ from textgen.errors import TextgenError
 from textgen.evaluation import evaluate_text
 
 
+@pytest.mark.slow
 def test_importing_textgen_imports_no_torch_and_load_is_there():
     code = "import sys, textgen; assert 'torch' not in sys.modules; assert callable(textgen.load); print('ok')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -128,28 +129,62 @@ def test_loading_what_is_not_a_checkpoint_is_a_textgen_error(tmp_path):
         textgen.load(tmp_path / "nowhere")
 
 
-def test_the_readme_example_runs(tmp_path, monkeypatch, capsys, prose, make_checkpoint):
+def readme_python_example(marker: str) -> str:
+    """The README's ```python block that holds `marker`, as a user would paste it."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    example = next(block for block in readme.split("```python\n")[1:] if "from textgen import load" in block)
-    example = example.split("```")[0]
+    block = next(block for block in readme.split("```python\n")[1:] if marker in block)
+    return block.split("```")[0]
+
+
+def test_the_readme_example_prints_what_the_api_gives(tmp_path, monkeypatch, capsys, prose, make_checkpoint):
+    """The README's example runs as written (its own assert included: generate_many's first sample
+    is generate's with the same seed), and prints the 300-character sample generate gives for its
+    seed, then an unseeded streamed sample of at most 200 characters cut before its stop text, then
+    the text's perplexity: finite, above 1."""
+    example = readme_python_example("from textgen import load")
     text = prose + "\nROMEO: To be, or not to be, that is the question.\nJULIET: Romeo.\n\n"
     make_checkpoint(tmp_path / "checkpoints" / "shakespeare", text)
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     model = textgen.load("checkpoints/shakespeare")
-    assert printed.startswith(model.generate("ROMEO:", length=300, temperature=0.8, top_k=40, seed=7) + "\n")
-    assert f"{model.perplexity('To be, or not to be, that is the question.')}\n" in printed
+    sample = model.generate("ROMEO:", length=300, temperature=0.8, top_k=40, seed=7)
+    perplexity = model.perplexity("To be, or not to be, that is the question.")
+    assert len(sample) == 300 and math.isfinite(perplexity) and perplexity > 1
+    assert printed.startswith(sample + "\n") and printed.endswith(f"\n{perplexity}\n")
+    streamed = printed[len(sample) + 1 : -len(f"{perplexity}\n") - 1]
+    assert len(streamed) <= 200 and "\n\n" not in streamed
 
 
-def test_the_readme_training_example_runs_with_a_shorter_limit(tmp_path, monkeypatch, capsys):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    example = next(block for block in readme.split("```python\n")[1:] if "from textgen.api import train" in block)
-    example = example.split("```")[0]
+def test_the_readme_training_example_trains_the_checkpoint_it_then_samples_from(tmp_path, monkeypatch, capsys):
+    """The README's training example with two steps instead of its minute: train() returns where the
+    checkpoint is, with the steps, stop reason and best figures that checkpoint records; it loads;
+    the printed line is 200 characters that the same seed gives again; and the run is the one that
+    `textgen train` makes of the same request, as the example's comment says."""
+    from textgen.cli import main
+
+    example = readme_python_example("from textgen.api import train")
     assert "max_time=60" in example
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TEXTGEN_CACHE_DIR", str(tmp_path / "cache"))
     shorter = example.replace("max_time=60", "max_steps=2, hidden_size=16, embedding_size=8, val_fraction=0.01")
-    exec(compile(shorter, "README.md", "exec"), {"load": textgen.load})
-    assert len(capsys.readouterr().out) > 100
-    assert (tmp_path / "checkpoints" / "docs" / "config.json").is_file()
+    names = {"load": textgen.load}  # the example goes on from the one above, which imported load
+    exec(compile(shorter, "README.md", "exec"), names)
+    printed = capsys.readouterr().out
+
+    result = names["result"]
+    assert Path(result.checkpoint).resolve() == (tmp_path / "checkpoints" / "docs").resolve()
+    assert (result.steps, result.stop_reason) == (2, "max-steps")
+    model = textgen.load(result.checkpoint)
+    assert model.info.corpus.name == "python-docs" and model.info.training.steps == 2
+    assert model.info.best == result.best and math.isfinite(result.best.val_loss) and result.best.val_perplexity > 1
+    continuation = model.generate("The ", length=200, seed=7)
+    assert len(continuation) == 200 and printed == continuation + "\n"
+
+    with pytest.raises(SystemExit) as done:
+        main(["train", "python-docs", "--out", "checkpoints/by-cli", "--max-steps", "2", "--hidden-size", "16",
+              "--embedding-size", "8", "--val-fraction", "0.01"])
+    assert done.value.code in (0, None), capsys.readouterr()
+    by_cli = textgen.load("checkpoints/by-cli")
+    assert by_cli.info.model == model.info.model and by_cli.info.best.val_loss == result.best.val_loss
+    assert by_cli.generate("The ", length=200, seed=7) == continuation

@@ -147,6 +147,7 @@ def textgen_env() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.slow
 def test_interactive_through_stdin(char_checkpoint, model):
     script = "\n".join([":seed 5", ":temp 0.6", ":temp abc", ":topk 0", "The keeper", ":next 3", "1", "",
                         ":nonsense", ":quit", "never read"]) + "\n"
@@ -165,6 +166,7 @@ def test_interactive_through_stdin(char_checkpoint, model):
     assert "never read" not in out and "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_interactive_ends_cleanly_at_the_end_of_stdin(char_checkpoint, model):
     done = subprocess.run(
         [sys.executable, "-m", "textgen", "sample", str(char_checkpoint), "-i", "--length", "20", "--seed", "3",
@@ -176,6 +178,7 @@ def test_interactive_ends_cleanly_at_the_end_of_stdin(char_checkpoint, model):
     assert "> In the" + model.generate("In the", length=20, seed=3) + "\n" in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_interactive_in_a_terminal_streams_and_leaves_on_ctrl_d(char_checkpoint, model):
     import pty

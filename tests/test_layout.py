@@ -81,6 +81,7 @@ def test_every_module_says_what_it_is_for():
 RENDER_MODULES = sorted("textgen.render." + p.stem for p in (PACKAGE / "render").glob("*.py") if p.stem != "__init__")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", [
     "from textgen.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
     "from textgen.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass",

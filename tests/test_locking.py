@@ -63,6 +63,7 @@ API_TINY = dict(layers=1, hidden_size=16, embedding_size=8, seq_len=8, batch_siz
 # --- the lock ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_holder_in_another_process_is_refused_naming_the_first(tmp_path):
     holder = hold_lock_in_another_process(tmp_path / "ck")
     try:
@@ -78,6 +79,7 @@ def test_a_second_holder_in_another_process_is_refused_naming_the_first(tmp_path
         pass
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
     holder = hold_lock_in_another_process(tmp_path / "ck")
     holder.send_signal(signal.SIGKILL)
@@ -99,6 +101,7 @@ def test_the_lock_is_taken_once_even_in_one_process_and_leaves_nothing_behind(tm
     assert not (tmp_path / "new").exists()  # folders made for the lock and left empty are removed
 
 
+@pytest.mark.slow
 def test_api_train_is_refused_at_once_while_another_process_trains_into_the_same_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")

@@ -81,6 +81,7 @@ def test_prepared_documents_are_the_documents_of_the_text_read_whole(tmp_path, t
         assert len(ids) == sum(len(d) for d in expected) - len(expected) + 1  # one marker between two documents
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tokenizer_config", [CONFIGS[2], CONFIGS[3], replace(CONFIGS[3], documents="lines")],
                          ids=["word-folded", "subword", "subword-documents"])
 def test_worker_processes_encode_the_ids_one_process_does(tmp_path, monkeypatch, tokenizer_config):
