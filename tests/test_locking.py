@@ -119,6 +119,7 @@ def test_api_train_is_refused_at_once_while_another_process_trains_into_the_same
     assert (tmp_path / "ck" / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_api_resume_is_refused_while_another_process_trains_into_the_same_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prose.txt").write_text(PROSE, encoding="utf-8")
