@@ -14,7 +14,7 @@ from textgen.cli.evaluate import evaluate
 from textgen.cli.info import info
 from textgen.cli.sample import sample
 from textgen.cli.train import train
-from textgen.config import OptionError
+from textgen.config import SettingError
 from textgen.errors import TextgenError
 
 # Typer raises click's exceptions (from its own bundled copy in recent releases); find them
@@ -63,8 +63,8 @@ def run(argv: list[str] | None = None) -> None:
         argv = ["--help"]  # a bare `textgen` shows what it can do, and that is not an error
     try:
         code = app(args=argv, prog_name="textgen", standalone_mode=False)
-    except OptionError as error:
-        print_error(error.worded(flag_for(error.field)))
+    except SettingError as error:
+        print_error(error.worded(flag_for))
         sys.exit(error.exit_code)
     except TextgenError as error:
         print_error(str(error))
