@@ -93,7 +93,7 @@ def evaluate(
         result, what = _evaluate_streamed(first)
     else:
         if text is None:
-            context, text, what = held_out_text(record)
+            context, text, what = held_out_text(record, "give a FILE to evaluate")
         else:
             context, what = "", text_file
         result = evaluate_text(first.model, first.tokenizer, text, context, unknown, label=what)
