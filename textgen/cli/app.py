@@ -2,7 +2,8 @@
 stderr and a non-zero exit. Each command lives in its own module and is a thin shell over the
 library; torch is imported inside the commands, so `textgen --help` answers at once."""
 
-from __future__ import annotations
+# Annotations are evaluated as the module loads, not postponed: Typer would otherwise compile and
+# evaluate each option's annotation string again every time it starts, --help included.
 
 import sys
 from typing import Annotated
@@ -40,6 +41,13 @@ def flag_for(field: str) -> str:
     return _FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
 
 
+def print_error(message: str) -> None:
+    # The console module draws progress, tables and charts: --help and a run that ends well skip loading it.
+    from textgen.render.console import print_error as print_error_line
+
+    print_error_line(message)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"textgen {__version__}")
@@ -57,8 +65,6 @@ def _root(
 def run(argv: list[str] | None = None) -> None:
     """Run the CLI with every anticipated failure as one line on stderr and a non-zero exit
     (textgen.cli.main wraps this, so an interruption while it is imported is handled too)."""
-    from textgen.render.console import print_error
-
     if not (sys.argv[1:] if argv is None else argv):
         argv = ["--help"]  # a bare `textgen` shows what it can do, and that is not an error
     try:

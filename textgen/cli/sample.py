@@ -1,10 +1,10 @@
 """`textgen sample`: continue a seed phrase from a checkpoint, streamed to the terminal, as JSON,
 into a file, or in an interactive prompt loop."""
 
-from __future__ import annotations
+# Annotations are evaluated as the module loads, not postponed: Typer would otherwise compile and
+# evaluate each option's annotation string again every time it starts, --help included.
 
 import dataclasses
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,6 +138,8 @@ def _write_samples(texts: list[str], checkpoint: Path, prompt: str, config: Samp
     from textgen.render.console import print_note
 
     if as_json:
+        import json  # here, not at the top: `textgen --help` loads every command module
+
         settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"}
         result = json.dumps({"checkpoint": str(checkpoint), "prompt": prompt, "seed": config.seed,
                              "settings": settings, "samples": texts}, ensure_ascii=False) + "\n"
