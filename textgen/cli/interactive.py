@@ -27,6 +27,7 @@ from textgen.config import OptionError, SampleConfig, SettingError, sample_setti
 from textgen.errors import TextgenError
 
 DEFAULT_NEXT = 10  # rows of the :next table
+_ARGUMENTS = {bool: "[on|off]", int: "N", float: "X", str: "WORD"}  # what a command takes, by its setting's type
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,13 @@ class SettingCommand:
     @property
     def usage(self) -> str:
         """The command as help shows it, with what it takes: ":temp X", ":greedy [on|off]"."""
-        argument = {bool: "[on|off]", int: "N", float: "X", str: "WORD"}.get(self.value_type, "TEXT")
-        if _optional_type(self.value_type) is not None:
-            argument = "[N]" if _optional_type(self.value_type) is int else f"[{argument}]"
-        elif _is_texts(self.value_type):
+        inner = _optional_type(self.value_type)
+        if _is_texts(self.value_type):
             argument = "[TEXT]"
+        elif inner is not None:
+            argument = f"[{_ARGUMENTS.get(inner, 'TEXT')}]"
+        else:
+            argument = _ARGUMENTS.get(self.value_type, "TEXT")
         return f"{self.names[0]} {argument}"
 
     @property
