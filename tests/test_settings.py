@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 
 from textgen.cli.app import app, flag_for
-from textgen.cli.interactive import SETTING_COMMANDS, Session, help_text
+from textgen.cli.interactive import SETTING_COMMANDS, Session, help_text, setting_commands
 from textgen.cli.sample import _sample_config
-from textgen.config import OptionError, SampleConfig, sample_settings, setting_commands
+from textgen.config import OptionError, SampleConfig, sample_settings
 
 SETTINGS = sample_settings()
 TYPES = typing.get_type_hints(SampleConfig)
@@ -78,7 +78,7 @@ def test_the_python_api_refuses_a_keyword_that_is_no_sampling_setting_as_python_
 @pytest.mark.parametrize("setting", SETTINGS, ids=ids)
 def test_every_sampling_setting_is_an_interactive_command_unless_it_says_why_not(setting):
     if not setting_commands(setting):
-        assert setting.name == "num_samples"  # the loop writes one sample at a time: config.py says so
+        assert setting.name == "num_samples"  # the loop writes one sample at a time: interactive.py says so
         return
     value = another_value(setting)
     screen = io.StringIO()

@@ -290,11 +290,10 @@ def settings_for(request: dict[str, Any], preset: str | None = None,
     return RunSettings(model, TokenizerConfig(**parts["tokenizer"]), train, chosen, for_budget)
 
 
-def sample_setting(default: Any, help: str, commands: tuple[str, ...] | None = None, unset: str = "none") -> Any:
-    """A SampleConfig field with what its front ends show for it: `help`, one sentence (the CLI
-    option's help, the interactive loop's); `commands`, its names in the interactive loop (default
-    :field-name; () where it has none); `unset`, how a value of None reads."""
-    return dataclasses.field(default=default, metadata={"help": help, "commands": commands, "unset": unset})
+def sample_setting(default: Any, help: str, unset: str = "none") -> Any:
+    """A SampleConfig field with what every front end shows for it: `help`, one sentence (the CLI
+    option's help, the interactive loop's); `unset`, how a value of None reads."""
+    return dataclasses.field(default=default, metadata={"help": help, "unset": unset})
 
 
 @dataclass
@@ -303,22 +302,19 @@ class SampleConfig:
     name (Python keyword, CLI option, interactive :command), derived from these fields: a new rule
     is its code, its field here, and a test."""
 
-    length: int = sample_setting(500, "Characters to generate per sample, whatever the tokenizer.",
-                                 (":length", ":len", ":n"))
+    length: int = sample_setting(500, "Characters to generate per sample, whatever the tokenizer.")
     # The distribution is shaped in this order: repetition penalty, temperature, top-k, top-p.
-    temperature: float = sample_setting(0.8, "Above 0; lower is safer, higher wilder.", (":temp", ":temperature", ":t"))
-    top_k: int = sample_setting(40, "Draw from the k likeliest tokens (0 = all).", (":topk", ":top-k", ":k"))
+    temperature: float = sample_setting(0.8, "Above 0; lower is safer, higher wilder.")
+    top_k: int = sample_setting(40, "Draw from the k likeliest tokens (0 = all).")
     top_p: float = sample_setting(  # nucleus sampling
-        1.0, "Then from the likeliest tokens that together reach this probability (1 = all).", (":topp", ":top-p", ":p"))
+        1.0, "Then from the likeliest tokens that together reach this probability (1 = all).")
     greedy: bool = sample_setting(False, "Always the likeliest token (temperature, top-k and top-p unused).")
     # Divides positive logits (multiplies negative ones) of every token already in the text, as in CTRL.
     repetition_penalty: float = sample_setting(
-        1.0, "Above 1 makes tokens already in the text less likely (1 = off); for word and subword models that loop.",
-        (":penalty", ":repetition-penalty", ":rep"))
+        1.0, "Above 1 makes tokens already in the text less likely (1 = off); for word and subword models that loop.")
     stop: tuple[str, ...] = sample_setting(
         (), "End a sample where this text first appears, leaving it out (repeatable; \\n is a line break).")
-    # The interactive loop writes one sample at a time, so it has no command for this.
-    num_samples: int = sample_setting(1, "Samples, made together as one batch.", commands=())
+    num_samples: int = sample_setting(1, "Samples, made together as one batch.")
     # None: a fresh seed, reported so the run can be repeated.
     seed: int | None = sample_setting(None, "Makes sampling repeatable.", unset="fresh each turn")
     unknown: str = sample_setting(
@@ -333,12 +329,6 @@ class SampleConfig:
 def sample_settings() -> tuple[dataclasses.Field, ...]:
     """SampleConfig's fields: the sampling settings every front end offers."""
     return dataclasses.fields(SampleConfig)
-
-
-def setting_commands(setting: dataclasses.Field) -> tuple[str, ...]:
-    """The interactive loop's names for a sampling setting, the first one the name it is shown by."""
-    commands = setting.metadata["commands"]
-    return (":" + setting.name.replace("_", "-"),) if commands is None else commands
 
 
 def unescape(text: str) -> str:

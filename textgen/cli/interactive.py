@@ -23,11 +23,20 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from textgen.config import OptionError, SampleConfig, SettingError, sample_settings, setting_commands, unescape
+from textgen.config import SampleConfig, SettingError, sample_settings, unescape
 from textgen.errors import TextgenError
 
 DEFAULT_NEXT = 10  # rows of the :next table
 _ARGUMENTS = {bool: "[on|off]", int: "N", float: "X", str: "WORD"}  # what a command takes, by its setting's type
+# Sampling settings whose commands are not simply :field-name; the first name is the one shown.
+_COMMAND_NAMES = {
+    "length": (":length", ":len", ":n"),
+    "temperature": (":temp", ":temperature", ":t"),
+    "top_k": (":topk", ":top-k", ":k"),
+    "top_p": (":topp", ":top-p", ":p"),
+    "repetition_penalty": (":penalty", ":repetition-penalty", ":rep"),
+    "num_samples": (),  # the loop writes one sample at a time
+}
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,11 @@ def _optional_type(value_type: Any) -> Any:
 
 def _is_texts(value_type: Any) -> bool:
     return typing.get_origin(value_type) is tuple
+
+
+def setting_commands(setting: dataclasses.Field) -> tuple[str, ...]:
+    """The loop's names for a sampling setting, the first the one it is shown by; () for none."""
+    return _COMMAND_NAMES.get(setting.name, (":" + setting.name.replace("_", "-"),))
 
 
 def _setting_commands() -> dict[str, SettingCommand]:
@@ -249,7 +263,7 @@ class Session:
         """Apply settings if they pass the same checks as the command line's, else say why not."""
         try:
             config = dataclasses.replace(self.config, **changes)
-        except OptionError as error:
+        except SettingError as error:
             self.warn(error.worded(command_for))
             return
         self.config = config

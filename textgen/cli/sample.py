@@ -26,9 +26,8 @@ def sample(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Seed phrase the text continues.")] = "",
     length: Annotated[int, typer.Option("--length", "-n", help=_help["length"],
                                         rich_help_panel=STOPPING)] = _sample.length,
-    stop: Annotated[Optional[list[str]], typer.Option(
-        "--stop", help=_help["stop"],
-        rich_help_panel=STOPPING, show_default=False)] = None,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help=_help["stop"], rich_help_panel=STOPPING,
+                                                      show_default=False)] = None,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help=_help["temperature"],
                                                rich_help_panel=SAMPLING)] = _sample.temperature,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help=_help["top_k"],
