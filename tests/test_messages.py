@@ -17,8 +17,8 @@ from textgen.training.distributed import Group
 
 LIBRARY = Path(__file__).resolve().parent.parent / "textgen"
 FLAG = re.compile(r"(?<![\w-])--[a-z]")
-# Files other parts of issue 20 are rewriting at the same time, with the flags their messages
-# still spell; each leaves this list when its messages name fields.
+# Files other parts of issue 20 are rewriting at the same time, with the most flags their messages
+# may still spell; each leaves this list once its messages name fields.
 STILL_SPELLING_FLAGS = {
     "training/loop.py": 3,
     "checkpoint/lock.py": 1,
@@ -47,7 +47,8 @@ def flags_spelt_in(path: Path) -> list[str]:
 def test_no_error_below_the_cli_spells_a_flag():
     spelt = {str(path.relative_to(LIBRARY)): flags_spelt_in(path) for path in sorted(LIBRARY.rglob("*.py"))
              if path.relative_to(LIBRARY).parts[0] != "cli"}
-    assert {name: len(texts) for name, texts in spelt.items() if texts} == STILL_SPELLING_FLAGS
+    too_many = {name: texts for name, texts in spelt.items() if len(texts) > STILL_SPELLING_FLAGS.get(name, 0)}
+    assert not too_many
 
 
 def test_the_check_finds_a_flag_in_a_raised_error_and_in_one_a_helper_builds(tmp_path):
