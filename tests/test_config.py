@@ -10,9 +10,10 @@ import math
 import pytest
 
 from textgen.cli.app import flag_for
+from textgen.cli.interactive import command_for
 from textgen.config import (
-    PRESETS, REFERENCE_SPEED, ModelConfig, OptionError, SampleConfig, TokenizerConfig, TrainConfig, apply_preset, preset_for_budget,
-    settings_for,
+    PRESETS, REFERENCE_SPEED, ModelConfig, OptionError, SampleConfig, SettingError, TokenizerConfig, TrainConfig,
+    apply_preset, preset_for_budget, settings_for,
 )
 
 NAN = float("nan")
@@ -55,9 +56,21 @@ def test_each_front_end_words_the_same_error_in_its_own_vocabulary():
     with pytest.raises(OptionError) as error:
         SampleConfig(top_k=-2)
     assert str(error.value) == "top_k must be 0 (off) or more, got -2"  # the Python keyword
-    assert error.value.worded(flag_for(error.value.field)) == "--top-k must be 0 (off) or more, got -2"
+    assert error.value.worded(flag_for) == "--top-k must be 0 (off) or more, got -2"
+    assert error.value.worded(command_for) == ":topk must be 0 (off) or more, got -2"
     assert error.value.worded(":topk") == ":topk must be 0 (off) or more, got -2"
     assert flag_for("kind") == "--tokenizer"
+
+
+def test_a_message_naming_several_settings_words_each_in_the_front_ends_vocabulary():
+    error = OptionError("batch_size", "7 does not split over 2 processes; give a smaller {batch_size} or {seq_len}",
+                        "seq_len")
+    assert str(error) == "batch_size 7 does not split over 2 processes; give a smaller batch_size or seq_len"
+    assert error.worded(flag_for) == "--batch-size 7 does not split over 2 processes; give a smaller --batch-size or --seq-len"
+    assert error.worded("--rows") == "--rows 7 does not split over 2 processes; give a smaller --rows or seq_len"
+    hint = SettingError("a.txt looks like UTF-16 text; pass {encoding} utf-16", "encoding")
+    assert (str(hint), hint.worded(flag_for)) == ("a.txt looks like UTF-16 text; pass encoding utf-16",
+                                                  "a.txt looks like UTF-16 text; pass --encoding utf-16")
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.5, 0.99])

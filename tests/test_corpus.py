@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from textgen import config
+from textgen.cli.app import flag_for
 from textgen.data.corpus import (
     KNOWN_CORPORA,
     corpus_cache_dir,
@@ -110,8 +111,9 @@ def test_latin1_bytes_report_the_bad_byte_and_its_offset(tmp_path: Path) -> None
     with pytest.raises(TextgenError) as raised:
         read_text_file(path)
     assert str(raised.value) == (
-        f"{path} is not valid UTF-8: bad byte 0xef at byte offset 2; pass --encoding if it uses another encoding"
+        f"{path} is not valid UTF-8: bad byte 0xef at byte offset 2; pass encoding if it uses another encoding"
     )
+    assert raised.value.worded(flag_for).endswith("; pass --encoding if it uses another encoding")
 
 
 def test_latin1_file_reads_when_its_encoding_is_given(tmp_path: Path) -> None:

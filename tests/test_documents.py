@@ -43,7 +43,7 @@ def test_paragraphs_are_documents_with_their_inner_line_breaks():
 
 
 def test_an_unknown_mode_is_refused():
-    with pytest.raises(TextgenError, match="--documents must be one of none, lines, blank-lines"):
+    with pytest.raises(TextgenError, match="^documents must be one of none, lines, blank-lines"):
         split_documents("a", "sentences")
 
 

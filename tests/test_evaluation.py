@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from textgen.cli.app import flag_for
 from textgen.config import TokenizerConfig
 from textgen.errors import TextgenError
 from textgen.evaluation import evaluate_text, summarise, total_loss
@@ -186,7 +187,8 @@ def test_unseen_characters_are_refused_by_default_naming_them_with_their_count_a
     assert message.startswith(f"notes.txt has {len(unseen)} symbols the model never saw (")
     assert all(repr(c) in message for c in unseen)
     assert f"{occurrences} occurrences, {occurrences / len(UNSEEN):.2%} of the text" in message
-    assert "--unknown skip or --unknown replace" in message
+    assert "; unknown skip or unknown replace scores it without them" in message  # the Python keyword
+    assert "; --unknown skip or --unknown replace" in error.value.worded(flag_for)
 
 
 
@@ -228,7 +230,7 @@ def test_a_word_model_scores_unseen_words_as_unk_and_says_how_many(make_model, p
 def test_a_text_with_nothing_unseen_reports_none(char_model, char_tokenizer):
     result = evaluate_text(char_model, char_tokenizer, SENTENCE, unknown="skip")
     assert (result.unseen, result.unseen_handling) == (0, "")
-    with pytest.raises(TextgenError, match="--unknown must be one of error, skip, replace"):
+    with pytest.raises(TextgenError, match="^unknown must be one of error, skip, replace"):
         evaluate_text(char_model, char_tokenizer, SENTENCE, unknown="ignore")
 
 

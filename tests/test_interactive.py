@@ -125,6 +125,20 @@ def test_greedy_stop_clear_and_settings(model, capsys):
     assert script.session.text == "" and not script.session.config.greedy
 
 
+def test_unknown_skip_lets_a_seed_phrase_with_unseen_symbols_go_on(model, capsys):
+    script = Scripted(model, [":unknown skip", "Zebra"], length=10, seed=3)
+    screen = script.run()
+    assert "unknown: skip" in screen and "never saw" not in screen
+    assert capsys.readouterr().out == model.generate("Zebra", length=10, seed=3, unknown="skip") + "\n"
+
+
+def test_help_lists_a_command_for_every_setting_with_what_it_takes(model):
+    screen = Scripted(model, [":help"]).run()
+    for usage in (":temp X", ":topk N", ":greedy [on|off]", ":stop [TEXT]", ":seed [N]", ":unknown WORD"):
+        assert usage in screen
+    assert "Alone: fresh each turn." in screen and ":num-samples" not in screen
+
+
 def test_ctrl_d_and_quit_end_the_session(model):
     for end in (None, ":quit", ":q", ":exit"):
         script = Scripted(model, [end, ":temp 0.1"])
@@ -135,7 +149,7 @@ def test_ctrl_d_and_quit_end_the_session(model):
 def test_unseen_symbols_in_a_seed_phrase_are_a_message_not_the_end(model, capsys):
     script = Scripted(model, ["Zebra", ":seed 2", "The"], length=10)
     screen = script.run()
-    assert "never saw" in screen and "'Z'" in screen
+    assert "never saw" in screen and "'Z'" in screen and "(:unknown skip or :unknown replace" in screen
     assert capsys.readouterr().out == model.generate("The", length=10, seed=2) + "\n"
 
 

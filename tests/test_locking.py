@@ -17,6 +17,7 @@ import torch
 from conftest import PROSE, TrainingProcess
 from textgen.checkpoint import CheckpointInfo, save_checkpoint
 from textgen.checkpoint.records import TrainingRecord
+from textgen.cli.app import flag_for
 from textgen.api import load_checkpoint
 from textgen.api import resume as api_resume
 from textgen.api import train as api_train
@@ -72,7 +73,8 @@ def test_a_second_holder_in_another_process_is_refused_naming_the_first(tmp_path
                 pass
         message = str(error.value)
         assert f"is being trained by another textgen run (process {holder.pid} on " in message
-        assert "choose another --out" in message and "\n" not in message
+        assert message.endswith("choose another out") and "\n" not in message
+        assert error.value.worded(flag_for).endswith("choose another --out")
     finally:
         holder.communicate("")
     with run_lock(tmp_path / "ck"):  # free once the holder has let go

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import fit, generate, next_token_distribution
+from textgen.cli.app import flag_for
 from textgen.config import CELLS, ModelConfig, SampleConfig, TokenizerConfig
 from textgen.errors import TextgenError
 from textgen.model import FastStep, ModuleStep, RNNLanguageModel, make_step
@@ -483,7 +484,8 @@ def test_unknown_seed_characters_are_named_in_one_line(char_model, char_tokenize
     with pytest.raises(TextgenError) as err:
         sample(char_model, char_tokenizer, prompt)
     message = str(err.value)
-    assert "never saw" in message and "\n" not in message and "--unknown" in message
+    assert "never saw" in message and "\n" not in message and "(unknown skip or unknown replace" in message
+    assert "(--unknown skip or --unknown replace" in err.value.worded(flag_for)
     for symbol in unknown:
         assert repr(symbol) in message
 

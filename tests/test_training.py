@@ -18,6 +18,7 @@ import textgen.training.readings
 import textgen.training.run_data
 from textgen.checkpoint import read_info, read_metrics
 from textgen.api import load_checkpoint
+from textgen.cli.app import flag_for
 from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
 from textgen.data.corpus import Corpus
 from textgen.data import split_text
@@ -308,7 +309,8 @@ def test_text_shorter_than_one_window_is_refused(tmp_path):
     with pytest.raises(TextgenError) as err:
         train(corpus_of(text), tmp_path / "ck", TINY, TokenizerConfig(), quick(seq_len=64, max_steps=5))
     message = str(err.value)
-    assert "shorter than one training window" in message and "--seq-len 64" in message
+    assert "shorter than one training window (seq_len 64)" in message and message.endswith("a smaller seq_len")
+    assert err.value.worded(flag_for).endswith("(--seq-len 64); use a longer text or a smaller --seq-len")
     assert "\n" not in message and not (tmp_path / "ck").exists()
 
 

@@ -15,7 +15,7 @@ is a shell over this class.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from textgen.checkpoint import CONFIG_FILE, CheckpointInfo, check_vocabulary, load_weights, read_info, read_whole
-from textgen.config import SampleConfig
+from textgen.config import SampleConfig, sample_settings
 from textgen.devices import resolve_device
 from textgen.errors import TextgenError
 from textgen.evaluation import EvaluationResult, evaluate_text
@@ -77,25 +77,15 @@ class TextModel:
 
     # --- settings ----------------------------------------------------------------------------
 
-    def settings(
-        self,
-        length: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        greedy: bool | None = None,
-        repetition_penalty: float | None = None,
-        stop: str | Iterable[str] | None = None,
-        num_samples: int | None = None,
-        seed: int | None = None,
-        unknown: str | None = None,
-        base: SampleConfig | None = None,
-    ) -> SampleConfig:
-        """A checked SampleConfig: `base` (or the defaults) with the given settings changed."""
-        arguments = dict(locals())
-        given = {name: value for name, value in arguments.items() if name not in ("self", "base") and value is not None}
-        if isinstance(given.get("stop"), str):
-            given["stop"] = (given["stop"],)
+    def settings(self, *, base: SampleConfig | None = None, **changes: Any) -> SampleConfig:
+        """A checked SampleConfig: `base` (or the defaults) with the given settings changed. Every
+        SampleConfig field is a keyword (length, temperature, top_k, ...); one left out or None
+        keeps its value, and `stop` may be one text or several."""
+        names = {setting.name for setting in sample_settings()}
+        unknown = sorted(set(changes) - names)
+        if unknown:  # what Python says of any unknown keyword, with the ones there are
+            raise TypeError(f"{unknown[0]!r} is not a sampling setting; the settings are {', '.join(sorted(names))}")
+        given = {name: value for name, value in changes.items() if value is not None}
         return dataclasses.replace(base or SampleConfig(), **given)
 
     # --- writing -----------------------------------------------------------------------------
@@ -103,7 +93,7 @@ class TextModel:
     def generate(self, prompt: str = "", **settings: Any) -> str:
         """The continuation of `prompt` (without the prompt itself), `length` characters at most.
 
-        Settings: length, temperature, top_k, top_p, greedy, repetition_penalty, stop, seed, unknown.
+        Settings: any SampleConfig field but num_samples, as a keyword (see `settings`).
         """
         return "".join(self.stream(prompt, **settings))
 
@@ -264,14 +254,13 @@ def resume(
 def check_resumable(settings: dict[str, Any]) -> None:
     """Refuse, before anything is read, settings a resumed run cannot take (it keeps its own,
     but for RESUMABLE_SETTINGS) and limits out of range."""
-    from textgen.config import TrainConfig
-    from textgen.training import SettingsError
+    from textgen.config import SettingError, TrainConfig
 
     fixed = sorted(set(settings) - set(RESUMABLE_SETTINGS))
     if fixed:
-        raise SettingsError(lambda name: f"{', '.join(map(name, fixed))} cannot change when resuming: a resumed "
-                            f"run keeps its own settings (only {', '.join(map(name, RESUMABLE_SETTINGS))} "
-                            "may be given)")
+        named = lambda fields: ", ".join("{" + field + "}" for field in fields)  # noqa: E731
+        raise SettingError(f"{named(fixed)} cannot change when resuming: a resumed run keeps its own settings "
+                           f"(only {named(RESUMABLE_SETTINGS)} may be given)", *fixed, *RESUMABLE_SETTINGS)
     TrainConfig(**settings)
 
 

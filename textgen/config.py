@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,16 +21,39 @@ from typing import Any, TypeVar
 from textgen.errors import TextgenError
 
 
-class OptionError(TextgenError):
+class SettingError(TextgenError):
+    """A problem a setting explains or fixes. `template` is the message with each setting it names
+    written as {field} (its config field); `fields` lists them. str() gives the message with the
+    field names themselves, which are the Python API's keywords; `worded` gives it in another front
+    end's vocabulary (the CLI's flags, the interactive loop's commands)."""
+
+    def __init__(self, template: str, *fields: str) -> None:
+        self.template, self.fields = template, fields
+        super().__init__(self.worded(lambda field: field))
+
+    def worded(self, name_for: Callable[[str], str]) -> str:
+        message = self.template
+        for field in self.fields:
+            message = message.replace("{" + field + "}", name_for(field))
+        return message
+
+
+class OptionError(SettingError):
     """A setting out of range or of an unknown kind. `field` is the config field; `problem` reads
-    after any name for it ("must be at least 1, got 0")."""
+    after any name for it ("must be at least 1, got 0") and may name further settings, `mentions`,
+    as {field}."""
 
-    def __init__(self, field: str, problem: str) -> None:
+    def __init__(self, field: str, problem: str, *mentions: str) -> None:
         self.field, self.problem = field, problem
-        super().__init__(f"{field} {problem}")
+        super().__init__("{" + field + "} " + problem, field, *mentions)
 
-    def worded(self, name: str) -> str:
-        return f"{name} {self.problem}"
+    def worded(self, name_for: Callable[[str], str] | str) -> str:
+        """The message with every setting named by `name_for`; a plain string names `field` alone."""
+        if isinstance(name_for, str):
+            name = name_for
+            return super().worded(lambda field: name if field == self.field else field)
+        return super().worded(name_for)
+
 
 # The names of the cell kinds in textgen.model.cells, which checks that it holds exactly these;
 # listed here, free of torch, so that `cell` is checked before torch is imported.
@@ -278,26 +302,45 @@ def settings_for(request: dict[str, Any], preset: str | None = None,
     return RunSettings(model, TokenizerConfig(**parts["tokenizer"]), train, chosen, for_budget)
 
 
+def sample_setting(default: Any, help: str, unset: str = "none") -> Any:
+    """A SampleConfig field with what every front end shows for it: `help`, one sentence (the CLI
+    option's help, the interactive loop's); `unset`, how a value of None reads."""
+    return dataclasses.field(default=default, metadata={"help": help, "unset": unset})
+
+
 @dataclass
 class SampleConfig:
-    length: int = 500  # characters of output, whatever the tokenizer
+    """How text is drawn from a model. Each field is a setting every front end offers under its own
+    name (Python keyword, CLI option, interactive :command), derived from these fields: a new rule
+    is its code, its field here, and a test."""
+
+    length: int = sample_setting(500, "Characters to generate per sample, whatever the tokenizer.")
     # The distribution is shaped in this order: repetition penalty, temperature, top-k, top-p.
-    temperature: float = 0.8
-    top_k: int = 40  # 0 = off
-    top_p: float = 1.0  # nucleus sampling; 1.0 = off
-    greedy: bool = False  # always the likeliest token; temperature, top-k and top-p are then unused
-    # Divides positive logits (multiplies negative ones) of every token already in the text,
-    # as in CTRL; 1.0 = off. Meant for word and subword models that fall into loops.
-    repetition_penalty: float = 1.0
-    stop: tuple[str, ...] = ()  # a sample ends where one of these first appears (the stop text is left out)
-    num_samples: int = 1
-    seed: int | None = None  # None: a fresh one, reported so the run can be repeated
-    unknown: str = "error"  # seed-text symbols the model never saw: error | skip | replace
+    temperature: float = sample_setting(0.8, "Above 0; lower is safer, higher wilder.")
+    top_k: int = sample_setting(40, "Draw from the k likeliest tokens (0 = all).")
+    top_p: float = sample_setting(  # nucleus sampling
+        1.0, "Then from the likeliest tokens that together reach this probability (1 = all).")
+    greedy: bool = sample_setting(False, "Always the likeliest token (temperature, top-k and top-p unused).")
+    # Divides positive logits (multiplies negative ones) of every token already in the text, as in CTRL.
+    repetition_penalty: float = sample_setting(
+        1.0, "Above 1 makes tokens already in the text less likely (1 = off); for word and subword models that loop.")
+    stop: tuple[str, ...] = sample_setting(
+        (), "End a sample where this text first appears, leaving it out (repeatable; \\n is a line break).")
+    num_samples: int = sample_setting(1, "Samples, made together as one batch.")
+    # None: a fresh seed, reported so the run can be repeated.
+    seed: int | None = sample_setting(None, "Makes sampling repeatable.", unset="fresh each turn")
+    unknown: str = sample_setting(
+        "error", f"Seed-text symbols the model never saw (char, word): {' | '.join(UNKNOWN_POLICIES)}.")
 
     def __post_init__(self) -> None:
         # One string is one stop text, not a sequence of one-character stops; JSON gives a list.
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         check_sample_config(self)
+
+
+def sample_settings() -> tuple[dataclasses.Field, ...]:
+    """SampleConfig's fields: the sampling settings every front end offers."""
+    return dataclasses.fields(SampleConfig)
 
 
 def unescape(text: str) -> str:

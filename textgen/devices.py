@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from textgen.errors import TextgenError
+from textgen.config import OptionError
 
 # What a CPU can do with bfloat16 autocast: multiply it in hardware (AVX-512 BF16 or AMX),
 # emulate it with plain AVX-512 (it works, slower than float32), or nothing at all: on an
@@ -28,16 +28,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise TextgenError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {name!r}") from None
+        raise OptionError("device", f"must be auto, cpu, cuda, cuda:N or mps, not {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise TextgenError("--device cuda was asked for, but this torch build sees no CUDA GPU")
+        raise OptionError("device", "cuda was asked for, but this torch build sees no CUDA GPU")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise TextgenError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                           f"numbered from 0")
+        raise OptionError("device", f"{name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
     if device.type == "mps" and not _mps_available():
-        raise TextgenError("--device mps was asked for, but Apple's MPS is not available here")
+        raise OptionError("device", "mps was asked for, but Apple's MPS is not available here")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise TextgenError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {name!r}")
+        raise OptionError("device", f"must be auto, cpu, cuda, cuda:N or mps, not {name!r}")
     return device
 
 
@@ -115,7 +114,7 @@ def cpu_runs_bfloat16_lstm() -> bool:
 
 
 def training_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for --precision on `device`, or None for plain float32.
+    """The autocast dtype for the `precision` setting on `device`, or None for plain float32.
 
     auto takes bfloat16 only where the hardware multiplies it; an explicit bfloat16 is honoured
     where it merely works (emulated, slower) and refused in one line where it cannot run."""
@@ -124,10 +123,10 @@ def training_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     support = bfloat16_support(device)
     if precision == "bfloat16":
         if device.type == "mps":
-            raise TextgenError("--precision bfloat16 is not supported on Apple's MPS; use float32")
+            raise OptionError("precision", "bfloat16 is not supported on Apple's MPS; use float32")
         if support == UNSUPPORTED:
             where = "this GPU" if device.type == "cuda" else "this CPU (PyTorch needs AVX-512 for it)"
-            raise TextgenError(f"--precision bfloat16 cannot run on {where}; use --precision float32 or auto")
+            raise OptionError("precision", f"bfloat16 cannot run on {where}; use {{precision}} float32 or auto")
         return torch.bfloat16
     return torch.bfloat16 if support == NATIVE else None
 
@@ -136,5 +135,5 @@ def precision_note(dtype: torch.dtype | None, device: torch.device) -> str | Non
     """A line for the run's plan when the chosen precision will be slower than the user may expect."""
     if dtype is torch.bfloat16 and device.type == "cpu" and bfloat16_support(device) == EMULATED:
         return ("bfloat16 is emulated on this CPU (no AVX-512 BF16 or AMX): expect it to be slower "
-                "than --precision float32")
+                "than float32")
     return None

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from textgen.checkpoint import atomic
 from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord, read_record
-from textgen.config import ModelConfig, TokenizerConfig, to_dict
+from textgen.config import ModelConfig, SettingError, TokenizerConfig, to_dict
 from textgen.errors import TextgenError
 
 FORMAT_NAME = "textgen-checkpoint"
@@ -86,14 +86,13 @@ def check_output_directory(directory: Path, overwrite: bool = False) -> None:
             raise TextgenError(f"cannot make {directory}: {parent} is not writable")
         return
     if not directory.is_dir():
-        raise TextgenError(f"{directory} is a file; choose another --out for the checkpoint")
+        raise SettingError(f"{directory} is a file; choose another {{out}} for the checkpoint", "out")
     if is_checkpoint(directory):
         if not overwrite:
-            raise TextgenError(
-                f"{directory} already holds a checkpoint; pass --overwrite to replace it, or choose another --out"
-            )
+            raise SettingError(f"{directory} already holds a checkpoint; pass {{overwrite}} to replace it, "
+                               "or choose another {out}", "overwrite", "out")
     elif any(directory.iterdir()):
-        raise TextgenError(f"{directory} exists and is not a textgen checkpoint; choose another --out")
+        raise SettingError(f"{directory} exists and is not a textgen checkpoint; choose another {{out}}", "out")
 
 
 def read_info(directory: Path) -> CheckpointInfo:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from textgen.config import SettingError
 from textgen.errors import TextgenError
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
@@ -95,8 +96,8 @@ def _acquire(path: Path, checkpoint: Path) -> int:
         if not _try_lock(fd):
             holder = _read_holder(fd)
             os.close(fd)
-            raise TextgenError(f"{checkpoint} is being trained by another textgen run ({holder}); "
-                               "wait for it to end, or choose another --out")
+            raise SettingError(f"{checkpoint} is being trained by another textgen run ({holder}); "
+                               "wait for it to end, or choose another {out}", "out")
         # A run that was releasing may have removed the file we opened; a lock on a removed
         # file guards nothing, so open the path again.
         try:

@@ -2,7 +2,8 @@
 stderr and a non-zero exit. Each command lives in its own module and is a thin shell over the
 library; torch is imported inside the commands, so `textgen --help` answers at once."""
 
-from __future__ import annotations
+# Annotations are evaluated as the module loads, not postponed: Typer would otherwise compile and
+# evaluate each option's annotation string again every time it starts, --help included.
 
 import sys
 from typing import Annotated
@@ -14,7 +15,7 @@ from textgen.cli.evaluate import evaluate
 from textgen.cli.info import info
 from textgen.cli.sample import sample
 from textgen.cli.train import train
-from textgen.config import OptionError
+from textgen.config import SettingError
 from textgen.errors import TextgenError
 
 # Typer raises click's exceptions (from its own bundled copy in recent releases); find them
@@ -33,11 +34,19 @@ for command in (train, sample, evaluate, info):
     app.command()(command)
 
 # Config fields whose command-line option is not simply --field-name.
-_FLAG_NAMES = {"kind": "--tokenizer", "adam_beta1": "adam_beta1 (in the checkpoint's settings)"}
+_FLAG_NAMES = {"kind": "--tokenizer", "adam_beta1": "adam_beta1 (in the checkpoint's settings)",
+               "corpus": "the text argument (textgen train FILE --resume CHECKPOINT)"}
 
 
 def flag_for(field: str) -> str:
     return _FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def print_error(message: str) -> None:
+    # The console module draws progress, tables and charts: --help and a run that ends well skip loading it.
+    from textgen.render.console import print_error as print_error_line
+
+    print_error_line(message)
 
 
 def _version(value: bool) -> None:
@@ -57,14 +66,12 @@ def _root(
 def run(argv: list[str] | None = None) -> None:
     """Run the CLI with every anticipated failure as one line on stderr and a non-zero exit
     (textgen.cli.main wraps this, so an interruption while it is imported is handled too)."""
-    from textgen.render.console import print_error
-
     if not (sys.argv[1:] if argv is None else argv):
         argv = ["--help"]  # a bare `textgen` shows what it can do, and that is not an error
     try:
         code = app(args=argv, prog_name="textgen", standalone_mode=False)
-    except OptionError as error:
-        print_error(error.worded(flag_for(error.field)))
+    except SettingError as error:
+        print_error(error.worded(flag_for))
         sys.exit(error.exit_code)
     except TextgenError as error:
         print_error(str(error))

@@ -1,9 +1,9 @@
 """`textgen evaluate`: loss, perplexity and bits per character of a checkpoint on a text; several
 checkpoints compared on one text; and views of what a model learnt (--memory, --show)."""
 
-from __future__ import annotations
+# Annotations are evaluated as the module loads, not postponed: Typer would otherwise compile and
+# evaluate each option's annotation string again every time it starts, --help included.
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -94,7 +94,7 @@ def evaluate(
         result, what = _evaluate_streamed(first)
     else:
         if text is None:
-            context, text, what = held_out_text(record)
+            context, text, what = held_out_text(record, "give a FILE to evaluate")
         else:
             context, what = "", text_file
         result = evaluate_text(first.model, first.tokenizer, text, context, unknown, label=what)
@@ -105,6 +105,8 @@ def evaluate(
     if not views[names[0]]:  # the views read a --text; the held-out part is scored as validation was
         asked = dict.fromkeys(asked, False)
     if as_json:
+        import json  # here, not at the top: `textgen --help` loads every command module
+
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "text": what, **result.to_json(),
                                **_views_json(views[names[0]], asked)}))
         return
@@ -118,6 +120,8 @@ def _print_comparison(rows: list[Any], views: dict[str, Any], asked: dict[str, b
     from textgen.render.tables import comparison_table
 
     if as_json:
+        import json
+
         typer.echo(json.dumps([{**row.to_json(), **_views_json(views[row.name], asked)} for row in rows]))
         return
     console.print(comparison_table(rows, what))

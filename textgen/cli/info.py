@@ -1,6 +1,7 @@
 """`textgen info`: what a checkpoint holds."""
 
-from __future__ import annotations
+# Annotations are evaluated as the module loads, not postponed: Typer would otherwise compile and
+# evaluate each option's annotation string again every time it starts, --help included.
 
 from pathlib import Path
 from typing import Annotated

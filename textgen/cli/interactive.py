@@ -4,7 +4,7 @@ next token by number from a table of the likeliest.
 
     > ROMEO:                  a seed phrase: its continuation streams
     >                         an empty line: continue the text so far
-    > :temp 0.7               settings: :temp :topk :topp :penalty :length :greedy :stop :seed
+    > :temp 0.7               settings: one command per SampleConfig field (:temp, :topk, :stop, ...)
     > :next 5                 the 5 likeliest next tokens; type a number to add one
     > :quit                   or Ctrl-D
 
@@ -15,36 +15,125 @@ drive it; a bad command prints a message and the loop goes on.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
-from textgen.config import OptionError, SampleConfig, unescape
+from textgen.config import SampleConfig, SettingError, sample_settings, unescape
 from textgen.errors import TextgenError
 
 DEFAULT_NEXT = 10  # rows of the :next table
+_ARGUMENTS = {bool: "[on|off]", int: "N", float: "X", str: "WORD"}  # what a command takes, by its setting's type
+# Sampling settings whose commands are not simply :field-name; the first name is the one shown.
+_COMMAND_NAMES = {
+    "length": (":length", ":len", ":n"),
+    "temperature": (":temp", ":temperature", ":t"),
+    "top_k": (":topk", ":top-k", ":k"),
+    "top_p": (":topp", ":top-p", ":p"),
+    "repetition_penalty": (":penalty", ":repetition-penalty", ":rep"),
+    "num_samples": (),  # the loop writes one sample at a time
+}
 
-HELP = """\
-Type a seed phrase and press Enter to watch it continue; an empty line continues the text so far.
-  :temp X      temperature (above 0)            :topk K     top-k (0 = off)
-  :topp P      top-p, in (0, 1] (1 = off)       :penalty R  repetition penalty (1 = off)
-  :length N    characters per turn              :greedy     greedy decoding on/off
-  :stop TEXT   add a stop text (\\n = line break); :stop alone clears them
-  :seed N      repeatable turns; :seed alone for a fresh seed each turn
-  :next [N]    the N likeliest next tokens; type a number to add one, Enter to go back
-  :settings    show the settings        :clear   forget the text so far
-  :help        this list                :quit    leave (or Ctrl-D)"""
 
-# Each setting command: its names, the SampleConfig field, how to read the value, and what it is.
-_SETTINGS: list[tuple[tuple[str, ...], str, Callable[[str], Any], str]] = [
-    ((":temp", ":temperature", ":t"), "temperature", float, "a number"),
-    ((":topk", ":top-k", ":k"), "top_k", int, "a whole number"),
-    ((":topp", ":top-p", ":p"), "top_p", float, "a number"),
-    ((":penalty", ":repetition-penalty", ":rep"), "repetition_penalty", float, "a number"),
-    ((":length", ":len", ":n"), "length", int, "a whole number"),
-]
+@dataclass(frozen=True)
+class SettingCommand:
+    """The interactive command that changes one sampling setting, made from its SampleConfig field."""
+
+    names: tuple[str, ...]  # the first is the one shown in help and messages
+    field: str
+    value_type: Any  # the field's type: int, float, bool, str, tuple[str, ...] or one of them | None
+    help: str
+    unset: str  # how None reads
+
+    @property
+    def usage(self) -> str:
+        """The command as help shows it, with what it takes: ":temp X", ":greedy [on|off]"."""
+        inner = _optional_type(self.value_type)
+        if _is_texts(self.value_type):
+            argument = "[TEXT]"
+        elif inner is not None:
+            argument = f"[{_ARGUMENTS.get(inner, 'TEXT')}]"
+        else:
+            argument = _ARGUMENTS.get(self.value_type, "TEXT")
+        return f"{self.names[0]} {argument}"
+
+    @property
+    def alone(self) -> str | None:
+        """What the command does with nothing after it, where that is not an error."""
+        if self.value_type is bool:
+            return "switches it"
+        if _is_texts(self.value_type):
+            return "clears them"
+        return self.unset if _optional_type(self.value_type) is not None else None
+
+    def value(self, argument: str, current: Any) -> Any:
+        """The value `argument` asks for; ValueError saying what the command takes when it is unreadable."""
+        if self.value_type is bool:
+            choice = {"": not current, "on": True, "off": False}.get(argument.lower())
+            if choice is None:
+                raise ValueError("takes on or off (or nothing, to switch)")
+            return choice
+        if _is_texts(self.value_type):  # each command adds one text; the bare command clears them
+            return current + (unescape(argument),) if argument else ()
+        inner = _optional_type(self.value_type)
+        if inner is not None:
+            return None if not argument else _read(inner, argument)
+        return _read(self.value_type, argument)
+
+
+def _read(value_type: Any, argument: str) -> Any:
+    kind = {int: "a whole number", float: "a number"}.get(value_type)
+    if kind is None:
+        return argument
+    try:
+        return value_type(argument)
+    except ValueError:
+        raise ValueError(f"needs {kind}, got {argument!r}" if argument else f"needs {kind}") from None
+
+
+def _optional_type(value_type: Any) -> Any:
+    """X for a type `X | None`, else None."""
+    others = [arg for arg in typing.get_args(value_type) if arg is not type(None)]
+    return others[0] if len(others) == 1 and len(typing.get_args(value_type)) == 2 else None
+
+
+def _is_texts(value_type: Any) -> bool:
+    return typing.get_origin(value_type) is tuple
+
+
+def setting_commands(setting: dataclasses.Field) -> tuple[str, ...]:
+    """The loop's names for a sampling setting, the first the one it is shown by; () for none."""
+    return _COMMAND_NAMES.get(setting.name, (":" + setting.name.replace("_", "-"),))
+
+
+def _setting_commands() -> dict[str, SettingCommand]:
+    """Every name of every setting command, from SampleConfig's fields."""
+    types = typing.get_type_hints(SampleConfig)
+    commands = [SettingCommand(setting_commands(setting), setting.name, types[setting.name],
+                               setting.metadata["help"], setting.metadata["unset"])
+                for setting in sample_settings() if setting_commands(setting)]
+    return {name: command for command in commands for name in command.names}
+
+
+SETTING_COMMANDS = _setting_commands()
+
+
+def help_text() -> str:
+    """What :help prints: the setting commands (one per SampleConfig field), then the loop's own."""
+    settings = dict.fromkeys(SETTING_COMMANDS.values())  # each once, in the fields' order
+    lines = ["Type a seed phrase and press Enter to watch it continue; an empty line continues the text so far."]
+    lines += [f"  {command.usage:<18} {command.help}" + (f" Alone: {command.alone}." if command.alone else "")
+              for command in settings]
+    lines += [
+        "  :next [N]          the N likeliest next tokens; type a number to add one, Enter to go back",
+        "  :settings          show the settings        :clear   forget the text so far",
+        "  :help              this list                :quit    leave (or Ctrl-D)",
+    ]
+    return "\n".join(lines)
 
 
 class Session:
@@ -81,7 +170,7 @@ class Session:
         elif command in (":quit", ":q", ":exit"):
             return False
         elif command in (":help", ":h", ":?"):
-            self.console.print(HELP, markup=False, highlight=False, soft_wrap=True)
+            self.console.print(help_text(), markup=False, highlight=False, soft_wrap=True)
         elif command in (":settings", ":show"):
             from textgen.render.interactive import settings_table
 
@@ -91,18 +180,10 @@ class Session:
             self.say("the text so far is forgotten")
         elif command == ":next":
             return self.pick_next(argument)
-        elif command == ":greedy":
-            choice = {"": not self.config.greedy, "on": True, "off": False}.get(argument.lower())
-            if choice is None:
-                self.warn(":greedy takes on or off (or nothing, to switch)")
-            else:
-                self.change(greedy=choice)
-        elif command == ":stop":
-            self.change(stop=self.config.stop + (unescape(argument),) if argument else ())
-        elif command == ":seed":
-            self.set_seed(argument)
+        elif command in SETTING_COMMANDS:
+            self.set(SETTING_COMMANDS[command], argument)
         else:
-            self.set_number(command, argument)
+            self.warn(f"unknown command {command}; :help lists the commands")
         return True
 
     # --- writing --------------------------------------------------------------------------------
@@ -115,7 +196,7 @@ class Session:
         try:
             self.model.check_prompt(seed_phrase, self.config.unknown)
         except TextgenError as error:
-            self.warn(str(error))
+            self.warn(_worded(error))
             return
         if prompt is not None:
             self.console.print(Text(prompt, style="bold"), end="", soft_wrap=True)
@@ -132,8 +213,7 @@ class Session:
         self.text = seed_phrase + written
 
     def sample_settings(self) -> dict[str, Any]:
-        fields = ("length", "temperature", "top_k", "top_p", "greedy", "repetition_penalty", "stop", "seed", "unknown")
-        return {name: getattr(self.config, name) for name in fields}
+        return {setting.name: getattr(self.config, setting.name) for setting in sample_settings()}
 
     def pick_next(self, argument: str) -> bool:
         """Show the likeliest next tokens and add the ones the user picks; False on Ctrl-D."""
@@ -152,7 +232,7 @@ class Session:
             try:
                 candidates = self.model.next_tokens(self.text, top=top, config=self.config)
             except TextgenError as error:
-                self.warn(str(error))
+                self.warn(_worded(error))
                 return True
             self.say("after " + context_tail(self.text))
             self.console.print(next_tokens_table(candidates))
@@ -172,35 +252,20 @@ class Session:
 
     # --- settings -------------------------------------------------------------------------------
 
-    def set_number(self, command: str, argument: str) -> None:
-        for names, field, parse, kind in _SETTINGS:
-            if command in names:
-                try:
-                    value = parse(argument)
-                except ValueError:
-                    self.warn(f"{names[0]} needs {kind}, got {argument!r}" if argument else f"{names[0]} needs {kind}")
-                    return
-                self.change(**{field: value})
-                return
-        self.warn(f"unknown command {command}; :help lists the commands")
-
-    def set_seed(self, argument: str) -> None:
-        if not argument:
-            self.change(seed=None)
-            return
+    def set(self, command: SettingCommand, argument: str) -> None:
         try:
-            seed = int(argument)
-        except ValueError:
-            self.warn(f":seed needs a whole number, got {argument!r}")
+            value = command.value(argument, getattr(self.config, command.field))
+        except ValueError as error:
+            self.warn(f"{command.names[0]} {error}")
             return
-        self.change(seed=seed)
+        self.change(**{command.field: value})
 
     def change(self, **changes: Any) -> None:
         """Apply settings if they pass the same checks as the command line's, else say why not."""
         try:
             config = dataclasses.replace(self.config, **changes)
-        except OptionError as error:
-            self.warn(error.worded(_command_for(error.field)))
+        except SettingError as error:
+            self.warn(error.worded(command_for))
             return
         self.config = config
         name, value = next(iter(changes.items()))
@@ -214,17 +279,22 @@ class Session:
 
 
 def _shown(name: str, value: Any) -> str:
-    if name == "stop":
-        return ", ".join(map(repr, value)) or "none"
-    if name == "seed":
-        return "fresh each turn" if value is None else str(value)
-    if name == "greedy":
+    if value is None:
+        return next(command.unset for command in SETTING_COMMANDS.values() if command.field == name)
+    if isinstance(value, bool):
         return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ", ".join(map(repr, value)) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _command_for(field: str) -> str:
-    return next((names[0] for names, name, _, _ in _SETTINGS if name == field), f":{field}")
+def command_for(field: str) -> str:
+    """The interactive loop's name for a setting, as its messages word it."""
+    return next((command.names[0] for command in SETTING_COMMANDS.values() if command.field == field), f":{field}")
+
+
+def _worded(error: TextgenError) -> str:
+    return error.worded(command_for) if isinstance(error, SettingError) else str(error)
 
 
 def run_interactive(model: Any, config: SampleConfig, first_prompt: str | None = None,

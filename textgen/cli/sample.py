@@ -1,10 +1,10 @@
 """`textgen sample`: continue a seed phrase from a checkpoint, streamed to the terminal, as JSON,
 into a file, or in an interactive prompt loop."""
 
-from __future__ import annotations
+# Annotations are evaluated as the module loads, not postponed: Typer would otherwise compile and
+# evaluate each option's annotation string again every time it starts, --help included.
 
 import dataclasses
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,38 +12,36 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from textgen.config import UNKNOWN_POLICIES, SampleConfig, unescape
+from textgen.config import SampleConfig, sample_settings, unescape
 from textgen.cli.files import check_output_file
 from textgen.errors import TextgenError
 
 _sample = SampleConfig()
+_help = {setting.name: setting.metadata["help"] for setting in sample_settings()}
 SAMPLING, STOPPING, SAMPLE_OUTPUT = "Sampling", "Length and stops", "Output"
 
 
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory made by `textgen train`.", show_default=False)],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Seed phrase the text continues.")] = "",
-    length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate per sample, whatever the tokenizer.",
+    length: Annotated[int, typer.Option("--length", "-n", help=_help["length"],
                                         rich_help_panel=STOPPING)] = _sample.length,
-    stop: Annotated[Optional[list[str]], typer.Option(
-        "--stop", help="End a sample where this text first appears, leaving it out (repeatable; \\n is a line break).",
-        rich_help_panel=STOPPING, show_default=False)] = None,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Above 0; lower is safer, higher wilder.",
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help=_help["stop"], rich_help_panel=STOPPING,
+                                                      show_default=False)] = None,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help=_help["temperature"],
                                                rich_help_panel=SAMPLING)] = _sample.temperature,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Draw from the k likeliest tokens (0 = all).",
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help=_help["top_k"],
                                        rich_help_panel=SAMPLING)] = _sample.top_k,
-    top_p: Annotated[float, typer.Option("--top-p", help="Then from the likeliest tokens that together reach this probability (1 = all).",
+    top_p: Annotated[float, typer.Option("--top-p", help=_help["top_p"],
                                          rich_help_panel=SAMPLING)] = _sample.top_p,
-    greedy: Annotated[bool, typer.Option("--greedy", help="Always the likeliest token (temperature, top-k and top-p unused).",
+    greedy: Annotated[bool, typer.Option("--greedy", help=_help["greedy"],
                                          rich_help_panel=SAMPLING)] = _sample.greedy,
     repetition_penalty: Annotated[float, typer.Option(
-        "--repetition-penalty", help="Above 1 makes tokens already in the text less likely (1 = off); for word and "
-        "subword models that loop.", rich_help_panel=SAMPLING)] = _sample.repetition_penalty,
-    seed: Annotated[Optional[int], typer.Option(help="Makes sampling repeatable.", rich_help_panel=SAMPLING,
+        "--repetition-penalty", help=_help["repetition_penalty"], rich_help_panel=SAMPLING)] = _sample.repetition_penalty,
+    seed: Annotated[Optional[int], typer.Option(help=_help["seed"], rich_help_panel=SAMPLING,
                                                 show_default=False)] = None,
-    unknown: Annotated[str, typer.Option(help="Seed-text symbols the model never saw (char, word): "
-                                              f"{' | '.join(UNKNOWN_POLICIES)}.", rich_help_panel=SAMPLING)] = _sample.unknown,
-    num_samples: Annotated[int, typer.Option(help="Samples, made together as one batch.",
+    unknown: Annotated[str, typer.Option(help=_help["unknown"], rich_help_panel=SAMPLING)] = _sample.unknown,
+    num_samples: Annotated[int, typer.Option(help=_help["num_samples"],
                                              rich_help_panel=SAMPLE_OUTPUT)] = _sample.num_samples,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the samples to this file instead.",
                                                    rich_help_panel=SAMPLE_OUTPUT, show_default=False)] = None,
@@ -55,11 +53,7 @@ def sample(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
 ) -> None:
     """Generate text from a checkpoint, continuing a seed phrase."""
-    config = SampleConfig(
-        length=length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-        repetition_penalty=repetition_penalty, stop=tuple(unescape(text) for text in stop or ()),
-        num_samples=num_samples, seed=seed, unknown=unknown,
-    )
+    config = _sample_config(locals())
     if interactive and (as_json or output is not None or num_samples > 1):
         raise TextgenError("--interactive writes one sample at a time to the terminal; leave out "
                            "--json, --output and --num-samples")
@@ -86,6 +80,14 @@ def sample(
         _show_documents(pieces, prompt, config, model.documents)
     else:
         _show_samples(pieces, prompt, config)
+
+
+def _sample_config(options: dict[str, Any]) -> SampleConfig:
+    """The SampleConfig the options ask for, checked: every option named after a SampleConfig field
+    sets it; stop texts are typed with escapes (\\n)."""
+    given = {setting.name: options[setting.name] for setting in sample_settings() if setting.name in options}
+    given["stop"] = tuple(unescape(text) for text in given.get("stop") or ())
+    return SampleConfig(**given)
 
 
 def _show_documents(pieces: Iterator[Any], prompt: str, config: SampleConfig, documents: str) -> None:
@@ -136,6 +138,8 @@ def _write_samples(texts: list[str], checkpoint: Path, prompt: str, config: Samp
     from textgen.render.console import print_note
 
     if as_json:
+        import json  # here, not at the top: `textgen --help` loads every command module
+
         settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"}
         result = json.dumps({"checkpoint": str(checkpoint), "prompt": prompt, "seed": config.seed,
                              "settings": settings, "samples": texts}, ensure_ascii=False) + "\n"

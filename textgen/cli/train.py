@@ -1,9 +1,5 @@
 """`textgen train`: a new run from a text file, or `--resume` of a saved one."""
 
-from __future__ import annotations
-
-import json
-import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +11,6 @@ from textgen.config import (
     CELLS, DEFAULT_CHECKPOINT_DIR, DEFAULT_CORPUS, PRESETS, SUBWORD_MODELS, TOKENIZER_KINDS, ModelConfig,
     TokenizerConfig, TrainConfig,
 )
-from textgen.errors import TextgenError
 
 _model, _tok, _train = ModelConfig(), TokenizerConfig(), TrainConfig()
 CORPUS, TOKENIZER, MODEL, TRAINING, LIMITS, OUTPUT = (
@@ -107,7 +102,7 @@ def train(
                if name not in _NOT_SETTINGS}
     from textgen import api
 
-    with _joined(request.get("device", _train.device)) as group, _Watcher() as watcher, _worded_as_flags():
+    with _joined(request.get("device", _train.device)) as group, _Watcher() as watcher:
         result = api.train(corpus, out or _default_out(corpus), preset, encoding, watcher, overwrite=overwrite,
                            progress=watcher.preparation, on_settings=watcher.announce, group=group, **request)
     _finish(result, group)
@@ -139,7 +134,7 @@ class _Watcher:
 
         self.preparation, self.display = PreparationDisplay(), TrainingDisplay()
 
-    def __enter__(self) -> _Watcher:
+    def __enter__(self) -> "_Watcher":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -163,18 +158,6 @@ class _Watcher:
         return getattr(self.display, hook)  # on_step, on_evaluation, on_checkpoint, on_stop_requested
 
 
-@contextmanager
-def _worded_as_flags() -> Iterator[None]:
-    """The library's errors that name settings by their fields, worded with the options' flags."""
-    from textgen.cli.app import flag_for
-    from textgen.training import SettingsError
-
-    try:
-        yield
-    except SettingsError as error:
-        raise TextgenError(error.worded(flag_for)) from None
-
-
 def _default_out(corpus_source: str | None) -> Path:
     """checkpoints/<corpus name>, or -2, -3, ... so an earlier run is never overwritten."""
     stem = Path(corpus_source).stem if corpus_source else DEFAULT_CORPUS
@@ -190,10 +173,8 @@ def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]
     from textgen import api
 
     limits = {name: value for name, value in given.items() if name not in ("resume", "corpus", "encoding")}
-    with _worded_as_flags():
-        api.check_resumable(limits)  # before the checkpoint is read for its device
-    with _joined(limits.get("device") or _recorded_device(checkpoint)) as group, _Watcher() as watcher, \
-            _worded_as_flags():
+    api.check_resumable(limits)  # before the checkpoint is read for its device
+    with _joined(limits.get("device") or _recorded_device(checkpoint)) as group, _Watcher() as watcher:
         result = api.resume(checkpoint, corpus, watcher, progress=watcher.preparation, group=group, **limits)
     _finish(result, group)
 
@@ -207,6 +188,9 @@ def _recorded_device(checkpoint: Path) -> str:
 
 def _finish(result: Any, group: Any) -> None:
     """The run's report, then what to do next (process 0 only); exit 130 after an interruption."""
+    import json
+    import shlex
+
     from textgen.render.console import console
     from textgen.render.tables import run_report, training_summary
 

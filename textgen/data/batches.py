@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from textgen.config import SettingError
 from textgen.errors import TextgenError
 
 IGNORE = -100  # the target id cross_entropy skips
@@ -132,15 +133,16 @@ class StreamBatches:
                  device: torch.device | str = "cpu", rank: int = 0, world: int = 1) -> None:
         count = len(ids)
         if count < seq_len + 1:
-            raise TextgenError(
+            raise SettingError(
                 f"the training text is {count} tokens long, shorter than one training window "
-                f"(--seq-len {seq_len}); use a longer text or a smaller --seq-len"
+                f"({{seq_len}} {seq_len}); use a longer text or a smaller {{seq_len}}", "seq_len"
             )
         # Every row holds at least one whole window.
         self.global_rows = min(rows, (count - 1) // seq_len)
         if self.global_rows % world:
-            raise TextgenError(f"the text fills {self.global_rows} rows of --seq-len {seq_len}, which do not split "
-                               f"evenly over {world} processes; give a smaller --batch-size or --seq-len")
+            raise SettingError(f"the text fills {self.global_rows} rows of {{seq_len}} {seq_len}, which do not split "
+                               f"evenly over {world} processes; give a smaller {{batch_size}} or {{seq_len}}",
+                               "seq_len", "batch_size")
         # Under torchrun each process takes a contiguous share of the rows (see distributed.py).
         self.rows = self.global_rows // world
         self.first_row = rank * self.rows
@@ -182,7 +184,8 @@ class DocumentBatches:
 
     def __init__(self, documents: list[list[int]], end_id: int, rows: int, seq_len: int, seed: int) -> None:
         if not documents:
-            raise TextgenError("the training part holds no documents; check --documents and --val-fraction")
+            raise SettingError("the training part holds no documents; check {documents} and {val_fraction}",
+                               "documents", "val_fraction")
         self.documents, self.end_id, self.seed = documents, end_id, seed
         self.rows = max(1, min(rows, len(documents)))
         self.window = window_for(documents, seq_len)

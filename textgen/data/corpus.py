@@ -11,6 +11,7 @@ import codecs
 import hashlib
 import http.client
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from textgen import config
+from textgen.config import SettingError
 from textgen.checkpoint import atomic
 from textgen.checkpoint.records import CorpusRecord
 from textgen.data.split import split_text
@@ -126,8 +128,8 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     wide = codec_name.startswith(("utf-16", "utf-32"))
     if not wide and (nul := data.find(b"\x00")) >= 0:
         if wide_text := _wide_encoding(data):
-            raise TextgenError(f"{path} looks like {wide_text.upper()} text, not {encoding} (NUL byte at offset {nul}); "
-                               f"pass --encoding {wide_text}")
+            raise SettingError(f"{path} looks like {wide_text.upper()} text, not {encoding} (NUL byte at offset {nul}); "
+                               f"pass {{encoding}} {wide_text}", "encoding")
         raise TextgenError(f"{path} looks binary (NUL byte at offset {nul})")
     try:
         text = data.decode(encoding)
@@ -135,9 +137,9 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
         label = "UTF-8" if codec_name == "utf-8" else encoding
         # A codec may decode a tail of the data (utf-8-sig, past its BOM), and count from there.
         offset = error.start + len(data) - len(error.object) if data.endswith(error.object) else error.start
-        raise TextgenError(
+        raise SettingError(
             f"{path} is not valid {label}: bad byte 0x{error.object[error.start]:02x} at byte offset {offset}; "
-            "pass --encoding if it uses another encoding"
+            "pass {encoding} if it uses another encoding", "encoding"
         ) from None
     except UnicodeError as error:  # codecs such as punycode report bad input without a position
         raise TextgenError(f"{path} is not valid {encoding}: {str(error).splitlines()[0]}") from None
@@ -177,7 +179,7 @@ def recorded_corpus(record: CorpusRecord, why: str) -> Corpus:
     `why` finishes the error messages ("give a FILE to evaluate")."""
     source = record.name or record.path
     if not source:
-        raise TextgenError(f"this checkpoint does not say where its training text is; {why}")
+        raise with_hint("this checkpoint does not say where its training text is", why)
     try:
         if record.name:
             corpus = load_named_corpus(record.name)
@@ -186,18 +188,34 @@ def recorded_corpus(record: CorpusRecord, why: str) -> Corpus:
             text = read_text_file(Path(source), encoding)
             corpus = Corpus(text, record.source or source, None, Path(source), _sha256_of_text(text), encoding)
     except TextgenError as error:
-        raise TextgenError(f"the training text can no longer be read ({error}); {why}") from None
+        raise _unreadable(error, why) from None
     if corpus.sha256 != record.sha256:
-        raise TextgenError(f"the training text {source} has changed since training; {why}")
+        raise with_hint(f"the training text {source} has changed since training", why)
     return corpus
 
 
-def held_out_text(record: CorpusRecord) -> tuple[str, str, str]:
+def _unreadable(error: TextgenError, why: str) -> SettingError:
+    """The error that reading a checkpoint's training text met, with the caller's hint; any setting
+    it names is left for the front end to word."""
+    inner, fields = (error.template, error.fields) if isinstance(error, SettingError) else (str(error), ())
+    hinted = with_hint(f"the training text can no longer be read ({inner})", why)
+    return SettingError(hinted.template, *fields, *hinted.fields)
+
+
+def with_hint(problem: str, why: str) -> SettingError:
+    """`problem`, then the caller's hint of what to do, in which a setting is written {field} (as in
+    "give the training text as {corpus}"), so each front end names it its own way."""
+    return SettingError(f"{problem}; {why}", *re.findall(r"\{(\w+)\}", why))
+
+
+def held_out_text(record: CorpusRecord, why: str) -> tuple[str, str, str]:
     """(text just before the held-out part, the held-out part, a description) of the corpus a
-    checkpoint was trained on, provided that text is still where it was and unchanged."""
+    checkpoint was trained on, provided that text is still where it was and unchanged; `why`
+    finishes the error messages, in the caller's words ("give a FILE to evaluate")."""
     if (record.name or record.path) and record.val_fraction <= 0:
-        raise TextgenError("this model was trained with no held-out text (--val-fraction 0); give a FILE to evaluate")
-    corpus = recorded_corpus(record, "give a FILE to evaluate")
+        hinted = with_hint("this model was trained with no held-out text ({val_fraction} 0)", why)
+        raise SettingError(hinted.template, "val_fraction", *hinted.fields)
+    corpus = recorded_corpus(record, why)
     train, held_out = split_text(corpus.text, record.val_fraction, record.documents)
     return train, held_out, f"the held-out last {record.val_fraction:g} of {record.name or record.path}"
 

@@ -34,7 +34,7 @@ import numpy as np
 from textgen import config
 from textgen.checkpoint.records import CorpusRecord
 from textgen.config import TokenizerConfig, to_dict
-from textgen.data.corpus import Corpus, corpus_cache_dir, load_corpus
+from textgen.data.corpus import Corpus, corpus_cache_dir, load_corpus, with_hint
 from textgen.data.reading import CorpusFiles, find_files, read_blocks
 from textgen.data.pieces import Piece, Split, cut_for, pieces
 from textgen.data.split import split_documents
@@ -148,7 +148,7 @@ def recorded_prepared(record: CorpusRecord, tokenizer_config: TokenizerConfig, w
     counterpart of data.corpus.recorded_corpus. `why` finishes the error messages."""
     prepared = prepare(recorded_files(record, why), tokenizer_config, record.val_fraction, corpus_cache_dir())
     if prepared.sha256 != record.sha256:
-        raise TextgenError(f"the training text {record.source} has changed since training; {why}")
+        raise with_hint(f"the training text {record.source} has changed since training", why)
     return prepared
 
 
@@ -169,7 +169,7 @@ def recorded_files(record: CorpusRecord, why: str) -> CorpusFiles:
     if files is None and where and Path(where).is_file():
         files = CorpusFiles(record.source or where, (Path(where),), record.encoding or "utf-8")
     if files is None:
-        raise TextgenError(f"the training text {where or '(not recorded)'} can no longer be found; {why}")
+        raise with_hint(f"the training text {where or '(not recorded)'} can no longer be found", why)
     return files
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from textgen.config import SettingError
 from textgen.errors import TextgenError
 
 BLOCK_BYTES = 4 << 20
@@ -92,8 +93,9 @@ def read_blocks(files: CorpusFiles) -> Iterator[tuple[Path, str, int]]:
                 except UnicodeDecodeError as error:
                     label = "UTF-8" if codec.name == "utf-8" else files.encoding
                     at = offset - pending + error.start
-                    raise TextgenError(f"{path} is not valid {label}: bad byte 0x{error.object[error.start]:02x} at "
-                                       f"byte offset {at}; pass --encoding if it uses another encoding") from None
+                    raise SettingError(f"{path} is not valid {label}: bad byte 0x{error.object[error.start]:02x} at "
+                                       f"byte offset {at}; pass {{encoding}} if it uses another encoding",
+                                       "encoding") from None
                 offset += len(block)
                 done += len(block)
                 if first and text:

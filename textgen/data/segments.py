@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from textgen.data.batches import IGNORE, Window, to_device
+from textgen.config import SettingError
 from textgen.errors import TextgenError
 
 
@@ -49,8 +50,9 @@ class SegmentBatches:
         total = int(self.segment_windows.sum())
         self.global_rows = min(rows, total)
         if self.global_rows % world:
-            raise TextgenError(f"the text fills {self.global_rows} rows of {window} tokens, which do not split "
-                               f"evenly over {world} processes; give a smaller --batch-size or --seq-len")
+            raise SettingError(f"the text fills {self.global_rows} rows of {window} tokens, which do not split "
+                               f"evenly over {world} processes; give a smaller {{batch_size}} or {{seq_len}}",
+                               "batch_size", "seq_len")
         self.rows = self.global_rows // world
         self.first_row = rank * self.rows
         self.capacity = math.ceil(total / self.global_rows)

@@ -10,7 +10,7 @@ import math
 import re
 from fractions import Fraction
 
-from textgen.config import DOCUMENT_MODES
+from textgen.config import DOCUMENT_MODES, OptionError
 from textgen.errors import TextgenError
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n\s*")
@@ -42,7 +42,7 @@ def split_documents(text: str, mode: str) -> list[str]:
         return [p.removesuffix("\r") for p in pieces if p.strip()]
     if mode == "blank-lines":
         return [p.strip("\n\r") for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
-    raise TextgenError(f"--documents must be one of {', '.join(DOCUMENT_MODES)}, not {mode!r}")
+    raise OptionError("documents", f"must be one of {', '.join(DOCUMENT_MODES)}, not {mode!r}")
 
 
 def document_split_point(text: str, split: int, mode: str) -> int:

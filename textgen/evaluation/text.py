@@ -11,7 +11,6 @@ import math
 
 import torch
 
-from textgen.errors import TextgenError
 from textgen.evaluation.scoring import documents_loss, total_loss
 from textgen.model import RNNLanguageModel
 from textgen.reports import EvaluationResult
@@ -40,19 +39,19 @@ def evaluate_text(
     "skip" leaves them out of the score, "replace" stands in for them (char: a plain form it
     knows; word: <unk>). A word model scores unseen words as <unk> unless told to skip them.
     `label` names the text in that refusal."""
-    from textgen.config import UNKNOWN_POLICIES
+    from textgen.config import UNKNOWN_POLICIES, OptionError, SettingError
     from textgen.tokenizers import encode_leniently, end_marker, unseen_symbols
 
     if unknown not in UNKNOWN_POLICIES:
-        raise TextgenError(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}, not {unknown!r}")
+        raise OptionError("unknown", f"must be one of {', '.join(UNKNOWN_POLICIES)}, not {unknown!r}")
     unseen = unseen_symbols(tokenizer, text)
     handling = ""
     characters = len(text)
     encode = tokenizer.encode
     if unseen.occurrences:
         if unknown == "error" and tokenizer.unk_id is None:
-            raise TextgenError(f"{label} has {unseen.describe(len(text))}; "
-                               "--unknown skip or --unknown replace scores it without them")
+            raise SettingError(f"{label} has {unseen.describe(len(text))}; "
+                               "{unknown} skip or {unknown} replace scores it without them", "unknown")
         if unknown == "error" or tokenizer.unk_id is not None and unknown == "replace":
             handling = "<unk>"
         else:

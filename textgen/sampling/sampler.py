@@ -15,7 +15,6 @@ Yields text pieces as they are made; knows nothing of files or terminals.
 """
 
 from __future__ import annotations
-from __future__ import annotations
 
 import random
 import secrets
@@ -24,8 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from textgen.config import MAX_SEED, SampleConfig
-from textgen.errors import TextgenError
+from textgen.config import MAX_SEED, SampleConfig, SettingError
 from textgen.model import RNNLanguageModel, Step, make_step, prime
 from textgen.sampling.shaping import choose_tokens
 from textgen.tokenizers import StreamDecoder, Tokenizer, describe_symbols, encode_leniently, end_marker
@@ -51,9 +49,9 @@ def prompt_ids(tokenizer: Tokenizer, prompt: str, unknown: str = "error") -> lis
     if unknown == "error":
         unseen = tokenizer.unknown_symbols(prompt)
         if unseen:
-            raise TextgenError(
+            raise SettingError(
                 f"the seed text has symbols the model never saw: {describe_symbols(unseen)} "
-                "(--unknown skip or --unknown replace to go on without them)"
+                "({unknown} skip or {unknown} replace to go on without them)", "unknown"
             )
         ids = tokenizer.encode(prompt)
     else:

@@ -5,8 +5,8 @@ schedule, the weight average), snapshot.py (where a run stands, for exact resume
 corpus), callbacks.py (what the loop reports)."""
 
 from textgen.training.callbacks import EvaluationReport, RunPlan, StepReport, TrainingCallbacks, TrainingResult
-from textgen.training.loop import SettingsError, resume, train
+from textgen.training.loop import resume, train
 
 __all__ = [
-    "EvaluationReport", "RunPlan", "SettingsError", "StepReport", "TrainingCallbacks", "TrainingResult", "resume", "train",
+    "EvaluationReport", "RunPlan", "StepReport", "TrainingCallbacks", "TrainingResult", "resume", "train",
 ]

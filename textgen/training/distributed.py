@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from textgen.config import OptionError
 from textgen.errors import TextgenError
 
 
@@ -40,8 +41,8 @@ class Group:
     def rows(self, global_rows: int) -> slice:
         """This process's share of `global_rows` batch rows."""
         if global_rows % self.world:
-            raise TextgenError(f"--batch-size {global_rows} does not split evenly over {self.world} processes; "
-                               f"give a multiple of {self.world}")
+            raise OptionError("batch_size", f"{global_rows} does not split evenly over {self.world} processes; "
+                                            f"give a multiple of {self.world}")
         share = global_rows // self.world
         return slice(self.rank * share, (self.rank + 1) * share)
 

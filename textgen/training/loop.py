@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from textgen.checkpoint import (
     save_checkpoint, save_trainer_state, update_records,
 )
 from textgen.checkpoint.records import BestRecord, MetricsRow, TrainingRecord
-from textgen.config import ModelConfig, TokenizerConfig, TrainConfig, to_dict
+from textgen.config import ModelConfig, SettingError, TokenizerConfig, TrainConfig, to_dict
 from textgen.data import IGNORE, Window
 from textgen.data.corpus import Corpus
 from textgen.data.prepare import PreparedCorpus
@@ -96,8 +95,7 @@ def resume(
     info = read_info(checkpoint)
     saved = load_trainer_state(checkpoint)
     if corpus is None:
-        corpus = recorded_text(info.corpus, info.tokenizer,
-                               "give the training text: textgen train FILE --resume CHECKPOINT")
+        corpus = recorded_text(info.corpus, info.tokenizer, "give the training text as {corpus}")
     config = info.training.config
     if limits:
         config = TrainConfig(**{**to_dict(config), **limits})
@@ -109,22 +107,10 @@ def resume(
     trainer.restore(saved)
     progress = trainer.progress
     if trainer.limits.reached(progress.step, trainer.steps_per_epoch, progress.elapsed):
-        raise SettingsError(lambda name: f"{checkpoint} already reached its limit at step {progress.step:,} "
-                            f"({progress.elapsed:.0f} s); give a larger {name('max_steps')}, {name('epochs')} or "
-                            f"{name('max_time')} to train on")
+        raise SettingError(f"{checkpoint} already reached its limit at step {progress.step:,} "
+                           f"({progress.elapsed:.0f} s); give a larger {{max_steps}}, {{epochs}} or {{max_time}} "
+                           "to train on", "max_steps", "epochs", "max_time")
     return trainer.run(callbacks if callbacks and group.is_main else TrainingCallbacks())
-
-
-class SettingsError(TextgenError):
-    """A TextgenError that names settings: its message is written by a function given how to name
-    a config field, so each front end words them its own way (the library's words are the fields)."""
-
-    def __init__(self, message: Callable[[Callable[[str], str]], str]) -> None:
-        self.message = message
-        super().__init__(message(str))
-
-    def worded(self, name: Callable[[str], str]) -> str:
-        return self.message(name)
 
 
 class Trainer:
@@ -294,8 +280,8 @@ class Trainer:
             if not math.isfinite(figure.loss):
                 kept = f"the last good checkpoint is kept in {self.out}" if self.saved_once else \
                     "no checkpoint was saved yet"
-                raise SettingsError(lambda name: f"training diverged at step {figure.pending.step - 1}: the loss "
-                                    f"became {figure.loss}; {kept}; try a lower {name('learning_rate')}")
+                raise SettingError(f"training diverged at step {figure.pending.step - 1}: the loss became "
+                                   f"{figure.loss}; {kept}; try a lower {{learning_rate}}", "learning_rate")
         return figures
 
     def _report_steps(self, figures: list[StepFigures], callbacks: TrainingCallbacks) -> None:
