@@ -110,6 +110,8 @@ def test_evaluate_compares_checkpoints_and_shows_memory_and_surprise(tmp_path, m
     code, out, err = run(["evaluate", "char", "--text", "text.txt", "--show", "--memory", "--gradients"], capsys)
     assert code == 0, err
     assert "surprise in bits" in out and "memory reach" in out and re.search(r"never\s+│?\s*\d\.\d{4}", out)
+    first_line = TEXT.split("\n")[0][:30]
+    assert f"\n{first_line}" in out  # the coloured text starts with the first token, which nothing predicts
     assert "fading gradients" in out
     code, out, err = run(["evaluate", "char", "--text", "text.txt", "--cells"], capsys)
     assert code == 0 and "cells of char that track the text" in out and "gate saturation" in out, err

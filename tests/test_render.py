@@ -18,12 +18,12 @@ from textgen.checkpoint import CheckpointInfo
 from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord
 from textgen.config import ModelConfig, SampleConfig, TokenizerConfig, TrainConfig
 from textgen.render.fitting import Column, FittedTable
-from textgen.render.insight import cells_view, gradient_chart, memory_chart
+from textgen.render.insight import cells_view, gradient_chart, memory_chart, surprise_text
 from textgen.render.interactive import next_tokens_table, settings_table
 from textgen.render.samples import SideBySide
 from textgen.render.tables import comparison_table, evaluation_table, run_report, training_summary
 from textgen.reports import (
-    CellMatch, CellReport, EvaluationResult, GradientFade, MemoryPoint, ModelRow, TrainingResult,
+    CellMatch, CellReport, EvaluationResult, GradientFade, MemoryPoint, ModelRow, TokenSurprise, TrainingResult,
 )
 
 WIDTHS = (60, 80, 200)
@@ -193,3 +193,9 @@ def test_a_new_sampling_field_appears_in_the_settings_table_without_an_edit():
 def test_a_value_shaped_like_markup_is_shown_as_written():
     output = drawn(comparison_table([dataclasses.replace(COMPARED[0], name="[bold]run[/bold]")], "the text"), 200)
     assert "[bold]run[/bold]" in output
+
+
+def test_the_surprise_text_starts_with_the_first_token_that_nothing_predicts():
+    tokens = [TokenSurprise(c, bits, 2.0 ** -bits, []) for c, bits in zip("irst Citizen", [0.5, 3.0, 9.0] * 4)]
+    shown = drawn(surprise_text(tokens, first_token="F"), 80)
+    assert shown.startswith("First Citizen\n") and "surprise in bits" in shown

@@ -146,6 +146,7 @@ def _views(loaded: Any, text: str, needed: dict[str, bool], unknown: str) -> dic
         views["gradients"] = gradient_fade(loaded.model, ids)
     if needed["show"]:
         views["show"] = surprisal(loaded.model, tokenizer, ids, top=0)
+        views["first_token"] = tokenizer.token_text(ids[0]) if ids else ""
     if needed["cells"]:
         views["cells"] = cell_report(loaded.model, tokenizer, ids, tokenizer.decode(ids))
     return views
@@ -178,7 +179,7 @@ def _print_views(views: dict[str, Any], asked: dict[str, bool], name: str) -> No
     if asked["gradients"]:
         console.print(gradient_chart({name: views["gradients"]}))
     if asked["show"]:
-        console.print(surprise_text(views["show"]))
+        console.print(surprise_text(views["show"], views["first_token"]))
     if asked["cells"]:
         console.print(cells_view(views["cells"], name))
 

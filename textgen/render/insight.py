@@ -56,9 +56,10 @@ def gradient_chart(series: dict[str, list[GradientFade]], width: int = 40) -> Fi
     return FittedTable(columns, rows, title=title)
 
 
-def surprise_text(tokens: list[TokenSurprise]) -> Group:
-    """The text with each token coloured by how many bits it cost the model, and a legend."""
-    text = Text()
+def surprise_text(tokens: list[TokenSurprise], first_token: str = "") -> Group:
+    """The text with each token coloured by how many bits it cost the model, and a legend; the
+    text's first token, which nothing predicts, stands uncoloured before them."""
+    text = Text(first_token)
     for token in tokens:
         style = next(style for limit, style in _SURPRISE_STEPS if token.bits < limit)
         text.append(token.text, style=style)
