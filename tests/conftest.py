@@ -14,7 +14,7 @@ import cli_support
 import process_guard
 from cli_support import CliResult, TrainedRun
 from textgen.config import ModelConfig
-from textgen.model import RNNLanguageModel
+from textgen.model import FastStep, RNNLanguageModel
 
 # Tiny models run faster on one thread than on two that fight over a small CPU, and the same
 # thread count every run keeps float sums in the same order.
@@ -127,6 +127,18 @@ def generate(model: RNNLanguageModel, tokenizer, prompt: str, config, step=None)
     for piece in sample_pieces(model, tokenizer, prompt, dataclasses.replace(config, num_samples=1), step):
         if piece.text:
             yield piece.text
+
+
+def run_fast_step(model, ids: torch.Tensor, step=None) -> torch.Tensor:
+    """Logits for every position of `ids` (batch, time), one token at a time from the zero state."""
+    step = step or FastStep(model)
+    with torch.no_grad():
+        state = step.from_model_state(model.init_state(1), ids.shape[0])
+        logits = []
+        for t in range(ids.shape[1]):
+            out, state = step(ids[:, t], state)
+            logits.append(out)
+    return torch.stack(logits, dim=1)
 
 
 def next_token_distribution(logits: torch.Tensor, temperature: float, top_k: int, top_p: float = 1.0) -> torch.Tensor:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import textgen
-from conftest import generate
+from conftest import generate, run_fast_step
 from textgen.checkpoint import load_trainer_state
 from textgen.config import CELLS, ModelConfig, OptionError, SampleConfig, TokenizerConfig, TrainConfig
 from textgen.data.corpus import Corpus
@@ -74,17 +74,6 @@ def test_the_state_holds_the_parts_the_kind_names(make_model, kind, skip_connect
     assert [p.shape for p in state_parts(model.init_state(3))] == [(2, 3, 12)] * len(kind.state_parts)
 
 
-def fast_logits(step: FastStep, model: RNNLanguageModel, ids: torch.Tensor) -> torch.Tensor:
-    """The fast step's logits at every position of `ids` (batch, time), from the zero state."""
-    with torch.no_grad():
-        state = step.from_model_state(model.init_state(1), ids.shape[0])
-        logits = []
-        for t in range(ids.shape[1]):
-            out, state = step(ids[:, t], state)
-            logits.append(out)
-    return torch.stack(logits, dim=1)
-
-
 @kinds
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("skip_connections", [True, False])
@@ -95,7 +84,7 @@ def test_the_fast_step_of_every_kind_gives_the_logits_of_forward(make_model, kin
     with torch.no_grad():
         expected, _ = model(ids)
     for step in (FastStep(model), FastStep(model, differentiable=True)):
-        torch.testing.assert_close(fast_logits(step, model, ids), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(run_fast_step(model, ids, step), expected, rtol=1e-5, atol=1e-5)
     assert make_step(model).kind == "fast"
 
 
@@ -118,7 +107,7 @@ def test_a_kind_registered_under_a_new_name_works_everywhere_a_cell_is_read(monk
     with torch.no_grad():
         expected, state = model(ids)
     assert len(state_parts(state)) == 2
-    torch.testing.assert_close(fast_logits(FastStep(model), model, ids), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(run_fast_step(model, ids), expected, rtol=1e-5, atol=1e-5)
     assert make_step(model).kind == "fast"
     report = cell_report(model, tokenizer, tokenizer.encode(prose[:200]), prose[:200])
     assert list(report.saturation) == [f"layer {layer} {gate} gate" for layer in (1, 2)
@@ -199,7 +188,7 @@ def test_every_kind_samples_through_a_fast_step_that_is_its_forward(runs):
     ids = torch.tensor([tokenizer.encode(runs.text[:60])])
     with torch.no_grad():
         expected, _ = model(ids)
-    torch.testing.assert_close(fast_logits(loaded.step, model, ids), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(run_fast_step(model, ids, loaded.step), expected, rtol=1e-5, atol=1e-5)
     config = SampleConfig(seed=5, length=80, temperature=1.0, top_k=0)
     fast = "".join(generate(model, tokenizer, "The ", config, loaded.step))
     assert len(fast) == 80

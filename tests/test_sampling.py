@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-from conftest import fit, generate, next_token_distribution
+from conftest import fit, generate, next_token_distribution, run_fast_step
 from textgen.cli.app import flag_for
 from textgen.config import CELLS, ModelConfig, SampleConfig, TokenizerConfig
 from textgen.errors import TextgenError
@@ -62,18 +62,6 @@ def word_setup(prose):
 
 
 # --- the fast step is the model ----------------------------------------------------------------
-
-
-def run_fast_step(model, ids: torch.Tensor, step=None) -> torch.Tensor:
-    """Logits for every position of `ids` (batch, time), one token at a time from the zero state."""
-    step = step or FastStep(model)
-    with torch.no_grad():
-        state = step.from_model_state(model.init_state(1), ids.shape[0])
-        logits = []
-        for t in range(ids.shape[1]):
-            out, state = step(ids[:, t], state)
-            logits.append(out)
-    return torch.stack(logits, dim=1)
 
 
 @cells
