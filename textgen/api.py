@@ -210,9 +210,6 @@ def train(
         return run_training(text, out, run.model, run.tokenizer, run.train, callbacks, group)
 
 
-RESUMABLE_SETTINGS = ("max_steps", "epochs", "max_time", "device")
-
-
 def resume(
     checkpoint: str | Path,
     corpus: str | Path | None = None,
@@ -254,7 +251,7 @@ def resume(
 def check_resumable(settings: dict[str, Any]) -> None:
     """Refuse, before anything is read, settings a resumed run cannot take (it keeps its own,
     but for RESUMABLE_SETTINGS) and limits out of range."""
-    from textgen.config import SettingError, TrainConfig
+    from textgen.config import RESUMABLE_SETTINGS, SettingError, TrainConfig
 
     fixed = sorted(set(settings) - set(RESUMABLE_SETTINGS))
     if fixed:

@@ -275,6 +275,20 @@ class RunSettings:
     preset_chosen_for_budget: bool  # True when no preset was named and the budget chose it
 
 
+# The settings a resumed run may change: its limits and where it runs. Everything else is the run's own.
+RESUMABLE_SETTINGS = ("max_steps", "epochs", "max_time", "device")
+
+
+def _run_fields() -> dict[str, set[str]]:
+    return {name: {f.name for f in dataclasses.fields(cls)} for name, cls in
+            (("model", ModelConfig), ("tokenizer", TokenizerConfig), ("train", TrainConfig))}
+
+
+def run_setting_names() -> set[str]:
+    """Every field a training request may set: the model's, the tokenizer's and the run's."""
+    return set().union(*_run_fields().values())
+
+
 def settings_for(request: dict[str, Any], preset: str | None = None,
                  tokens_per_second: float | None = None) -> RunSettings:
     """The configs for a training request, every policy applied: the fields in `request` (model,
@@ -284,9 +298,8 @@ def settings_for(request: dict[str, Any], preset: str | None = None,
     preset's speed here, training/calibration.py; the default budget when there is none); tied weights
     imply the plain stack unless skip connections are asked for. The CLI and the Python API
     both come through here, so the same request gives the same run."""
-    fields = {name: set(f.name for f in dataclasses.fields(cls)) for name, cls in
-              (("model", ModelConfig), ("tokenizer", TokenizerConfig), ("train", TrainConfig))}
-    unknown = sorted(set(request) - set().union(*fields.values()) - {"preset"})
+    fields = _run_fields()
+    unknown = sorted(set(request) - run_setting_names() - {"preset"})
     if unknown:
         raise OptionError(unknown[0], "is not a training setting")
     parts = {name: {k: v for k, v in request.items() if k in names} for name, names in fields.items()}

@@ -42,6 +42,12 @@ def flag_for(field: str) -> str:
     return _FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
 
 
+def field_for(option: str) -> str:
+    """The config field a command's option (by its parameter name) sets: flag_for the other way."""
+    flag = "--" + option.replace("_", "-")
+    return next((field for field, name in _FLAG_NAMES.items() if name == flag), option)
+
+
 def print_error(message: str) -> None:
     # The console module draws progress, tables and charts: --help and a run that ends well skip loading it.
     from textgen.render.console import print_error as print_error_line

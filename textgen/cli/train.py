@@ -16,8 +16,6 @@ _model, _tok, _train = ModelConfig(), TokenizerConfig(), TrainConfig()
 CORPUS, TOKENIZER, MODEL, TRAINING, LIMITS, OUTPUT = (
     "Corpus", "Tokenizer", "Model", "Training", "When to stop", "Output",
 )
-# Options that are not settings of the run itself.
-_NOT_SETTINGS = {"corpus", "out", "overwrite", "resume", "preset", "encoding"}
 
 
 def train(
@@ -98,8 +96,11 @@ def train(
     if resume is not None:
         _resume_training(resume, corpus, given)
         return
-    request = {("kind" if name == "tokenizer" else name): value for name, value in given.items()
-               if name not in _NOT_SETTINGS}
+    from textgen.cli.app import field_for
+    from textgen.config import run_setting_names
+
+    # The options that set a run's fields (the rest, --out, --preset, ..., are the command's own).
+    request = {field_for(name): value for name, value in given.items() if field_for(name) in run_setting_names()}
     from textgen import api
 
     with _joined(request.get("device", _train.device)) as group, _Watcher() as watcher:
@@ -171,8 +172,10 @@ def _default_out(corpus_source: str | None) -> Path:
 
 def _resume_training(checkpoint: Path, corpus: str | None, given: dict[str, Any]) -> None:
     from textgen import api
+    from textgen.cli.app import field_for
 
-    limits = {name: value for name, value in given.items() if name not in ("resume", "corpus", "encoding")}
+    # Everything but the command's own arguments is a setting, which the library checks may change.
+    limits = {field_for(name): value for name, value in given.items() if name not in ("resume", "corpus", "encoding")}
     api.check_resumable(limits)  # before the checkpoint is read for its device
     with _joined(limits.get("device") or _recorded_device(checkpoint)) as group, _Watcher() as watcher:
         result = api.resume(checkpoint, corpus, watcher, progress=watcher.preparation, group=group, **limits)
