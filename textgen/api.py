@@ -27,6 +27,7 @@ from textgen.checkpoint import CONFIG_FILE, CheckpointInfo, check_vocabulary, lo
 from textgen.config import SampleConfig, sample_settings
 from textgen.devices import resolve_device
 from textgen.errors import TextgenError
+from textgen.reports import NextToken
 from textgen.evaluation import EvaluationResult, evaluate_text
 from textgen.model import RNNLanguageModel, Step, make_step, prime
 from textgen.sampling import SamplePiece, candidates, penalize_repeats, prompt_ids, sample_pieces
@@ -37,15 +38,6 @@ if TYPE_CHECKING:
     from textgen.config import RunSettings
     from textgen.training.calibration import Calibration
     from textgen.training.distributed import Group
-
-
-@dataclass(frozen=True)
-class NextToken:
-    """One candidate for the next token: its id, its text and its probability under the settings."""
-
-    token_id: int
-    text: str
-    probability: float
 
 
 class TextModel:

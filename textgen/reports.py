@@ -1,5 +1,6 @@
 """The records the library hands back to whoever shows them: a training run's plan, step and
-validation reports and result, a text's scores, and the insight views' results.
+validation reports and result, a text's scores, the insight views' results and the next-token
+candidates.
 
 Plain dataclasses that import no torch, so render can be typed with them and a front end can
 hold them without loading a model. The code that fills them lives in training/, evaluation/ and
@@ -170,3 +171,15 @@ class CellReport:
     activations: list[float]  # of the best unit of the best-tracked feature, token by token
     tokens: list[str]
     saturation: dict[str, tuple[float, float]] = field(default_factory=dict)  # "layer 1 input gate": (near 0, near 1)
+
+
+# --- sampling ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NextToken:
+    """One candidate for the next token: its id, its text and its probability under the settings."""
+
+    token_id: int
+    text: str
+    probability: float

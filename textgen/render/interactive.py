@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 from rich import box
 from rich.table import Table
 
 from textgen.config import SampleConfig
 from textgen.render.fitting import Bar, Column, FittedTable
-
-
-class Candidate(Protocol):
-    """A next-token candidate as the API gives it (textgen.api.NextToken)."""
-
-    @property
-    def text(self) -> str: ...
-
-    @property
-    def probability(self) -> float: ...
+from textgen.reports import NextToken
 
 
 def visible_token(text: str) -> str:
@@ -38,7 +28,7 @@ def context_tail(context: str, size: int = 60) -> str:
     return ("…" if len(context) > size else "") + tail
 
 
-def next_tokens_table(candidates: Sequence[Candidate]) -> FittedTable:
+def next_tokens_table(candidates: Sequence[NextToken]) -> FittedTable:
     columns = [Column("#", "right", "bold", importance=3), Column("token", importance=3),
                Column("probability", "right", importance=2), Column("", "left", "cyan", importance=1)]
     rows = [[str(number), visible_token(candidate.text), f"{candidate.probability:.1%}",
