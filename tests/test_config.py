@@ -153,3 +153,18 @@ def test_settings_with_tied_weights_turn_skip_connections_off():
 def test_settings_refuse_a_field_no_config_has():
     with pytest.raises(OptionError, match="^hidden is not a training setting"):
         settings_for({"hidden": 64})
+
+
+def test_a_training_request_may_set_every_run_field_but_the_recorded_preset():
+    from textgen.config import RESUMABLE_SETTINGS, run_setting_names
+
+    names = run_setting_names()
+    assert {"kind", "hidden_size", "cell", "max_time", "learning_rate", "documents"} <= names
+    assert "preset" not in names and set(RESUMABLE_SETTINGS) <= names
+
+
+def test_each_train_option_maps_to_its_field_and_back():
+    from textgen.cli.app import field_for, flag_for
+
+    assert field_for("tokenizer") == "kind" and flag_for("kind") == "--tokenizer"
+    assert field_for("hidden_size") == "hidden_size" and flag_for("hidden_size") == "--hidden-size"

@@ -285,8 +285,9 @@ def _run_fields() -> dict[str, set[str]]:
 
 
 def run_setting_names() -> set[str]:
-    """Every field a training request may set: the model's, the tokenizer's and the run's."""
-    return set().union(*_run_fields().values())
+    """Every field a training request may set: the model's, the tokenizer's and the run's (but
+    TrainConfig.preset, which records the preset a request names apart)."""
+    return set().union(*_run_fields().values()) - {"preset"}
 
 
 def settings_for(request: dict[str, Any], preset: str | None = None,
