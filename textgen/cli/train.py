@@ -107,8 +107,10 @@ def train(
     from textgen.cli.app import field_for
     from textgen.config import run_setting_names
 
-    # The options that set a run's fields (the rest, --out, --preset, ..., are the command's own).
-    request = {field_for(name): value for name, value in given.items() if field_for(name) in run_setting_names()}
+    # The options that set a run's fields (the rest, --out, --preset, ..., are the command's own:
+    # TrainConfig records the preset, but the request names it apart).
+    request = {field_for(name): value for name, value in given.items()
+               if field_for(name) in run_setting_names() - {"preset"}}
     from textgen import api
 
     with _joined(request.get("device", _train.device)) as group, _Watcher() as watcher:
