@@ -353,3 +353,15 @@ def test_two_processes_fine_tune_as_one(tmp_path, base_checkpoint):
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     assert [r.val_loss for r in two] == pytest.approx([r.val_loss for r in one], rel=1e-4)
     assert read_info(tmp_path / "two").base == read_info(tmp_path / "one").base
+
+
+def test_documents_across_processes_are_refused_before_the_id_cache_is_written(tmp_path, base_checkpoint):
+    from textgen.config import SettingError
+    from textgen.training.distributed import Group
+
+    (tmp_path / "new.txt").write_text(NEW_TEXT, encoding="utf-8")
+    with pytest.raises(SettingError) as error:
+        api.train(tmp_path / "new.txt", tmp_path / "tuned", group=Group(rank=0, world=2), init_from=base_checkpoint,
+                  documents="lines", **QUICK)
+    assert error.value.fields == ("documents",) and "fine-tune in one process" in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.txt"]

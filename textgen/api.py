@@ -183,7 +183,7 @@ def train(
     shape and its vocabulary grown for the new text, into `out` (never the base itself), with
     the fine-tuning defaults of textgen.config.fine_tuning_settings."""
     from textgen.checkpoint import check_output_directory, recover_interrupted_save
-    from textgen.config import fine_tuning_settings, settings_for
+    from textgen.config import SettingError, fine_tuning_settings, settings_for
     from textgen.data.prepare import load_or_prepare
     from textgen.devices import training_dtype
     from textgen.training import train as run_training
@@ -199,6 +199,10 @@ def train(
     run, calibration = (asked, None) if base is not None else calibrated_settings(settings, preset, group)
     if base is not None:
         base.notes = run.notes
+        if group.active and run.tokenizer.documents != "none":  # they would go through the id cache
+            raise SettingError(f"{{documents}} {run.tokenizer.documents} across processes reads the text through "
+                               "the id cache, whose vocabulary cannot grow from a base model; fine-tune in one process",
+                               "documents")
     with _run_lock(out, group):
         if group.is_main:
             recover_interrupted_save(out)
