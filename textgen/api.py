@@ -183,7 +183,7 @@ def train(
     shape and its vocabulary grown for the new text, into `out` (never the base itself), with
     the fine-tuning defaults of textgen.config.fine_tuning_settings."""
     from textgen.checkpoint import check_output_directory, recover_interrupted_save
-    from textgen.config import SettingError, fine_tuning_settings, settings_for
+    from textgen.config import settings_for
     from textgen.data.prepare import load_or_prepare
     from textgen.devices import training_dtype
     from textgen.training import train as run_training
@@ -192,17 +192,11 @@ def train(
 
     group, out = group or SINGLE, Path(out)
     base = None if init_from is None else _read_base(Path(init_from), out)
-    asked = settings_for(settings, preset) if base is None else \
-        fine_tuning_settings(settings, base.settings, preset)  # every option checked before anything is done
+    # Every option checked before anything is done.
+    asked = settings_for(settings, preset) if base is None else _fine_tuning_settings(settings, preset, base, group)
     check_output_directory(out, overwrite)
     training_dtype(asked.train.precision, resolve_device(asked.train.device))  # a precision this device lacks
     run, calibration = (asked, None) if base is not None else calibrated_settings(settings, preset, group)
-    if base is not None:
-        base.notes = run.notes
-        if group.active and run.tokenizer.documents != "none":  # they would go through the id cache
-            raise SettingError(f"{{documents}} {run.tokenizer.documents} across processes reads the text through "
-                               "the id cache, whose vocabulary cannot grow from a base model; fine-tune in one process",
-                               "documents")
     with _run_lock(out, group):
         if group.is_main:
             recover_interrupted_save(out)
@@ -214,6 +208,20 @@ def train(
         if on_settings is not None and group.is_main:
             on_settings(run, calibration)
         return run_training(text, out, run.model, run.tokenizer, run.train, callbacks, group, base)
+
+
+def _fine_tuning_settings(settings: dict[str, Any], preset: str | None, base: Base, group: Group) -> RunSettings:
+    """The settings of a run from `base` (textgen.config.fine_tuning_settings), their notes kept for
+    its plan line."""
+    from textgen.config import SettingError, fine_tuning_settings
+
+    run = fine_tuning_settings(settings, base.settings, preset)
+    if group.active and run.tokenizer.documents != "none":  # they would go through the id cache
+        raise SettingError(f"{{documents}} {run.tokenizer.documents} across processes reads the text through the "
+                           "id cache, whose vocabulary cannot grow from a base model; fine-tune in one process",
+                           "documents")
+    base.notes = run.notes
+    return run
 
 
 def _read_base(path: Path, out: Path) -> Base:

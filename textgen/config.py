@@ -324,7 +324,8 @@ BASE_SHAPE_FIELDS = ("cell", "layers", "hidden_size", "embedding_size", "tie_wei
 # The tokenizer's kind and word splitting are the base's too: its ids mean what they meant.
 BASE_TOKENIZER_FIELDS = ("kind", "fold_spaces")
 # Tokenizer fields that only learn a sentencepiece vocabulary: a subword base keeps its own (its
-# byte fallback already spells any text), so these learn nothing new for it.
+# byte fallback already spells any text), so these learn nothing new for it (and, as in any run,
+# nothing for a char or word model).
 SUBWORD_LEARNING_FIELDS = ("vocab_size", "subword_model", "subword_sample")
 # Settings that tune how the base was trained, and are taken as they were unless given: the window,
 # the batch and the regularisers suited the model, and suit it still on the new text.
@@ -368,8 +369,6 @@ def fine_tuning_settings(request: dict[str, Any], base: BaseSettings, preset: st
         raise OptionError(unknown[0], "is not a training setting")
     _check_base_fields(request, base.model, BASE_SHAPE_FIELDS)
     _check_base_fields(request, base.tokenizer, BASE_TOKENIZER_FIELDS)
-    if base.tokenizer.kind != "subword":  # vocab_size is the subword tokenizer's, never the model's
-        _check_base_fields(request, base.tokenizer, SUBWORD_LEARNING_FIELDS)
     kept = lambda config, names: {name: getattr(config, name) for name in names}  # noqa: E731
     model = {**kept(base.model, BASE_SHAPE_FIELDS + INHERITED_MODEL_FIELDS),
              **{k: v for k, v in request.items() if k in fields["model"] and k != "vocab_size"}}
