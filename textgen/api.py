@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from textgen.config import RunSettings
     from textgen.training.calibration import Calibration
     from textgen.training.distributed import Group
+    from textgen.training.fine_tuning import Base
 
 
 class TextModel:
@@ -164,6 +165,7 @@ def train(
     progress: Callable[[str, int, int], None] | None = None,
     on_settings: Callable[[RunSettings, Calibration | None], None] | None = None,
     group: Group | None = None,
+    init_from: str | Path | None = None,
     **settings: Any,
 ) -> TrainingResult:
     """Train as `textgen train` does, from the same request (the command line calls this):
@@ -175,7 +177,11 @@ def train(
     `overwrite=False` refuses an `out` that already holds a checkpoint. Process 0 alone calls
     the watchers: `progress(phase, bytes done, bytes in all)` while a big corpus is prepared,
     `on_settings(settings, calibration)` once the text is read, then `callbacks` through the run.
-    Under torchrun, pass the `group` that textgen.training.distributed.join() gave."""
+    Under torchrun, pass the `group` that textgen.training.distributed.join() gave.
+
+    `init_from`, a checkpoint, fine-tunes it: the model starts from its best weights, with its
+    shape and its vocabulary grown for the new text, into `out` (never the base itself), with
+    the fine-tuning defaults of textgen.config.fine_tuning_settings."""
     from textgen.checkpoint import check_output_directory, recover_interrupted_save
     from textgen.config import settings_for
     from textgen.data.prepare import load_or_prepare
@@ -185,10 +191,12 @@ def train(
     from textgen.training.distributed import SINGLE
 
     group, out = group or SINGLE, Path(out)
-    asked = settings_for(settings, preset)  # every option checked before anything is done
+    base = None if init_from is None else _read_base(Path(init_from), out)
+    # Every option checked before anything is done.
+    asked = settings_for(settings, preset) if base is None else _fine_tuning_settings(settings, preset, base, group)
     check_output_directory(out, overwrite)
     training_dtype(asked.train.precision, resolve_device(asked.train.device))  # a precision this device lacks
-    run, calibration = calibrated_settings(settings, preset, group)
+    run, calibration = (asked, None) if base is not None else calibrated_settings(settings, preset, group)
     with _run_lock(out, group):
         if group.is_main:
             recover_interrupted_save(out)
@@ -199,7 +207,39 @@ def train(
             None if corpus is None else str(corpus), encoding, run.tokenizer, run.train.val_fraction, report, stream))
         if on_settings is not None and group.is_main:
             on_settings(run, calibration)
-        return run_training(text, out, run.model, run.tokenizer, run.train, callbacks, group)
+        return run_training(text, out, run.model, run.tokenizer, run.train, callbacks, group, base)
+
+
+def _fine_tuning_settings(settings: dict[str, Any], preset: str | None, base: Base, group: Group) -> RunSettings:
+    """The settings of a run from `base` (textgen.config.fine_tuning_settings), their notes kept for
+    its plan line."""
+    from textgen.config import SettingError, fine_tuning_settings
+
+    run = fine_tuning_settings(settings, base.settings, preset)
+    if group.active and run.tokenizer.documents != "none":  # they would go through the id cache
+        raise SettingError(f"{{documents}} {run.tokenizer.documents} across processes reads the text through the "
+                           "id cache, whose vocabulary cannot grow from a base model; fine-tune in one process",
+                           "documents")
+    base.notes = run.notes
+    return run
+
+
+def _read_base(path: Path, out: Path) -> Base:
+    """The checkpoint a fine-tuning run starts from, read whole (its weights' hash included) on the
+    CPU; one that is missing, damaged or of another format is a TextgenError, as is an `out` that
+    is the base itself, which a fine-tuning run never writes to."""
+    from textgen.checkpoint import weights_sha256
+    from textgen.config import SettingError
+    from textgen.training.fine_tuning import Base
+
+    if out.resolve() == path.resolve():
+        raise SettingError(f"{out} is the checkpoint to start from; a fine-tuning run saves into a new {{out}}", "out")
+
+    def read(folder: Path) -> Base:
+        loaded = _rebuild(folder, "cpu")
+        return Base(path, loaded.info, loaded.model, loaded.tokenizer, weights_sha256(folder))
+
+    return read_whole(path, read)
 
 
 def resume(

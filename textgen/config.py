@@ -273,6 +273,7 @@ class RunSettings:
     train: TrainConfig
     preset: str | None  # the preset that filled in the shape, if any
     preset_chosen_for_budget: bool  # True when no preset was named and the budget chose it
+    notes: tuple[str, ...] = ()  # what the run's plan line should say of how these were settled
 
 
 # The settings a resumed run may change: its limits and where it runs. Everything else is the run's own.
@@ -314,6 +315,83 @@ def settings_for(request: dict[str, Any], preset: str | None = None,
     if chosen is not None:
         model, train = apply_preset(chosen, model, train, keep=set(request))
     return RunSettings(model, TokenizerConfig(**parts["tokenizer"]), train, chosen, for_budget)
+
+
+# --- fine-tuning: a run that starts from a trained model (`textgen train --init-from`) ----------------
+
+# The fields that fix a model's shape: a fine-tuning run takes them from its base, and one given
+# with another value is an error (the weights would not fit).
+BASE_SHAPE_FIELDS = ("cell", "layers", "hidden_size", "embedding_size", "tie_weights", "skip_connections")
+# The tokenizer's kind and word splitting are the base's too: its ids mean what they meant.
+BASE_TOKENIZER_FIELDS = ("kind", "fold_spaces")
+# Tokenizer fields that only learn a sentencepiece vocabulary: a subword base keeps its own (its
+# byte fallback already spells any text), so these learn nothing new for it (and, as in any run,
+# nothing for a char or word model).
+SUBWORD_LEARNING_FIELDS = ("vocab_size", "subword_model", "subword_sample")
+# Settings that tune how the base was trained, and are taken as they were unless given: the window,
+# the batch and the regularisers suited the model, and suit it still on the new text.
+INHERITED_MODEL_FIELDS = ("dropout", "weight_drop", "embedding_dropout")
+INHERITED_TOKENIZER_FIELDS = ("max_vocab", "min_count", "documents")
+INHERITED_TRAINING_FIELDS = ("batch_size", "seq_len", "weight_decay", "clip", "adam_beta1", "min_lr_ratio",
+                             "ema_decay", "activation_penalty", "activation_change_penalty")
+# A lower peak rate and a short warm-up: the weights are already good, so large first steps would
+# only undo what the base learnt (Adam's moments start from zero, so its first steps are the
+# largest). The peak is the base's own peak times this ratio; benchmarks/finetune.py --rates
+# measures candidates side by side.
+FINE_TUNING_LEARNING_RATE_RATIO = 0.3
+FINE_TUNING_WARMUP_STEPS = 10
+# A token the base never had gets the mean of the base's output rows, less this many nats, as its
+# output row: at most e^-10 of an average token's probability, so the model starts where it was
+# (the loss on the base's own text is unchanged), while the row still learns from the first step.
+NEW_TOKEN_LOGIT_OFFSET = 10.0
+
+
+@dataclass(frozen=True)
+class BaseSettings:
+    """What a fine-tuning run reads from its base checkpoint's config.json."""
+
+    model: ModelConfig
+    tokenizer: TokenizerConfig
+    train: TrainConfig
+
+
+def fine_tuning_settings(request: dict[str, Any], base: BaseSettings, preset: str | None = None) -> RunSettings:
+    """The configs of a run that starts from `base`'s weights: its shape and tokenizer kind are the
+    base's (a request that contradicts them is an OptionError naming the field and both values);
+    its regularisers, window and batch the base's unless the request sets them; its peak learning
+    rate the base's times FINE_TUNING_LEARNING_RATE_RATIO after FINE_TUNING_WARMUP_STEPS of
+    warm-up, unless set; its limits and everything else the request's or the defaults. No preset
+    applies: the shape is given."""
+    if preset is not None:
+        raise OptionError("preset", "chooses a model's shape, which a fine-tuning run takes from its base")
+    fields = _run_fields()
+    unknown = sorted(set(request) - run_setting_names())
+    if unknown:
+        raise OptionError(unknown[0], "is not a training setting")
+    _check_base_fields(request, base.model, BASE_SHAPE_FIELDS)
+    _check_base_fields(request, base.tokenizer, BASE_TOKENIZER_FIELDS)
+    kept = lambda config, names: {name: getattr(config, name) for name in names}  # noqa: E731
+    model = {**kept(base.model, BASE_SHAPE_FIELDS + INHERITED_MODEL_FIELDS),
+             **{k: v for k, v in request.items() if k in fields["model"] and k != "vocab_size"}}
+    tokenizer = {**kept(base.tokenizer, BASE_TOKENIZER_FIELDS + SUBWORD_LEARNING_FIELDS + INHERITED_TOKENIZER_FIELDS),
+                 **{k: v for k, v in request.items() if k in INHERITED_TOKENIZER_FIELDS}}
+    train = {**kept(base.train, INHERITED_TRAINING_FIELDS),
+             "learning_rate": base.train.learning_rate * FINE_TUNING_LEARNING_RATE_RATIO,
+             "warmup_steps": FINE_TUNING_WARMUP_STEPS,
+             **{k: v for k, v in request.items() if k in fields["train"]}}
+    notes = ()
+    learning = [name for name in SUBWORD_LEARNING_FIELDS if name in request and base.tokenizer.kind == "subword"]
+    if learning:
+        notes = (f"the base's subword vocabulary is kept (its byte fallback spells any text): "
+                 f"{', '.join(learning)} learns nothing new",)
+    return RunSettings(ModelConfig(**model), TokenizerConfig(**tokenizer), TrainConfig(**train), None, False, notes)
+
+
+def _check_base_fields(request: dict[str, Any], base: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name in request and request[name] != getattr(base, name):
+            raise OptionError(name, f"is {getattr(base, name)!r} in the base model, not {request[name]!r}: a "
+                                    "fine-tuning run keeps the shape and tokenizer of the model it starts from")
 
 
 def sample_setting(default: Any, help: str, unset: str = "none") -> Any:

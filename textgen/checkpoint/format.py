@@ -24,7 +24,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from textgen.checkpoint import atomic
-from textgen.checkpoint.records import BestRecord, CorpusRecord, MetricsRow, TrainingRecord, read_record
+from textgen.checkpoint.records import (
+    BestRecord, CorpusRecord, LineageRecord, MetricsRow, TrainingRecord, read_record,
+)
 from textgen.config import ModelConfig, SettingError, TokenizerConfig, to_dict
 from textgen.errors import TextgenError
 
@@ -47,8 +49,10 @@ class CheckpointInfo:
     corpus: CorpusRecord = field(default_factory=CorpusRecord)
     training: TrainingRecord = field(default_factory=TrainingRecord)
     best: BestRecord = field(default_factory=BestRecord)
+    base: LineageRecord | None = None  # the checkpoint a fine-tuning run started from
 
     def to_json(self) -> dict[str, Any]:
+        lineage = {"base": self.base.to_json()} if self.base else {}
         return {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -57,6 +61,7 @@ class CheckpointInfo:
             "corpus": self.corpus.to_json(),
             "training": self.training.to_json(),
             "best": self.best.to_json(),
+            **lineage,
         }
 
 
@@ -118,7 +123,7 @@ def read_info(directory: Path) -> CheckpointInfo:
         raise TextgenError(
             f"{directory} has checkpoint format {version}; this textgen reads format {FORMAT_VERSION}"
         )
-    sections = {name: data.get(name) for name in ("model", "tokenizer", "corpus", "training", "best")}
+    sections = {name: data.get(name) for name in ("model", "tokenizer", "corpus", "training", "best", "base")}
     for name, section in sections.items():
         if not isinstance(section, dict) and not (section is None and name not in ("model", "tokenizer")):
             raise TextgenError(f"{config_path} is corrupt: its {name!r} section is not an object")
@@ -131,6 +136,7 @@ def read_info(directory: Path) -> CheckpointInfo:
             corpus=CorpusRecord.from_json(sections["corpus"]),
             training=TrainingRecord.from_json(sections["training"]),
             best=BestRecord.from_json(sections["best"]),
+            base=LineageRecord.from_json(sections["base"]),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise TextgenError(f"{config_path} is corrupt: missing or bad field {error}") from None
@@ -295,6 +301,21 @@ def _write_trainer_state(path: Path, trainer: TrainerState) -> None:
 
     metadata = {"format": TRAINER_FORMAT, "record": json.dumps(trainer.record)}
     save_file(trainer.tensors, str(path), metadata=metadata)
+
+
+def weights_sha256(directory: Path) -> str:
+    """The SHA-256 of a checkpoint's weights file: what a fine-tuning run records of its base."""
+    import hashlib
+
+    path = Path(directory) / WEIGHTS_FILE
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError as error:
+        raise TextgenError(f"cannot read {path}: {error.strerror or error}") from None
+    return digest.hexdigest()
 
 
 def check_vocabulary(directory: Path, tokenizer: Any, info: CheckpointInfo) -> None:

@@ -2,7 +2,8 @@
 (`from_json`) and its one writer (`to_json`).
 
     config.json  {"format", "format_version", "model": ModelConfig, "tokenizer": TokenizerConfig,
-                  "corpus": CorpusRecord, "training": TrainingRecord, "best": BestRecord}
+                  "corpus": CorpusRecord, "training": TrainingRecord, "best": BestRecord,
+                  "base": LineageRecord (a fine-tuning run only)}
     metrics.jsonl  one MetricsRow per validation
 
 A reader takes what an older or newer textgen wrote: unknown keys are ignored, missing ones take
@@ -159,3 +160,41 @@ class BestRecord:
     @property
     def is_known(self) -> bool:
         return self.val_loss is not None and not math.isnan(self.val_loss)
+
+
+@dataclass
+class LineageRecord:
+    """The checkpoint a fine-tuning run started from: where it was, a hash of the weights it gave,
+    what it was trained on, and its own base, if it was fine-tuned too."""
+
+    path: str | None = None  # the base checkpoint, as an absolute path
+    weights_sha256: str | None = None  # of its model.safetensors when the run read it
+    corpus: str | None = None  # the text the base was trained on, as its record names it
+    steps: int = 0  # how long the base trained
+    base: LineageRecord | None = None
+
+    @classmethod
+    def from_json(cls, data: Any, depth: int = 0) -> LineageRecord | None:
+        if data is None:
+            return None
+        if depth > _MAX_LINEAGE:
+            raise TextgenError("base: its lineage goes deeper than any run makes")
+        record = read_record(cls, {k: v for k, v in data.items() if k != "base"} if isinstance(data, dict) else data,
+                             "base")
+        record.base = cls.from_json(data.get("base"), depth + 1)
+        return record
+
+    def to_json(self) -> dict[str, Any]:
+        return {**_without_none(dataclasses.replace(self, base=None)),
+                **({"base": self.base.to_json()} if self.base else {})}
+
+    def generations(self) -> list[LineageRecord]:
+        """This base, its base, and so on, nearest first."""
+        chain, record = [], self
+        while record is not None:
+            chain.append(record)
+            record = record.base
+        return chain
+
+
+_MAX_LINEAGE = 100  # a cycle in a hand-edited file must not recurse forever

@@ -31,6 +31,10 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue the run saved in this checkpoint where it stopped (a new limit may extend it).",
         rich_help_panel=OUTPUT, show_default=False)] = None,
+    init_from: Annotated[Optional[Path], typer.Option(
+        help="Fine-tune: start from this checkpoint's best weights and shape, its vocabulary grown for the "
+             "new text, with a lower learning rate; it is never written to.",
+        rich_help_panel=MODEL, show_default=False)] = None,
     preset: Annotated[Optional[str], typer.Option(
         help=f"{' | '.join(PRESETS)}: a measured model and batch shape. Default: chosen from --max-time "
              "unless you set a shape yourself.", rich_help_panel=MODEL, show_default=False)] = None,
@@ -94,6 +98,10 @@ def train(
     """Train a model on a text file and save its best-by-validation checkpoint."""
     given = {name: value for name, value in ctx.params.items() if _given(ctx, name)}
     if resume is not None:
+        if init_from is not None:
+            from textgen.errors import TextgenError
+
+            raise TextgenError("--init-from starts a new run and --resume continues one: give one of them")
         _resume_training(resume, corpus, given)
         return
     from textgen.cli.app import field_for
@@ -105,7 +113,8 @@ def train(
 
     with _joined(request.get("device", _train.device)) as group, _Watcher() as watcher:
         result = api.train(corpus, out or _default_out(corpus), preset, encoding, watcher, overwrite=overwrite,
-                           progress=watcher.preparation, on_settings=watcher.announce, group=group, **request)
+                           progress=watcher.preparation, on_settings=watcher.announce, group=group,
+                           init_from=init_from, **request)
     _finish(result, group)
 
 

@@ -11,7 +11,7 @@ from rich.console import Group
 from rich.text import Text
 
 from textgen.checkpoint import CheckpointInfo
-from textgen.checkpoint.records import MetricsRow
+from textgen.checkpoint.records import LineageRecord, MetricsRow
 from textgen.render.charts import LossChart
 from textgen.render.console import figure
 from textgen.render.fitting import Column, FittedTable
@@ -73,7 +73,18 @@ def info_table(path: Path, info: CheckpointInfo, parameters: int | None = None) 
     if best.val_loss is not None:
         rows.append(("best validation", f"{best.val_loss:.4f} nats/token, "
                                         f"{figure(best.val_bits_per_char, 4)} bits/char at step {best.step:,}"))
+    if info.base is not None:
+        rows.append(("fine-tuned from", lineage_text(info.base)))
     return facts_table(f"checkpoint {path}", rows)
+
+
+def lineage_text(base: LineageRecord) -> str:
+    """"/runs/base (weights sha256 1a2b3c4d5e6f, 2,000 steps on shakespeare), itself fine-tuned from ..."."""
+    def one(record: LineageRecord) -> str:
+        digest = (record.weights_sha256 or "unknown")[:12]
+        return f"{record.path} (weights sha256 {digest}, {record.steps:,} steps on {record.corpus})"
+
+    return ", itself fine-tuned from ".join(map(one, base.generations()))
 
 
 def run_report(path: Path, info: CheckpointInfo, parameters: int | None, metrics: list[MetricsRow]) -> Group:

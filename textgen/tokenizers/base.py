@@ -108,6 +108,13 @@ class TokenList:
     def token_bytes(self, token_id: int) -> bytes:
         return self.token_text(token_id).encode("utf-8", "surrogatepass")
 
+    def extended(self, new_tokens: list[str]) -> TokenList:
+        """This vocabulary with `new_tokens` (those it lacks) after its own: every token keeps its id."""
+        return self._with_tokens(self._tokens + [t for t in dict.fromkeys(new_tokens) if t not in self._index])
+
+    def _with_tokens(self, tokens: list[str]) -> TokenList:
+        return type(self)(tokens)
+
     def save(self, directory: Path) -> None:
         data = {"kind": self.kind, "tokens": self._tokens, **self._extra_json()}
         text = json.dumps(data, ensure_ascii=False, indent=1)

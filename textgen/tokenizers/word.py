@@ -150,6 +150,9 @@ class WordTokenizer(TokenList):
         keeps as a token of its own."""
         return token[1:] if self.fold_spaces and len(token) > 1 and token[0] == " " else token
 
+    def _with_tokens(self, tokens: list[str]) -> WordTokenizer:
+        return WordTokenizer(tokens, self.fold_spaces)
+
     def _extra_json(self) -> dict[str, object]:
         return {"fold_spaces": self.fold_spaces}
 

@@ -42,6 +42,7 @@ from textgen.model import RNNLanguageModel, State, detach_state, map_state, rese
 from textgen.tokenizers import load_tokenizer
 from textgen.training.callbacks import EvaluationReport, RunPlan, StepReport, TrainingCallbacks, TrainingResult
 from textgen.training.distributed import SINGLE, Group
+from textgen.training.fine_tuning import Base, start_from
 from textgen.training.interrupt import StopRequest
 from textgen.training.limits import Limits
 from textgen.training.optimization import WeightAverage, averaged_weights, learning_rate_at, make_optimizer
@@ -64,17 +65,21 @@ def train(
     train_config: TrainConfig | None = None,
     callbacks: TrainingCallbacks | None = None,
     group: Group = SINGLE,
+    base: Base | None = None,
 ) -> TrainingResult:
     """Train a language model on `corpus` (a text in memory, or a big corpus prepared into the id
     cache by textgen.data.prepare) and keep its best-by-validation weights in `out`. Under
     torchrun, `group` (textgen.training.distributed.join()) shares the batch among the processes.
+    With a `base`, the model starts from its weights, its vocabulary grown for the new text
+    (the configs then come from textgen.config.fine_tuning_settings).
     The run lock is not taken here: textgen.api.train takes it before it reads the text."""
     model_config = model_config or ModelConfig()
     tokenizer_config = tokenizer_config or TokenizerConfig()
     config = train_config or TrainConfig()
-    text = training_text(corpus, tokenizer_config, config, group)
+    text = training_text(corpus, tokenizer_config, config, group,
+                         grown_from=base.tokenizer if base is not None else None)
     torch.manual_seed(config.seed)
-    trainer = Trainer(text, Path(out), model_config, tokenizer_config, config, group)
+    trainer = Trainer(text, Path(out), model_config, tokenizer_config, config, group, base)
     return trainer.run(callbacks if callbacks and group.is_main else TrainingCallbacks())
 
 
@@ -103,6 +108,7 @@ def resume(
     check_vocabulary(checkpoint, tokenizer, info)
     text = training_text(corpus, info.tokenizer, config, group, SavedText(checkpoint, info.corpus.sha256, tokenizer))
     trainer = Trainer(text, checkpoint, info.model, info.tokenizer, config, group)
+    trainer.info.base = info.base  # a fine-tuning run still started where it did
     load_weights(trainer.model, checkpoint)  # a damaged checkpoint is refused, not trained over
     trainer.restore(saved)
     progress = trainer.progress
@@ -118,7 +124,7 @@ class Trainer:
     for a resume) and driven by `run`."""
 
     def __init__(self, text: TrainingText, out: Path, model_config: ModelConfig, tokenizer_config: TokenizerConfig,
-                 config: TrainConfig, group: Group = SINGLE) -> None:
+                 config: TrainConfig, group: Group = SINGLE, base: Base | None = None) -> None:
         self.out, self.config, self.tokenizer, self.group = out, config, text.tokenizer, group
         self.device = resolve_device(config.device)
         self.data = text.data
@@ -131,10 +137,12 @@ class Trainer:
             raise TextgenError(
                 f"could not build a model of this size on {self.device}: {str(error).splitlines()[0][:200]}"
             ) from None
+        if base is not None:  # before the weight average copies the weights
+            self.data.notes[:0] = [start_from(self.model, base, self.tokenizer), *base.notes]
         self.optimizer = make_optimizer(self.model, config)
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.info = CheckpointInfo(model=model_config, tokenizer=tokenizer_config, corpus=text.record,
-                                   training=TrainingRecord(config))
+                                   training=TrainingRecord(config), base=base.lineage() if base else None)
         self.progress = Progress()
         self.state: State | None = None
         self.resumed_at: int | None = None

@@ -22,7 +22,7 @@ from textgen.devices import resolve_device
 from textgen.errors import TextgenError
 from textgen.evaluation import documents_loss, held_out_loss, total_loss
 from textgen.model import RNNLanguageModel
-from textgen.tokenizers import Tokenizer, build_tokenizer, end_marker, tokenizer_kind
+from textgen.tokenizers import Tokenizer, build_tokenizer, end_marker, grown_tokenizer, tokenizer_kind
 from textgen.training.distributed import SINGLE, Group
 
 
@@ -167,15 +167,20 @@ class SavedText:
 
 
 def training_text(corpus: Corpus | PreparedCorpus, tokenizer_config: TokenizerConfig, config: TrainConfig,
-                  group: Group = SINGLE, saved: SavedText | None = None) -> TrainingText:
+                  group: Group = SINGLE, saved: SavedText | None = None,
+                  grown_from: Tokenizer | None = None) -> TrainingText:
     """The run's text laid out for training, whatever the corpus: a text in memory is split, its
-    tokenizer learnt (or, resuming, the checkpoint's taken) and its ids laid out; a prepared
-    corpus's ids are laid out as they lie in the id cache. Resuming (`saved`), the corpus must be
-    the text the checkpoint was trained on."""
+    tokenizer learnt (or, resuming, the checkpoint's taken; fine-tuning, `grown_from`'s grown) and
+    its ids laid out; a prepared corpus's ids are laid out as they lie in the id cache. Resuming
+    (`saved`), the corpus must be the text the checkpoint was trained on."""
     group.rows(config.batch_size)  # refuses a batch that does not split evenly, before any work
     if isinstance(corpus, PreparedCorpus):
+        if grown_from is not None:
+            raise TextgenError(f"{corpus.files.source} is prepared into the id cache (a folder, a glob, a big file, "
+                               "or documents across processes), whose vocabulary cannot grow from a base model; "
+                               "fine-tune on one text file instead")
         return _prepared_text(corpus, tokenizer_config, config, group, saved)
-    return _text_in_memory(corpus, tokenizer_config, config, group, saved)
+    return _text_in_memory(corpus, tokenizer_config, config, group, saved, grown_from)
 
 
 def recorded_text(record: CorpusRecord, tokenizer_config: TokenizerConfig, why: str) -> Corpus | PreparedCorpus:
@@ -187,18 +192,21 @@ def recorded_text(record: CorpusRecord, tokenizer_config: TokenizerConfig, why: 
 
 
 def _text_in_memory(corpus: Corpus, tokenizer_config: TokenizerConfig, config: TrainConfig, group: Group,
-                    saved: SavedText | None) -> TrainingText:
+                    saved: SavedText | None, grown_from: Tokenizer | None = None) -> TrainingText:
     if group.active and tokenizer_config.documents != "none":
         raise TextgenError(f"documents={tokenizer_config.documents!r} across processes needs the corpus prepared "
                            "into the id cache (textgen.data.prepare.load_or_prepare with stream=True)")
     _check_same_text(corpus.source, corpus.sha256, saved)
     train_text, val_text = split_text(corpus.text, config.val_fraction, tokenizer_config.documents)
+    # A char vocabulary comes from the whole file, so held-out text never holds an unseen character;
+    # word and subword vocabularies are learnt from the training part only. Both grow the same way.
+    learnt_from = corpus.text if tokenizer_kind(tokenizer_config.kind).learns_from_whole_text else train_text
     if saved is not None:
         tokenizer = saved.tokenizer
-    else:  # a char vocabulary comes from the whole file, so held-out text never holds an unseen character;
-        # word and subword vocabularies are learnt from the training part only
-        whole = tokenizer_kind(tokenizer_config.kind).learns_from_whole_text
-        tokenizer = build_tokenizer(tokenizer_config, corpus.text if whole else train_text)
+    elif grown_from is not None:
+        tokenizer = grown_tokenizer(grown_from, tokenizer_config, learnt_from)
+    else:
+        tokenizer = build_tokenizer(tokenizer_config, learnt_from)
     record = CorpusRecord(
         source=corpus.source, name=corpus.name, path=str(corpus.path) if corpus.path else None,
         sha256=corpus.sha256, encoding=corpus.encoding, characters=len(corpus.text),
