@@ -57,7 +57,9 @@ class OptionError(SettingError):
 
 # The names of the cell kinds in textgen.model.cells, which checks that it holds exactly these;
 # listed here, free of torch, so that `cell` is checked before torch is imported.
-CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu")
+CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu", "mingru", "minlstm")
+# The cells whose gates read the input alone: no hidden-to-hidden matrices for weight_drop to drop.
+INPUT_GATED_CELLS = ("mingru", "minlstm")
 TOKENIZER_KINDS = ("char", "word", "subword")
 SUBWORD_MODELS = ("unigram", "bpe")
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -384,6 +386,10 @@ def check_model_config(config: ModelConfig) -> None:
     for name in ("dropout", "weight_drop", "embedding_dropout"):
         value = getattr(config, name)
         _require(name, 0.0 <= value < 1.0, f"must be in [0, 1), got {value}")
+    if config.weight_drop and config.cell in INPUT_GATED_CELLS:
+        raise OptionError("weight_drop", f"drops links of the hidden-to-hidden matrices, and {{cell}} {config.cell} "
+                                         "has none (its gates read the input alone): use {dropout} instead",
+                          "cell", "dropout")
     if config.tie_weights and config.hidden_size != config.embedding_size:
         raise OptionError("tie_weights", "needs the embedding size equal to the hidden size "
                                          f"(got {config.embedding_size} and {config.hidden_size})")

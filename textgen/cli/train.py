@@ -49,7 +49,9 @@ def train(
     subword_sample: Annotated[int, typer.Option(
         help="subword: learn the vocabulary from at most this many lines, drawn evenly (0 = all).",
         rich_help_panel=TOKENIZER)] = _tok.subword_sample,
-    cell: Annotated[str, typer.Option(help=" | ".join(CELLS), rich_help_panel=MODEL)] = _model.cell,
+    cell: Annotated[str, typer.Option(
+        help=f"{' | '.join(CELLS)}: mingru and minlstm gate on the input alone, so a window trains as one "
+             "parallel scan.", rich_help_panel=MODEL)] = _model.cell,
     layers: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.layers,
     hidden_size: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.hidden_size,
     embedding_size: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.embedding_size,
