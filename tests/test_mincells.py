@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cli_support import assert_one_line_error
 from textgen.config import INPUT_GATED_CELLS, ModelConfig, OptionError
 from textgen.model import CELL_KINDS, RNNLanguageModel
 from textgen.model.cells.input_gated import SCAN_CHUNK, InputGatedKind, positive, scan, sequential
@@ -122,3 +123,8 @@ def test_weight_drop_is_refused_exactly_for_the_kinds_without_hidden_to_hidden_w
         assert raised.value.worded(lambda field: f"--{field.replace('_', '-')}") == (
             f"--weight-drop drops links of the hidden-to-hidden matrices, and --cell {name} has none "
             "(its gates read the input alone): use --dropout instead")
+
+
+def test_the_command_line_refuses_weight_drop_for_mingru_in_one_line(cli):
+    assert_one_line_error(cli("train", "--cell", "mingru", "--weight-drop", "0.2", "--max-steps", "1"),
+                          "error: --weight-drop drops links of the hidden-to-hidden matrices, and --cell mingru")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from textgen.config import (
-    CELLS, DEFAULT_CHECKPOINT_DIR, DEFAULT_CORPUS, PRESETS, SUBWORD_MODELS, TOKENIZER_KINDS, ModelConfig,
+    CELLS, DEFAULT_CHECKPOINT_DIR, DEFAULT_CORPUS, OPTIMIZERS, PRESETS, SUBWORD_MODELS, TOKENIZER_KINDS, ModelConfig,
     TokenizerConfig, TrainConfig,
 )
 
@@ -72,6 +72,9 @@ def train(
     learning_rate: Annotated[float, typer.Option(rich_help_panel=TRAINING)] = _train.learning_rate,
     clip: Annotated[float, typer.Option(help="Gradient-norm clipping (0 = off).", rich_help_panel=TRAINING)] = _train.clip,
     weight_decay: Annotated[float, typer.Option(rich_help_panel=TRAINING)] = _train.weight_decay,
+    optimizer: Annotated[str, typer.Option(
+        help=f"{' | '.join(OPTIMIZERS)}: muon orthogonalises the recurrent weight matrices' steps (AdamW for the rest).",
+        rich_help_panel=TRAINING)] = _train.optimizer,
     ema_decay: Annotated[float, typer.Option(help="Keep and save a moving average of the weights (0 = off).",
                                              rich_help_panel=TRAINING)] = _train.ema_decay,
     activation_penalty: Annotated[float, typer.Option(

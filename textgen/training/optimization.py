@@ -1,4 +1,5 @@
-"""How the weights move: AdamW with decay on the weight matrices only, the learning-rate schedule
+"""How the weights move: AdamW with decay on the weight matrices only (or Muon for the recurrent
+matrices beside it, TrainConfig.optimizer), the learning-rate schedule
 (linear warm-up, then cosine decay), and an optional moving average of the weights that is
 evaluated and saved in place of the live ones.
 
@@ -26,15 +27,62 @@ def learning_rate_at(config: TrainConfig, step: int, fraction_done: float) -> fl
 
 
 def make_optimizer(model: RNNLanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser config.optimizer names, over every parameter of the model."""
+    if config.optimizer == "muon":
+        return MuonWithAdamW(model, config)
+    return _adamw(list(model.parameters()), config)
+
+
+def _adamw(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
     # Decay the weight matrices only: shrinking biases and gains towards zero buys nothing.
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     try:
         # The fused kernel updates every tensor in one pass: measurably faster on a CPU at small batches.
         return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.adam_beta1, 0.99), fused=True)
     except (RuntimeError, TypeError):  # an older torch or a device without the fused kernel
         return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.adam_beta1, 0.99))
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """torch's Muon for the recurrent layers' weight matrices (W_ih, W_hh: their steps are
+    orthogonalised, so no direction of a matrix dominates its update) and AdamW for the embedding,
+    the output layer and the biases, which Muon's authors leave to Adam, presented as one optimiser.
+
+    Its groups are the two parts' groups themselves, so the loop's schedule sets every rate, and its
+    state is one mapping both parts write into, so state_dict and load_state_dict (the trainer
+    state, textgen/training/snapshot.py) save and restore every parameter's moments by index as
+    they do for AdamW alone. Muon's step is scaled to the size of AdamW's ("match_rms_adamw", Liu et
+    al., 2025, "Muon is Scalable for LLM Training"), so one learning rate and weight decay serve both.
+    """
+
+    def __init__(self, model: RNNLanguageModel, config: TrainConfig) -> None:
+        matrices = [weights[name] for weights in model.layer_weights() for name in ("weight_ih", "weight_hh")
+                    if weights[name] is not None]
+        in_muon = {id(matrix) for matrix in matrices}
+        self.parts: list[torch.optim.Optimizer] = [
+            torch.optim.Muon(matrices, lr=config.learning_rate, weight_decay=config.weight_decay,
+                             momentum=config.muon_momentum, adjust_lr_fn="match_rms_adamw"),
+            _adamw([p for p in model.parameters() if id(p) not in in_muon], config),
+        ]
+        super().__init__([group for part in self.parts for group in part.param_groups], {})
+        self._share_groups_and_state()
+
+    def _share_groups_and_state(self) -> None:
+        start = 0
+        for part in self.parts:
+            count = len(part.param_groups)
+            part.param_groups, part.state = self.param_groups[start : start + count], self.state
+            start += count
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:
+        for part in self.parts:
+            part.step()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._share_groups_and_state()  # loading made new group dicts and a new state mapping
 
 
 class WeightAverage:
