@@ -17,7 +17,8 @@ from textgen.config import ModelConfig, OptionError, TokenizerConfig, TrainConfi
 from textgen.data.corpus import Corpus
 from textgen.model import CELL_KINDS, RNNLanguageModel
 from textgen.training import resume, train
-from textgen.training.optimization import MuonWithAdamW, make_optimizer
+import textgen.training.optimization
+from textgen.training.optimization import Muon, MuonWithAdamW, make_optimizer, orthogonalised
 
 
 def build(cell: str = "lstm", skip_connections: bool = True) -> RNNLanguageModel:
@@ -36,7 +37,7 @@ def test_muon_takes_the_recurrent_matrices_and_adamw_every_other_parameter(cell,
     model = build(cell, skip_connections)
     optimizer = make_optimizer(model, muon())
     muon_part, adamw_part = optimizer.parts
-    assert isinstance(muon_part, torch.optim.Muon) and isinstance(adamw_part, torch.optim.AdamW)
+    assert isinstance(muon_part, Muon) and isinstance(adamw_part, torch.optim.AdamW)
     in_muon = {id(p) for group in muon_part.param_groups for p in group["params"]}
     expected = {id(weights[name]) for weights in model.layer_weights() for name in ("weight_ih", "weight_hh")
                 if weights[name] is not None}
@@ -81,6 +82,34 @@ def test_a_muon_step_moves_a_matrix_by_an_orthogonalised_update_of_adamws_size()
     singular = torch.linalg.svdvals((before - matrix.detach()) / scale)
     assert singular.max() < 1.5 and singular.min() > 0.4  # Newton-Schulz's near-orthogonal result
     assert torch.equal(model.embedding.weight, embedding)  # AdamW's, with a zero gradient and no decay
+
+
+def test_in_bfloat16_a_step_is_torchs_own_muon_step():
+    """torch.optim.Muon always orthogonalises in bfloat16; textgen's does so where it is native."""
+    generator = torch.Generator().manual_seed(3)
+    ours, theirs = (torch.nn.Parameter(torch.randn(48, 16, generator=torch.Generator().manual_seed(0)))
+                    for _ in range(2))
+    mine = Muon([ours], lr=0.02, weight_decay=0.1, momentum=0.9, dtype=torch.bfloat16)
+    torchs = torch.optim.Muon([theirs], lr=0.02, weight_decay=0.1, momentum=0.9, adjust_lr_fn="match_rms_adamw")
+    for _ in range(3):
+        gradient = torch.randn(48, 16, generator=generator)
+        ours.grad, theirs.grad = gradient.clone(), gradient.clone()
+        mine.step()
+        torchs.step()
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_where_bfloat16_is_not_native_the_iteration_runs_in_float32(monkeypatch):
+    monkeypatch.setattr(textgen.training.optimization, "training_dtype", lambda precision, device: None)
+    assert make_optimizer(build(), muon()).parts[0].dtype == torch.float32
+    matrix = torch.randn(60, 20, generator=torch.Generator().manual_seed(0))
+    result = orthogonalised(matrix, torch.float32)
+    assert result.dtype == torch.float32 and result.shape == (60, 20)
+    singular = torch.linalg.svdvals(result)
+    assert singular.max() < 1.5 and singular.min() > 0.5
+    # the same directions as the exact U V^T
+    u, _, v = torch.linalg.svd(matrix, full_matrices=False)
+    assert torch.nn.functional.cosine_similarity(result.flatten(), (u @ v).flatten(), dim=0) > 0.95
 
 
 def test_a_loaded_state_dict_continues_exactly_as_the_optimizer_it_came_from():
