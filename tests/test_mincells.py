@@ -1,6 +1,6 @@
 """Tests for minGRU and minLSTM (textgen/model/cells/input_gated.py and its two kinds): the
-log-space parallel scan a window trains with equals the step-by-step recurrence the fast step runs,
-in value and in gradient; the paper's gate equations hold; autocast leaves the scan in float32;
+log-space parallel scan a GPU trains a window with equals the step-by-step recurrence a CPU trains
+it with and the fast step runs, in value and in gradient; the paper's gate equations hold; autocast leaves the scan in float32;
 weight drop, which needs hidden-to-hidden weights, is refused for them. (Training, exact resume,
 sampling and the insight views are checked for every registered kind in test_cells.py.)"""
 
@@ -12,7 +12,8 @@ import torch
 from cli_support import assert_one_line_error
 from textgen.config import INPUT_GATED_CELLS, ModelConfig, OptionError
 from textgen.model import CELL_KINDS, RNNLanguageModel
-from textgen.model.cells.input_gated import SCAN_CHUNK, InputGatedKind, positive, scan, sequential
+import textgen.model.cells.input_gated as input_gated_module
+from textgen.model.cells.input_gated import SCAN_CHUNK, InputGatedKind, positive, recurrence, scan, sequential
 from textgen.model.cells.mingru import MinGRU
 from textgen.model.cells.minlstm import MinLSTM
 
@@ -87,6 +88,19 @@ def test_a_stack_with_batch_first_off_gives_the_same_output_and_state(kind, laye
     torch.testing.assert_close(output_t.transpose(0, 1), output)
     torch.testing.assert_close(state_t, state)
     torch.testing.assert_close(state[-1], output[:, -1])
+
+
+@input_gated
+def test_a_cpu_runs_the_window_step_by_step_and_the_scan_gives_the_same_layers(kind, monkeypatch):
+    assert recurrence(torch.device("cpu")) is sequential and recurrence(torch.device("cuda")) is scan
+    torch.manual_seed(0)
+    module = kind.build(input_size=6, hidden_size=8, num_layers=2, batch_first=True)
+    x, h0 = torch.randn(2, 70, 6), torch.randn(2, 2, 8)
+    step_by_step = module(x, h0)
+    monkeypatch.setattr(input_gated_module, "recurrence", lambda device: scan)
+    by_scan = module(x, h0)
+    for got, expected in zip(by_scan, step_by_step):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @input_gated

@@ -50,8 +50,8 @@ def train(
         help="subword: learn the vocabulary from at most this many lines, drawn evenly (0 = all).",
         rich_help_panel=TOKENIZER)] = _tok.subword_sample,
     cell: Annotated[str, typer.Option(
-        help=f"{' | '.join(CELLS)}: mingru and minlstm gate on the input alone, so a window trains as one "
-             "parallel scan.", rich_help_panel=MODEL)] = _model.cell,
+        help=f"{' | '.join(CELLS)}: mingru and minlstm gate on the input alone, so a window's matrix "
+             "products are one per layer.", rich_help_panel=MODEL)] = _model.cell,
     layers: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.layers,
     hidden_size: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.hidden_size,
     embedding_size: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.embedding_size,

@@ -1,6 +1,6 @@
 """minGRU (Feng et al., 2024, "Were RNNs All We Needed?"): the GRU with its gates reading the input
-alone and no reset gate, h_t = (1 - z_t) h_(t-1) + z_t g(W_h x_t), so a window trains as one scan
-(textgen/model/cells/input_gated.py)."""
+alone and no reset gate, h_t = (1 - z_t) h_(t-1) + z_t g(W_h x_t), so a window's products are one
+per layer and the rest a scan (textgen/model/cells/input_gated.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 input alone, normalised to sum to one, and no output gate or separate cell state:
 h_t = f'_t h_(t-1) + i'_t g(W_h x_t), f' = f / (f + i), i' = i / (f + i).
 
-Since f' = 1 - i', it is the scan minGRU uses with i' as the update share: i' = sigmoid(u) for
+Since f' = 1 - i', it is minGRU's recurrence with i' as the update share: i' = sigmoid(u) for
 u = log i - log f, the update logit (textgen/model/cells/input_gated.py).
 """
 
