@@ -73,7 +73,8 @@ def sequential(update_logit: torch.Tensor, candidate: torch.Tensor, h0: torch.Te
 
 
 def recurrence(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """How a window is computed on `device`: step by step on a CPU, the parallel scan elsewhere.
+    """How a window is computed on `device`: the parallel scan on a CUDA GPU, step by step
+    elsewhere (a CPU; Apple's MPS, whose kernels the scan was never tried on).
 
     A CPU runs a lerp over one step's (batch, hidden) in microseconds, and a window of them with
     their backward faster than the scan, whose log-cumsum-exp is a slow scalar loop in torch's CPU
@@ -81,7 +82,7 @@ def recurrence(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor, to
     77 against 1,170 ms at 256 (one thread of a shared 2-core EPYC; a ratio, not a benchmark). A
     GPU pays a kernel launch for each step of the loop, and the scan's few launches cover any
     window: the scan is the one meant for it (unmeasured here)."""
-    return sequential if device.type == "cpu" else scan
+    return scan if device.type == "cuda" else sequential
 
 
 def recur(h: torch.Tensor, update_logit: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
