@@ -183,7 +183,7 @@ def main() -> None:
     if args.only:
         unknown = set(args.only) - set(CONTENDERS)
         if unknown:
-            parser.error(f"no contender named {sorted(unknown)[0]!r}; they are: {', '.join(CONTENDERS)}")
+            parser.error(f"no contender named {sorted(unknown)[0]!r}; they are: {'; '.join(CONTENDERS)}")
         names = [name for name in names if name in args.only or name == "bare nn.LSTM loop, float32"]
     figures: dict[str, list[float]] = {name: [] for name in names}
     spawn = multiprocessing.get_context("spawn")
