@@ -1,13 +1,16 @@
 """Training tokens per second: textgen's loop beside a bare PyTorch nn.LSTM loop, in one run.
 
     python benchmarks/throughput.py [--hidden 512] [--layers 2] [--batch 64] [--window 64] [--steps 40] [--rounds 3]
+                                    [--only NAME ...]
 
 The bare loop is what a tutorial writes: Embedding -> nn.LSTM -> Linear, float32, cross-entropy,
 AdamW, gradient clipping, the state carried and detached between windows. textgen runs its real
 training loop (`textgen.training.train`) with the same shape, batch and window, once with its
 default precision (bfloat16 autocast on CPUs that multiply it natively) and once in float32, the
 way it runs on a CPU without bfloat16: first on the bare loop's exact model, then with skip
-connections (textgen's default model, which does a little more arithmetic per token).
+connections (textgen's default model, which does a little more arithmetic per token), then with
+each cell whose window trains as one parallel scan (minGRU, minLSTM) in place of the LSTM, its
+hidden size chosen so the model has as many parameters as the LSTM one (printed beside it).
 
 Every timing runs in a fresh process, so each contender meets the memory allocator as it would
 alone: textgen's contenders first keep freed memory as `textgen train` does
@@ -31,9 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from _common import SHAKESPEARE
-from textgen.config import ModelConfig, TokenizerConfig, TrainConfig
+from textgen.config import INPUT_GATED_CELLS, ModelConfig, TokenizerConfig, TrainConfig
 from textgen.data.corpus import Corpus
 from textgen.devices import keep_freed_memory, training_dtype
+from textgen.model import RNNLanguageModel
 from textgen.training import TrainingCallbacks, train
 
 WARMUP_STEPS = 5
@@ -86,10 +90,30 @@ class _Timing(TrainingCallbacks):
         self.times.append(time.perf_counter())
 
 
-def textgen_loop(corpus: Corpus, args: argparse.Namespace, precision: str, skip_connections: bool = True) -> float:
+def model_shape(cell: str, vocab: int, args: argparse.Namespace, skip_connections: bool = True) -> ModelConfig:
+    """The model textgen trains: `cell` at args.layers x args.hidden for the LSTM; for another cell,
+    the hidden size whose parameter count comes nearest to that LSTM's."""
+    def shaped(hidden: int, kind: str = cell) -> ModelConfig:
+        return ModelConfig(vocab_size=vocab, cell=kind, layers=args.layers, hidden_size=hidden, embedding_size=128,
+                           skip_connections=skip_connections)
+
+    def parameters(config: ModelConfig) -> int:
+        return RNNLanguageModel(config).num_parameters()
+
+    if cell == "lstm":
+        return shaped(args.hidden)
+    wanted = parameters(shaped(args.hidden, "lstm"))
+    low, high = 1, 8 * args.hidden  # the count grows with the hidden size: bisect for the nearest
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if parameters(shaped(middle)) <= wanted else (low, middle)
+    return min((shaped(low), shaped(high)), key=lambda config: abs(parameters(config) - wanted))
+
+
+def textgen_loop(corpus: Corpus, vocab: int, args: argparse.Namespace, precision: str, skip_connections: bool = True,
+                 cell: str = "lstm") -> float:
     timing = _Timing()
-    model = ModelConfig(layers=args.layers, hidden_size=args.hidden, embedding_size=128,
-                        skip_connections=skip_connections)
+    model = model_shape(cell, vocab, args, skip_connections)
     config = TrainConfig(batch_size=args.batch, seq_len=args.window, max_steps=WARMUP_STEPS + args.steps,
                          eval_every=10**9, val_fraction=0.001, precision=precision, device="cpu")
     with tempfile.TemporaryDirectory() as folder:
@@ -107,29 +131,32 @@ def load_text() -> tuple[Corpus, torch.Tensor, int]:
     return corpus, torch.tensor([index[c] for c in text[:400_000]]), len(vocab)
 
 
-# name -> (loop, precision or autocast, skip connections, keep freed memory)
+# name -> (loop, precision or autocast, skip connections, keep freed memory, cell)
 CONTENDERS = {
-    "bare nn.LSTM loop, float32": ("bare", False, False, False),
-    "bare nn.LSTM loop, bfloat16 autocast": ("bare", True, False, False),
-    "bare nn.LSTM loop, float32, memory kept": ("bare", False, False, True),
+    "bare nn.LSTM loop, float32": ("bare", False, False, False, "lstm"),
+    "bare nn.LSTM loop, bfloat16 autocast": ("bare", True, False, False, "lstm"),
+    "bare nn.LSTM loop, float32, memory kept": ("bare", False, False, True, "lstm"),
     # The bare loops' exact model: a plain stack of layers.
-    "textgen, default precision": ("textgen", "auto", False, True),
-    "textgen, float32": ("textgen", "float32", False, True),
+    "textgen, default precision": ("textgen", "auto", False, True, "lstm"),
+    "textgen, float32": ("textgen", "float32", False, True, "lstm"),
     # textgen's default model, which also feeds the embedding to layer 2 and both layers to the output.
-    "textgen + skip connections, default": ("textgen", "auto", True, True),
-    "textgen + skip connections, float32": ("textgen", "float32", True, True),
+    "textgen + skip connections, default": ("textgen", "auto", True, True, "lstm"),
+    "textgen + skip connections, float32": ("textgen", "float32", True, True, "lstm"),
+    # The same with the cells that train a window as one scan, as many parameters as the LSTM.
+    **{f"textgen {cell} + skip connections, {label}": ("textgen", precision, True, True, cell)
+       for cell in INPUT_GATED_CELLS for label, precision in (("default", "auto"), ("float32", "float32"))},
 }
 
 
 def run_contender(name: str, args: argparse.Namespace) -> float:
     """One timing, in the fresh process it is called in."""
-    loop, precision, skip_connections, keep_memory = CONTENDERS[name]
+    loop, precision, skip_connections, keep_memory, cell = CONTENDERS[name]
     if keep_memory:
         keep_freed_memory()
     corpus, ids, vocab = load_text()
     if loop == "bare":
         return bare_loop(ids, vocab, args, autocast=precision)
-    return textgen_loop(corpus, args, precision, skip_connections)
+    return textgen_loop(corpus, vocab, args, precision, skip_connections, cell)
 
 
 def main() -> None:
@@ -140,12 +167,24 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                        help="time these contenders alone (the bare float32 loop is always kept: the ratios are to it)")
     args = parser.parse_args()
 
     has_bf16 = training_dtype("auto", torch.device("cpu")) is not None
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bfloat16 natively: {has_bf16}; "
           f"{args.layers} x {args.hidden} LSTM, batch {args.batch}, window {args.window}, {args.steps} steps per timing")
+    vocab = load_text()[2]
+    for cell in ("lstm", *INPUT_GATED_CELLS):
+        shape = model_shape(cell, vocab, args)
+        print(f"  textgen {cell} with skip connections: {shape.layers} x {shape.hidden_size}, "
+              f"{RNNLanguageModel(shape).num_parameters():,} parameters")
     names = [name for name in CONTENDERS if has_bf16 or name != "bare nn.LSTM loop, bfloat16 autocast"]
+    if args.only:
+        unknown = set(args.only) - set(CONTENDERS)
+        if unknown:
+            parser.error(f"no contender named {sorted(unknown)[0]!r}; they are: {'; '.join(CONTENDERS)}")
+        names = [name for name in names if name in args.only or name == "bare nn.LSTM loop, float32"]
     figures: dict[str, list[float]] = {name: [] for name in names}
     spawn = multiprocessing.get_context("spawn")
     for round_number in range(args.rounds):

@@ -57,10 +57,13 @@ class OptionError(SettingError):
 
 # The names of the cell kinds in textgen.model.cells, which checks that it holds exactly these;
 # listed here, free of torch, so that `cell` is checked before torch is imported.
-CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu")
+CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu", "mingru", "minlstm")
+# The cells whose gates read the input alone: no hidden-to-hidden matrices for weight_drop to drop.
+INPUT_GATED_CELLS = ("mingru", "minlstm")
 TOKENIZER_KINDS = ("char", "word", "subword")
 SUBWORD_MODELS = ("unigram", "bpe")
 PRECISIONS = ("auto", "float32", "bfloat16")
+OPTIMIZERS = ("adamw", "muon")
 DOCUMENT_MODES = ("none", "lines", "blank-lines")
 DEFAULT_CORPUS = "python-docs"
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
@@ -153,6 +156,12 @@ class TrainConfig:
     # worse in long ones
     # (benchmarks/HISTORY.md#2026-11-22-skip-connections-momentum-08-stronger-weight-decay-issue-3).
     adam_beta1: float = 0.8
+    # "muon": Muon (orthogonalised momentum, Jordan et al., 2024) for the recurrent layers' weight
+    # matrices, AdamW for the embedding, the output layer and the biases; its step is scaled to
+    # AdamW's size (Liu et al., 2025), so learning_rate and weight_decay serve both. An option
+    # pending measurement (benchmarks/README.md).
+    optimizer: str = "adamw"
+    muon_momentum: float = 0.95  # Muon's own momentum (Nesterov), the value its authors use
     clip: float = 1.0
     val_fraction: float = 0.1
     max_steps: int | None = None
@@ -463,6 +472,10 @@ def check_model_config(config: ModelConfig) -> None:
     for name in ("dropout", "weight_drop", "embedding_dropout"):
         value = getattr(config, name)
         _require(name, 0.0 <= value < 1.0, f"must be in [0, 1), got {value}")
+    if config.weight_drop and config.cell in INPUT_GATED_CELLS:
+        raise OptionError("weight_drop", f"drops links of the hidden-to-hidden matrices, and {{cell}} {config.cell} "
+                                         "has none (its gates read the input alone): use {dropout} instead",
+                          "cell", "dropout")
     if config.tie_weights and config.hidden_size != config.embedding_size:
         raise OptionError("tie_weights", "needs the embedding size equal to the hidden size "
                                          f"(got {config.embedding_size} and {config.hidden_size})")
@@ -479,6 +492,8 @@ def check_train_config(config: TrainConfig) -> None:
         ("clip", 0 <= config.clip <= math.inf, "0 (off) or more"),
         ("weight_decay", 0 <= config.weight_decay < math.inf, "0 (off) or more, and finite"),
         ("adam_beta1", 0.0 <= config.adam_beta1 < 1.0, "in [0, 1)"),
+        ("optimizer", config.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+        ("muon_momentum", 0.0 <= config.muon_momentum < 1.0, "in [0, 1)"),
         ("val_fraction", 0.0 <= config.val_fraction <= 0.5, "between 0 and 0.5"),
         ("max_steps", config.max_steps is None or config.max_steps >= 1, "at least 1"),
         ("epochs", config.epochs is None or 0 < config.epochs < math.inf, "greater than 0, and finite"),

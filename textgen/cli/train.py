@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from textgen.config import (
-    CELLS, DEFAULT_CHECKPOINT_DIR, DEFAULT_CORPUS, PRESETS, SUBWORD_MODELS, TOKENIZER_KINDS, ModelConfig,
+    CELLS, DEFAULT_CHECKPOINT_DIR, DEFAULT_CORPUS, OPTIMIZERS, PRESETS, SUBWORD_MODELS, TOKENIZER_KINDS, ModelConfig,
     TokenizerConfig, TrainConfig,
 )
 
@@ -53,7 +53,9 @@ def train(
     subword_sample: Annotated[int, typer.Option(
         help="subword: learn the vocabulary from at most this many lines, drawn evenly (0 = all).",
         rich_help_panel=TOKENIZER)] = _tok.subword_sample,
-    cell: Annotated[str, typer.Option(help=" | ".join(CELLS), rich_help_panel=MODEL)] = _model.cell,
+    cell: Annotated[str, typer.Option(
+        help=f"{' | '.join(CELLS)}: mingru and minlstm gate on the input alone, so a window's matrix "
+             "products are one per layer.", rich_help_panel=MODEL)] = _model.cell,
     layers: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.layers,
     hidden_size: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.hidden_size,
     embedding_size: Annotated[int, typer.Option(rich_help_panel=MODEL)] = _model.embedding_size,
@@ -74,6 +76,9 @@ def train(
     learning_rate: Annotated[float, typer.Option(rich_help_panel=TRAINING)] = _train.learning_rate,
     clip: Annotated[float, typer.Option(help="Gradient-norm clipping (0 = off).", rich_help_panel=TRAINING)] = _train.clip,
     weight_decay: Annotated[float, typer.Option(rich_help_panel=TRAINING)] = _train.weight_decay,
+    optimizer: Annotated[str, typer.Option(
+        help=f"{' | '.join(OPTIMIZERS)}: muon orthogonalises the recurrent weight matrices' steps (AdamW for the rest).",
+        rich_help_panel=TRAINING)] = _train.optimizer,
     ema_decay: Annotated[float, typer.Option(help="Keep and save a moving average of the weights (0 = off).",
                                              rich_help_panel=TRAINING)] = _train.ema_decay,
     activation_penalty: Annotated[float, typer.Option(

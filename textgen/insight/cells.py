@@ -109,7 +109,7 @@ def _layer_activations(model: RNNLanguageModel, ids: list[int]) -> tuple[list[to
 
 
 def _saturation(model: RNNLanguageModel, layers: list[torch.Tensor], inputs: list[torch.Tensor]) -> dict:
-    """For layers with a module each, of a cell kind with sigmoid gates (LSTM, GRU): the share of
+    """For layers with a module each, of a cell kind with sigmoid gates (all but the plain RNN): the share of
     (unit, token) pairs where each gate is below SATURATED or above 1 - SATURATED, its value
     recomputed from the layer's input, its previous h and its weights."""
     gates = model.cell_kind.sigmoid_gates
@@ -118,9 +118,9 @@ def _saturation(model: RNNLanguageModel, layers: list[torch.Tensor], inputs: lis
     report = {}
     for layer, (weights, h, x) in enumerate(zip(model.layer_weights(), layers, inputs)):
         previous = torch.cat([torch.zeros(1, h.shape[1]), h[:-1]])
-        w_ih, w_hh = weights["weight_ih"].detach().float().cpu(), weights["weight_hh"].detach().float().cpu()
-        b_ih, b_hh = weights["bias_ih"].detach().float().cpu(), weights["bias_hh"].detach().float().cpu()
-        pre = x @ w_ih.T + b_ih + previous @ w_hh.T + b_hh
+        pre = x @ weights["weight_ih"].detach().float().cpu().T + weights["bias_ih"].detach().float().cpu()
+        if weights["weight_hh"] is not None:  # None: gates that read the input alone (minGRU, minLSTM)
+            pre += previous @ weights["weight_hh"].detach().float().cpu().T + weights["bias_hh"].detach().float().cpu()
         size = h.shape[1]
         for name, block in gates.items():
             gate = torch.sigmoid(pre[:, block * size : (block + 1) * size])

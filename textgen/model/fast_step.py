@@ -33,7 +33,7 @@ class LayerWeights:
     """One recurrent layer in torch's layout: gates stacked along dim 0 (LSTM i, f, g, o; GRU r, z, n)."""
 
     weight_ih: torch.Tensor
-    weight_hh: torch.Tensor
+    weight_hh: torch.Tensor | None  # None: a kind whose gates read the input alone (minGRU, minLSTM)
     bias_ih: torch.Tensor | None
     bias_hh: torch.Tensor | None
 
@@ -111,7 +111,8 @@ class _Layer:
                  packed: bool = True) -> None:
         w_ih, w_hh, b_ih, b_hh = (t.detach() if t is not None else None for t in
                                   (weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh))
-        order = kind.fast_row_order(weights.weight_hh.shape[1])
+        self.reads_hidden = w_hh is not None
+        order = kind.fast_row_order(w_hh.shape[1]) if self.reads_hidden else None
         if order is not None:
             order = order.to(w_ih.device)
             w_ih, w_hh = w_ih[order], w_hh[order]
@@ -131,8 +132,9 @@ class _Layer:
             self.input = _Linear(rest, input_bias, packed) if self.reads_rest else None
             self.hidden = _Linear(w_hh, b_hh, packed)
         elif self.reads_rest:
-            self.joint_linear = _Linear(torch.cat([rest, w_hh], dim=1), input_bias, packed)
-        else:
+            columns = [rest, w_hh] if self.reads_hidden else [rest]
+            self.joint_linear = _Linear(torch.cat(columns, dim=1), input_bias, packed)
+        elif self.reads_hidden:
             self.hidden = _Linear(w_hh, None, packed)
 
     def _rest(self, tokens: torch.Tensor, below: torch.Tensor | None) -> list[torch.Tensor]:
@@ -141,11 +143,15 @@ class _Layer:
         return parts if below is None else [*parts, below]
 
     def joint(self, tokens: torch.Tensor, below: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
-        """The gates' inputs, from the tokens' ids, the layer below's h (or None) and h."""
+        """The gates' inputs, from the tokens' ids, the layer below's h (or None) and h (unread
+        by a kind without hidden-to-hidden weights)."""
         if self.reads_rest:
-            gates = self.joint_linear(torch.cat([*self._rest(tokens, below), h], dim=1))
-        else:
+            hidden = [h] if self.reads_hidden else []
+            gates = self.joint_linear(torch.cat([*self._rest(tokens, below), *hidden], dim=1))
+        elif self.reads_hidden:
             gates = self.hidden(h)
+        else:  # the first layer of a kind without W_hh: the table is all there is
+            return self.table.index_select(0, tokens)
         return gates if self.table is None else gates.add_(self.table.index_select(0, tokens))
 
     def apart(self, tokens: torch.Tensor, below: torch.Tensor | None,

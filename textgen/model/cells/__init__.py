@@ -11,6 +11,8 @@ from textgen.config import CELLS, OptionError
 from textgen.model.cells.base import CellKind, LayerState, StepInputs
 from textgen.model.cells.gru import GRU
 from textgen.model.cells.lstm import LSTM
+from textgen.model.cells.mingru import MinGRU
+from textgen.model.cells.minlstm import MinLSTM
 from textgen.model.cells.plain import PlainRNN
 
 CELL_KINDS: dict[str, CellKind] = {kind.name: kind for kind in (
@@ -18,6 +20,8 @@ CELL_KINDS: dict[str, CellKind] = {kind.name: kind for kind in (
     GRU(),
     PlainRNN("tanh"),
     PlainRNN("relu"),
+    MinGRU(),
+    MinLSTM(),
 )}
 
 if set(CELL_KINDS) != set(CELLS):
