@@ -415,6 +415,8 @@ class Engine:
         return not self._queue and not any(self._all_lanes())
 
     def _run(self) -> None:
+        # Grad mode is per thread: off here once, rather than switched around every step.
+        torch.set_grad_enabled(False)
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: not self._idle() or self._swaps or self._stopping)
@@ -508,7 +510,6 @@ class Engine:
                 job.cancel()
             self._leave_cancelled(lane)
 
-    @torch.no_grad()
     def _step(self, lane: _Lane) -> None:
         started = time.perf_counter()
         self._leave_cancelled(lane)
