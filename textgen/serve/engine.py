@@ -478,7 +478,11 @@ class Engine:
                 self._finish_unstarted(job)
                 continue
             lane.reserved += job.generation.n
-            self._join(lane, job)
+            try:
+                self._join(lane, job)
+            except Exception:  # noqa: BLE001 - one request that cannot start must not stop the server
+                _log.exception("a request for model %s could not start; it is cancelled", lane.name)
+                self._cancel_reading(lane, job)
 
     def _reserved(self) -> int:
         return sum(lane.reserved for lane in self._all_lanes())
