@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 import textgen
 from textgen.api import TextModel
-from textgen.config import OptionError
+from textgen.config import CELLS, OptionError
 from textgen.evaluation.scoring import total_loss
+from textgen.model import ModuleStep
 from textgen.sampling import SampleText, prompt_ids
 from textgen.serve import Busy, Engine, Finish, Generation, Piece, ServeMetrics, UnknownModel
 
@@ -93,6 +94,24 @@ def test_the_engine_writes_what_generate_many_writes_for_a_char_model(model, sha
     with running({"m": model}) as engine:
         written = texts(engine.submit(request(model, "The lamp", n=3, max_tokens=50, seed=4, **shaping)))
     assert written == model.generate_many("The lamp", num_samples=3, length=50, seed=4, **shaping)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_kind_with_two_layers_and_skips_is_served_as_the_sampler_serves_it(model, make_model, cell):
+    stacked = TextModel(make_model(model.tokenizer.vocab_size, cell, layers=2, skip_connections=True),
+                        model.tokenizer)
+    with running({"m": stacked}) as engine:
+        job = engine.submit(request(model, "The lamp", n=3, max_tokens=30, seed=3, temperature=0.9, top_k=20))
+        written = texts(job)
+    assert written == stacked.generate_many("The lamp", num_samples=3, length=30, seed=3, temperature=0.9, top_k=20)
+
+
+def test_a_model_run_by_the_module_step_is_served_as_the_sampler_serves_it(model):
+    fallback = TextModel(model.model, model.tokenizer)
+    fallback._step = ModuleStep(model.model)  # what make_step gives a model the fast step cannot run
+    with running({"m": fallback}) as engine:
+        written = texts(engine.submit(request(model, "The lamp", n=2, max_tokens=40, seed=3)))
+    assert written == fallback.generate_many("The lamp", num_samples=2, length=40, seed=3, temperature=1.0, top_k=0)
 
 
 def test_a_stop_ends_the_choice_as_it_ends_generate_many(model):

@@ -442,7 +442,7 @@ class Engine:
             self._versions[name] += 1
             self._models[name] = model
             self._lanes[name] = _Lane(name, self._versions[name], model)
-            if old.rows:
+            if old:
                 self._retired.append(old)
 
     def _cancel_everything(self) -> None:
