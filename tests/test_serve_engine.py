@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 
 import textgen
 from textgen.api import TextModel
-from textgen.config import CELLS, OptionError
+from textgen.config import CELLS, OptionError, TokenizerConfig
 from textgen.evaluation.scoring import total_loss
 from textgen.model import ModuleStep
 from textgen.sampling import SampleText, prompt_ids
 from textgen.serve import Busy, Engine, Finish, Generation, Piece, ServeMetrics, UnknownModel
+from textgen.tokenizers import build_tokenizer
 
 
 @contextmanager
@@ -104,6 +105,21 @@ def test_every_cell_kind_with_two_layers_and_skips_is_served_as_the_sampler_serv
         job = engine.submit(request(model, "The lamp", n=3, max_tokens=30, seed=3, temperature=0.9, top_k=20))
         written = texts(job)
     assert written == stacked.generate_many("The lamp", num_samples=3, length=30, seed=3, temperature=0.9, top_k=20)
+
+
+def test_a_document_models_choice_ends_at_the_end_marker_as_a_stop(prose, make_model):
+    tokenizer = build_tokenizer(TokenizerConfig(kind="char", documents="lines", min_count=1), prose)
+    documents = TextModel(make_model(tokenizer.vocab_size, seed=2), tokenizer)
+    with running({"m": documents}) as engine:
+        job = engine.submit(request(documents, "The", n=8, max_tokens=400, seed=1, temperature=1.5))
+        written = events(job)
+    finishes = [event for event in written if isinstance(event, Finish)]
+    choices = [""] * 8
+    for event in written:
+        if isinstance(event, Piece):
+            choices[event.choice] += event.text
+    assert choices == documents.generate_many("The", num_samples=8, length=400, seed=1, temperature=1.5, top_k=0)
+    assert "stop" in {finish.reason for finish in finishes}  # some documents ended before 400 tokens
 
 
 def test_a_model_run_by_the_module_step_is_served_as_the_sampler_serves_it(model):
