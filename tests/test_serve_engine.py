@@ -11,7 +11,6 @@ import copy
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import torch
@@ -191,7 +190,7 @@ def text_until_a_stop(pieces: list[bytes], stops: list[str]) -> str:
 @given(text=st.text(alphabet="ab é日😀\n", min_size=1, max_size=40), data=st.data())
 def test_streamed_pieces_never_split_a_character_nor_leak_a_stop(text, data):
     raw = text.encode()
-    cuts = sorted(data.draw(st.sets(st.integers(1, len(raw) - 1), max_size=len(raw)), label="cuts")) if len(raw) > 1 else []
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(raw) - 1))), label="cuts") - {len(raw)})
     pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
     stops = data.draw(st.lists(st.text(alphabet="ab é日😀\n", min_size=1, max_size=4), max_size=3), label="stops")
     writer = SampleText(BytePieces(pieces), None, stops)
@@ -288,6 +287,19 @@ def test_a_full_queue_answers_busy_with_a_time_to_come_back(model):
     assert engine.queue_depth == 2
     engine.drain(timeout=0)
     assert all([event.reason for event in events(job)] == ["cancelled"] for job in jobs)
+
+
+def test_a_full_batch_queues_the_next_job_refuses_the_one_after_and_serves_it_once_there_is_room(model):
+    with running({"m": model}, max_batch=1, max_queue=1) as engine:
+        endless = engine.submit(request(model, "The", max_tokens=10**9, seed=1))
+        assert isinstance(next(iter(endless)), Piece)
+        waiting = engine.submit(request(model, "The", max_tokens=5, seed=2))
+        with pytest.raises(Busy) as refused:
+            engine.submit(request(model, "The"))
+        assert refused.value.retry_after >= 1 and engine.tokens_per_second > 0
+        assert engine.queue_depth == 1
+        endless.cancel()
+        assert [event.reason for event in events(waiting) if isinstance(event, Finish)] == ["length"]
 
 
 def test_unknown_models_and_too_many_choices_are_refused(model):
