@@ -8,7 +8,7 @@ latency p50/p99 for the engine with max_batch 64 and with max_batch 1, and the r
 tokens/s; then one request alone against the bare hand-cached step of benchmarks/sampling.py;
 then a 10,000-character prompt read cold (by the engine's fast step, and by model.forward as
 `textgen sample` primes) and a conversation's 10th turn whose history is cached, against a
-100-character prompt. The model is a randomly initialised 2 x 512 char LSTM over tiny
+100-character prompt; then resident memory after 100 and after 10,000 requests. The model is a randomly initialised 2 x 512 char LSTM over tiny
 Shakespeare's 65 symbols unless --checkpoint names one: speed does not depend on the weights.
 Every request draws with temperature 0.8 and top-k 40. HTTP-driven figures are the HTTP layer's.
 """
@@ -16,6 +16,7 @@ Every request draws with temperature 0.8 and top-k 40. HTTP-driven figures are t
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -117,11 +118,39 @@ def long_prompts(model, tokenizer) -> None:
           f"{short * 1000:.1f} ms for a {PROMPT_CHARACTERS}-char prompt: {turn / short:.2f}x (target at most 1.2x)")
 
 
+def resident_mb() -> float:
+    """This process's resident memory now (Linux), in MB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def flat_memory(model, tokenizer, requests: int) -> None:
+    """Resident memory after 100 requests and after `requests`, each a fresh prompt (so the state
+    cache fills to its bound) asking for 20 tokens, 16 at a time."""
+    engine = engine_for(model, 64)
+    try:
+        after = {}
+        for done in range(0, requests, 16):
+            jobs = [engine.submit(Generation("m", tuple(tokenizer.encode(prompt_text(PROMPT_CHARACTERS, done + k))),
+                                             max_tokens=20, seed=k, **SHAPING)) for k in range(16)]
+            for job in jobs:
+                for _ in job:
+                    pass
+            if done + 16 >= 100 and 100 not in after:
+                after[100] = resident_mb()
+        after[requests] = resident_mb()
+    finally:
+        engine.drain(timeout=1)
+    print(f"resident memory after 100 requests {after[100]:,.0f} MB, after {requests:,} {after[requests]:,.0f} MB: "
+          f"{after[requests] - after[100]:+,.0f} MB (target within 50 MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, help="a trained char model (default: a random 2 x 512 LSTM)")
     parser.add_argument("--tokens", type=int, default=300, help="tokens per request")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64], help="concurrent requests")
+    parser.add_argument("--memory-requests", type=int, default=10_000, help="requests for the flat-memory figure")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as folder:
@@ -164,6 +193,7 @@ def main() -> None:
         print(f"one request alone: {one:,.0f} tok/s against the bare hand-cached step's {bare:,.0f}: "
               f"{one / bare:.2f}x (target at least 1.0x)")
         long_prompts(model, tokenizer)
+        flat_memory(model, tokenizer, args.memory_requests)
 
 
 def _timed(run) -> float:
