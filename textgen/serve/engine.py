@@ -437,11 +437,15 @@ class Engine:
     def _swap_models(self) -> None:
         while self._swaps:
             name, model = self._swaps.popleft()
+            try:
+                lane = _Lane(name, self._versions[name] + 1, model)
+            except Exception:  # noqa: BLE001 - a model that cannot be stepped leaves the old one serving
+                _log.exception("model %s could not be swapped in; the old weights go on serving", name)
+                continue
             old = self._lanes[name]
             self.cache.drop(old.key)
             self._versions[name] += 1
-            self._models[name] = model
-            self._lanes[name] = _Lane(name, self._versions[name], model)
+            self._models[name], self._lanes[name] = model, lane
             if old:
                 self._retired.append(old)
 
