@@ -385,11 +385,14 @@ def test_a_replaced_model_finishes_running_rows_on_the_old_weights(model):
     assert after != old[:30]
 
 
-def test_a_model_that_cannot_be_swapped_in_leaves_the_old_one_serving(model):
+def test_a_model_that_cannot_be_swapped_in_leaves_the_old_one_serving(model, caplog):
     with running({"m": model}) as engine:
         engine.replace_model("m", object())  # no weights, no tokenizer
         written = texts(engine.submit(request(model, "The", max_tokens=30, seed=6)))[0]
     assert written == model.generate("The", length=30, seed=6, temperature=1.0, top_k=0)
+    errors = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1 and "could not be swapped in" in errors[0].getMessage()
+    assert errors[0].exc_info is None  # one line: no traceback in the user's log
 
 
 def test_nothing_of_a_finished_job_stays_in_the_engine(model):

@@ -170,6 +170,12 @@ class Job:
             yield event
 
 
+def _failed(what: str, error: Exception) -> None:
+    """One line in the server's log (the traceback only at debug level: the log is the user's)."""
+    _log.error("error: %s: %s", what, error)
+    _log.debug("the traceback of that error", exc_info=error)
+
+
 def token_text(tokenizer: Tokenizer, token_id: int) -> str:
     """A token's text as OpenAI's logprobs show it: part of a UTF-8 character as "bytes:\\xe4"."""
     raw = tokenizer.token_bytes(token_id)
@@ -439,8 +445,8 @@ class Engine:
             name, model = self._swaps.popleft()
             try:
                 lane = _Lane(name, self._versions[name] + 1, model)
-            except Exception:  # noqa: BLE001 - a model that cannot be stepped leaves the old one serving
-                _log.exception("model %s could not be swapped in; the old weights go on serving", name)
+            except Exception as error:  # noqa: BLE001 - a model that cannot be stepped leaves the old one serving
+                _failed(f"model {name} could not be swapped in; the old weights go on serving", error)
                 continue
             old = self._lanes[name]
             self.cache.drop(old.key)
@@ -484,8 +490,8 @@ class Engine:
             lane.reserved += job.generation.n
             try:
                 self._join(lane, job)
-            except Exception:  # noqa: BLE001 - one request that cannot start must not stop the server
-                _log.exception("a request for model %s could not start; it is cancelled", lane.name)
+            except Exception as error:  # noqa: BLE001 - one request that cannot start must not stop the server
+                _failed(f"a request for model {lane.name} could not start; it is cancelled", error)
                 self._cancel_reading(lane, job)
 
     def _reserved(self) -> int:
@@ -510,8 +516,8 @@ class Engine:
         """A step; should it fail, its jobs end as cancelled and the engine goes on with the others."""
         try:
             self._step(lane)
-        except Exception:  # noqa: BLE001 - one broken batch must not stop the server
-            _log.exception("a step of model %s failed; its requests are cancelled", lane.name)
+        except Exception as error:  # noqa: BLE001 - one broken batch must not stop the server
+            _failed(f"a step of model {lane.name} failed; its requests are cancelled", error)
             for row in [*lane.rows, *(row for row, _ in lane.joining)]:
                 row.job.cancel()
             for job, _ in lane.ready:
