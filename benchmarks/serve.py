@@ -31,6 +31,7 @@ from sampling import SHAKESPEARE_SYMBOLS, cached_matrix_steps, machine, saved_an
 import textgen
 from textgen.config import ModelConfig
 from textgen.model import RNNLanguageModel, prime
+from textgen.sampling import prompt_ids
 from textgen.serve import Engine, Generation, Piece
 from textgen.tokenizers import CharTokenizer
 
@@ -48,12 +49,17 @@ def prompt_text(length: int, seed: int) -> str:
     return "".join(chooser.choice(SHAKESPEARE_SYMBOLS) for _ in range(length))
 
 
+def ids_of(tokenizer, text: str) -> tuple[int, ...]:
+    """The prompt's ids as the server encodes them; symbols a --checkpoint model never saw are replaced."""
+    return tuple(prompt_ids(tokenizer, text, "replace"))
+
+
 def drive(engine: Engine, tokenizer, clients: int, tokens: int) -> dict[str, float]:
     """`clients` requests at once, each read by its own thread as a streaming client would."""
     first, whole, made = [], [], []
 
     def client(index: int) -> None:
-        ids = tuple(tokenizer.encode(prompt_text(PROMPT_CHARACTERS, index)))
+        ids = ids_of(tokenizer, prompt_text(PROMPT_CHARACTERS, index))
         started = time.perf_counter()
         job = engine.submit(Generation("m", ids, max_tokens=tokens, seed=index, **SHAPING))
         seen_first = False
@@ -102,15 +108,15 @@ def long_prompts(model, tokenizer) -> None:
     last_line = "\n" + prompt_text(PROMPT_CHARACTERS - 1, 8)
     engine = engine_for(model, 64)
     try:
-        short = statistics.median(first_token_seconds(engine, tuple(tokenizer.encode(prompt_text(100, s))))
+        short = statistics.median(first_token_seconds(engine, ids_of(tokenizer, prompt_text(100, s)))
                                   for s in range(20, 25))
-        cold = first_token_seconds(engine, tuple(tokenizer.encode(history)))  # now cached
-        turn = first_token_seconds(engine, tuple(tokenizer.encode(history + last_line)))
+        cold = first_token_seconds(engine, ids_of(tokenizer, history))  # now cached
+        turn = first_token_seconds(engine, ids_of(tokenizer, history + last_line))
     finally:
         engine.drain(timeout=1)
     started = time.perf_counter()
     with torch.no_grad():
-        prime(model.model, tokenizer.encode(history))
+        prime(model.model, list(ids_of(tokenizer, history)))
     forward = time.perf_counter() - started
     print(f"10,000-char prompt, first token: engine (fast step, cold) {cold:.2f} s; "
           f"model.forward priming {forward:.2f} s")
@@ -131,7 +137,7 @@ def flat_memory(model, tokenizer, requests: int) -> None:
     try:
         after = {}
         for done in range(0, requests, 16):
-            jobs = [engine.submit(Generation("m", tuple(tokenizer.encode(prompt_text(PROMPT_CHARACTERS, done + k))),
+            jobs = [engine.submit(Generation("m", ids_of(tokenizer, prompt_text(PROMPT_CHARACTERS, done + k)),
                                              max_tokens=20, seed=k, **SHAPING)) for k in range(16)]
             for job in jobs:
                 for _ in job:
