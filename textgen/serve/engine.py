@@ -42,6 +42,9 @@ _log = logging.getLogger(__name__)
 
 # Retry-After never says less than this: a client that comes back at once finds the queue as full.
 _MIN_RETRY_AFTER = 1.0
+# While only prompts are being read, each engine step reads up to this many tokens of each in a
+# tight loop: a cancelled prompt leaves within that many tokens rather than one.
+_READ_AHEAD = 32
 # The measured rate is a moving average over about this many steps.
 _RATE_STEPS = 50
 
@@ -541,6 +544,7 @@ class Engine:
             lane.joining = []
         if not lane.rows:
             return
+        self._read_ahead(lane)
         tokens = torch.tensor([row.next_token() for row in lane.rows], device=lane.parts[0].device)
         logits, state = lane.step(tokens, lane.layout.state(lane.parts))
         parts = lane.layout.parts(state)
@@ -577,6 +581,25 @@ class Engine:
             weight = 1.0 / _RATE_STEPS
             rate = len(writing) / max(elapsed, 1e-9)
             self._rate = rate if self._rate == 0 else (1 - weight) * self._rate + weight * rate
+
+    def _read_ahead(self, lane: _Lane) -> None:
+        """While every row is reading a prompt (nobody waits for a token), read up to _READ_AHEAD
+        tokens of each in a tight loop, short of any prompt's last token, which the ordinary step
+        reads. The same step on the same rows: the same numbers, without the engine's work per step."""
+        if not all(isinstance(row, _Reading) and not (row.job.generation.echo and row.job.generation.logprobs
+                                                      is not None) for row in lane.rows):
+            return
+        ahead = min(_READ_AHEAD, *(len(row.ids) - row.position - 1 for row in lane.rows))
+        if ahead <= 0:
+            return
+        device = lane.parts[0].device
+        columns = torch.tensor([row.ids[row.position : row.position + ahead] for row in lane.rows], device=device).t()
+        state = lane.layout.state(lane.parts)
+        for tokens in columns:
+            _, state = lane.step(tokens.contiguous(), state)
+        lane.parts = lane.layout.parts(state)
+        for row in lane.rows:
+            row.position += ahead
 
     def _read(self, lane: _Lane, reading: _Reading, logits: torch.Tensor) -> bool:
         """Note that a prompt token was fed; whether the prompt still has tokens to read."""
