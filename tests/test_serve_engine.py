@@ -278,6 +278,16 @@ def test_a_cancelled_job_leaves_the_batch_within_a_step(model):
         assert engine.active_rows == 0
 
 
+def test_a_prompt_cancelled_while_it_is_read_ends_every_choice(model, prose):
+    metrics = ServeMetrics()
+    with running({"m": model}, metrics=metrics) as engine:
+        job = engine.submit(request(model, prose * 20, n=3, max_tokens=10, seed=1))
+        assert wait_for(lambda: engine.active_rows == 1)
+        job.cancel()
+        assert [(event.reason, event.completion_tokens) for event in events(job)] == [("cancelled", 0)] * 3
+        assert wait_for(lambda: metrics.value("textgen_batch_rows") == 0)
+
+
 def test_a_full_queue_answers_busy_with_a_time_to_come_back(model):
     engine = Engine({"m": model}, max_batch=4, max_queue=2, state_cache_mb=1)  # not started: nothing moves
     jobs = [engine.submit(request(model, "The")) for _ in range(2)]
