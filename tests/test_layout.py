@@ -22,7 +22,7 @@ LAYERS = [
     {"evaluation"},
     {"training", "sampling", "insight"},
     {"api"},
-    {"cli"},
+    {"cli", "serve"},  # two front ends beside each other, both on the API
 ]
 # The render layer draws plain data for the CLI: it may import only these (none imports torch).
 RENDER_MAY_IMPORT = {"render", "reports", "checkpoint", "config", "errors"}
