@@ -22,7 +22,7 @@ LAYERS = [
     {"evaluation"},
     {"training", "sampling", "insight"},
     {"api"},
-    {"cli", "serve"},  # two front ends side by side: neither imports the other
+    {"cli", "serve"},  # two front ends beside each other, both on the API
 ]
 # The Python API hands out the server's app (api.serve_app, api.serve): imported inside those
 # functions, so `import textgen.api` loads no web framework.

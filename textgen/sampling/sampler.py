@@ -78,12 +78,13 @@ def sample_stream(seed: int, index: int) -> random.Random:
 # --- a sample's text ----------------------------------------------------------------------------
 
 
-class _SampleText:
-    """One sample's text as its tokens arrive: decoded, cut at `length` characters and just before
-    the first stop text. A tail that could still grow into a stop text is held back until it
-    cannot, so nothing printed ever has to be taken back."""
+class SampleText:
+    """One sample's text as its tokens arrive: decoded, cut at `length` characters (None: no cut; the
+    caller counts tokens and calls `finish`) and just before the first stop text. A tail that could
+    still grow into a stop text, or half a UTF-8 character, is held back until it cannot, so no
+    piece ever has to be taken back. `stopped` says whether a stop text or the end marker ended it."""
 
-    def __init__(self, tokenizer: Tokenizer, length: int, stops: Sequence[str]) -> None:
+    def __init__(self, tokenizer: Tokenizer, length: int | None, stops: Sequence[str]) -> None:
         self.decoder = StreamDecoder(tokenizer)
         self.end_id = end_marker(tokenizer)  # a document-mode model ends its sample here
         self.length = length
@@ -92,21 +93,29 @@ class _SampleText:
         self.pending = ""
         self.emitted = 0
         self.finished = False
+        self.stopped = False
         # Decoding may hold text back (a partial UTF-8 sequence); the cap stops a model that only
         # ever emits such tokens from looping forever.
-        self.tokens_left = 8 * length + 64
+        self.tokens_left = 8 * length + 64 if length is not None else None
 
     def feed(self, token: int) -> str:
-        self.tokens_left -= 1
+        """The text that token `token` makes safe to show (maybe none)."""
+        if self.tokens_left is not None:
+            self.tokens_left -= 1
         if token == self.end_id:
+            self.stopped = True
             return self._add(self.decoder.flush(), last=True)
         text = self._add(self.decoder.feed(token))
-        if not self.finished and self.tokens_left <= 0:
+        if not self.finished and self.tokens_left is not None and self.tokens_left <= 0:
             text += self._add(self.decoder.flush(), last=True)
         return text
 
+    def finish(self) -> str:
+        """End the text here (the token budget is spent): what is still held back, cut at a stop text."""
+        return "" if self.finished else self._add(self.decoder.flush(), last=True)
+
     def _add(self, piece: str, last: bool = False) -> str:
-        room = self.length - self.emitted - len(self.pending)
+        room = len(piece) + 1 if self.length is None else self.length - self.emitted - len(self.pending)
         if not self.stops and len(piece) < room and not last:
             self.emitted += len(piece)  # the common case, kept cheap: nothing to cut or hold back
             return piece
@@ -115,7 +124,7 @@ class _SampleText:
         last = last or len(piece) >= room
         cut = min((i for i in map(self.pending.find, self.stops) if i >= 0), default=-1)
         if cut >= 0:
-            out, self.finished = self.pending[:cut], True
+            out, self.finished, self.stopped = self.pending[:cut], True, True
         elif last:
             out, self.finished = self.pending, True
         else:
@@ -153,7 +162,7 @@ def sample_pieces(
     ids = prompt_ids(tokenizer, prompt, config.unknown)
     seed = resolve_seed(config.seed)
     streams = [sample_stream(seed, index) for index in range(config.num_samples)]
-    texts = [_SampleText(tokenizer, config.length, config.stop) for _ in streams]
+    texts = [SampleText(tokenizer, config.length, config.stop) for _ in streams]
     rows = list(range(config.num_samples))  # the sample each batch row holds
     batch = _Batch(model, step, config, ids, tokenizer.unk_id, end_marker(tokenizer))
     # Torch runs inside _Batch's methods only, so no grad mode stays switched in the caller's code

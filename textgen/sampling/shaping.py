@@ -11,6 +11,7 @@ import bisect
 import itertools
 import random
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 
@@ -22,6 +23,16 @@ _BELOW_ONE = 1.0 - 2.0**-50
 _PYTHON_DRAW_MAX_CANDIDATES = 256
 # Logits are float32 (at most 3.4e38): below this temperature, a logit of 1e8 / T could overflow.
 _SHIFT_BELOW_TEMPERATURE = 1e-20
+
+
+class Shaping(Protocol):
+    """The settings a draw reads: SampleConfig has them, and so does a server's request."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+    greedy: bool
+    repetition_penalty: float
 
 
 def candidates(
@@ -61,6 +72,12 @@ def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
     return torch.where(seen, penalized, logits)
 
 
+def penalize_presence(logits: torch.Tensor, counts: torch.Tensor, presence: float, frequency: float) -> torch.Tensor:
+    """OpenAI's presence and frequency penalties: every token already drawn (`counts`, how often,
+    like `logits`) loses `presence` once and `frequency` per time it was drawn."""
+    return logits - presence * (counts > 0).to(logits.dtype) - frequency * counts
+
+
 def draw(probabilities: torch.Tensor, uniforms: Sequence[float]) -> list[int]:
     """One index per row of `probabilities` by inverting its cumulative distribution at that row's
     number u in [0, 1): each row uses exactly one number, and an entry of probability 0 is never
@@ -86,7 +103,7 @@ def _invert(probabilities: list[float], u: float) -> int:
 
 def choose_tokens(
     logits: torch.Tensor,
-    config: SampleConfig,
+    config: SampleConfig | Shaping,
     streams: Sequence[random.Random],
     seen: torch.Tensor | None = None,
     banned: int | None = None,

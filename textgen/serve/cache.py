@@ -1,0 +1,78 @@
+"""The state cache: a recurrent model's whole past is a state of a few kilobytes, so the state after
+a prompt (and after prompt + completion) is kept, keyed by the model and the token ids that led to
+it. A next request whose ids begin with a cached key is primed on the rest only.
+
+Least recently used entries go first once the tensors' bytes pass the bound. The cache is the
+engine thread's alone (no lock).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class CachedState:
+    """The state of one row after reading `length` tokens, and the logits (vocab,) for the next one."""
+
+    length: int
+    state: tuple[torch.Tensor, ...]  # each part (layers or 1, hidden): whatever the step's state holds
+    logits: torch.Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return sum(part.numel() * part.element_size() for part in (*self.state, self.logits))
+
+
+class StateCache:
+    """An LRU of states by (model key, token ids), bounded by `max_mb` megabytes of tensors."""
+
+    def __init__(self, max_mb: float) -> None:
+        self.max_bytes = int(max_mb * 1_000_000)
+        self.bytes = 0
+        self._entries: OrderedDict[tuple[Hashable, tuple[int, ...]], CachedState] = OrderedDict()
+        # The key lengths each model has: a lookup tries one key per length, longest first.
+        self._lengths: dict[Hashable, Counter[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, model: Hashable, ids: Sequence[int], entry: CachedState) -> None:
+        """Keep `entry` for these ids (an entry bigger than the whole bound is not kept)."""
+        key = (model, tuple(ids))
+        if entry.nbytes > self.max_bytes:
+            return
+        if key in self._entries:
+            self._remove(key)
+        self._entries[key] = entry
+        self._lengths.setdefault(model, Counter())[len(key[1])] += 1
+        self.bytes += entry.nbytes
+        while self.bytes > self.max_bytes:
+            self._remove(next(iter(self._entries)))
+
+    def _remove(self, key: tuple[Hashable, tuple[int, ...]]) -> None:
+        self.bytes -= self._entries.pop(key).nbytes
+        lengths = self._lengths[key[0]]
+        lengths[len(key[1])] -= 1
+        if not lengths[len(key[1])]:
+            del lengths[len(key[1])]
+
+    def longest_prefix(self, model: Hashable, ids: Sequence[int]) -> CachedState | None:
+        """The entry of the longest cached key that begins `ids` (or is all of it), marked as used."""
+        ids = tuple(ids)
+        for length in sorted(self._lengths.get(model, ()), reverse=True):
+            key = (model, ids[:length])
+            if length <= len(ids) and key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        return None
+
+    def drop(self, model: Hashable) -> None:
+        """Forget every state of `model` (its weights changed)."""
+        for key in [key for key in self._entries if key[0] == model]:
+            self._remove(key)
+        self._lengths.pop(model, None)
