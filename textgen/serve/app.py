@@ -350,12 +350,13 @@ async def _complete(request: Request, state: ServerState, asked: CompletionReque
     try:
         for generation in generations:
             jobs.append(state.engine.submit(generation))
-    except Busy as busy:
+    except (Busy, SettingError) as refused:
         for job in jobs:
             job.cancel()
-        seconds = max(1, math.ceil(busy.retry_after))
-        raise RequestError(f"the server is full; try again in {seconds} s", None, 503, "server_error",
-                           "server_busy", seconds) from None
+        if isinstance(refused, SettingError):
+            raise from_setting_error(refused) from None
+        seconds = max(1, math.ceil(refused.retry_after))
+        raise RequestError(f"{refused}", None, 503, "server_error", "server_busy", seconds) from None
     reply = Reply(asked, served, chat, len(asked.prompts) * asked.sample.num_samples)
     if asked.stream:
         return StreamingResponse(_sse(reply, jobs), media_type="text/event-stream",
