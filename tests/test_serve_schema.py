@@ -106,3 +106,19 @@ def test_bad_messages_are_refused_naming_messages(messages, words):
 
 def test_the_wire_offers_every_sampling_setting_but_greedy():
     assert {s.name for s in wire_settings()} == {s.name for s in dataclasses.fields(SampleConfig)} - {"greedy"}
+
+
+NUMERIC_FIELDS = ["max_tokens", "n", "temperature", "top_p", "top_k", "repetition_penalty", "seed", "logprobs",
+                  "presence_penalty", "frequency_penalty"]
+
+
+@pytest.mark.parametrize("field", NUMERIC_FIELDS)
+@pytest.mark.parametrize("value", [-1, 0, 10**30, -1e308, "NaN", "1", [1], {"a": 1}])
+def test_every_numeric_field_takes_or_refuses_each_hostile_value_naming_itself(field, value):
+    try:
+        parse_completion({"model": "m", "prompt": "a", field: value}, LIMITS)
+    except RequestError as refused:
+        assert (refused.status, refused.param) == (400, field)
+        assert refused.message.startswith(field)
+    else:
+        assert isinstance(value, int) and value in (0, -1, 10**30), "only a number in range is taken"

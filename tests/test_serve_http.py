@@ -1,0 +1,235 @@
+"""Tests of `textgen serve` as a real process on a free port of 127.0.0.1, driven as users drive
+it: the official openai client, httpx on the raw wire, hostile requests beside a running stream,
+a client that goes away, and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.slow
+KEY = "sesame"
+PROMPT = "the "  # every symbol in the suite's prose, so the char model knows them
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """`python -m textgen serve ...` on a free port, ready once /health answers 200."""
+
+    def __init__(self, checkpoint: Path, *options: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.terminated = False
+        environment = {k: v for k, v in os.environ.items() if k != "TEXTGEN_API_KEY"}
+        environment.update({"OMP_NUM_THREADS": "1", **(env or {})})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "textgen", "serve", f"prose={checkpoint}", "--port", str(self.port), *options],
+            env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(1200):  # a guard against a hang, not a speed check
+            assert self.process.poll() is None, self.process.communicate()
+            try:
+                if httpx.get(self.url + "/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("the server did not come up")
+
+    def terminate(self) -> None:
+        """SIGTERM, once: a second one would stop the server without draining."""
+        if not self.terminated and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.terminated = True
+
+    def stop(self) -> tuple[int, str, str]:
+        """SIGTERM, then the exit code and what it printed."""
+        self.terminate()
+        try:
+            out, err = self.process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, err = self.process.communicate()
+        return self.process.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def server(char_checkpoint: Path) -> Iterator[Server]:
+    running = Server(char_checkpoint, "--max-batch", "8", "--max-queue", "16", "--max-tokens-limit", "3000")
+    yield running
+    code, _, err = running.stop()
+    assert code == 0 and "Traceback" not in err, err
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+
+
+def sse_chunks(lines: Iterator[str]) -> list[dict]:
+    data = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    return [json.loads(item) for item in data[:-1]]
+
+
+def streamed_text(url: str, **asked: object) -> str:
+    body = {"model": "prose", "prompt": PROMPT, "stream": True, **asked}
+    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        return "".join(c["choices"][0]["text"] for c in sse_chunks(response.iter_lines()) if c["choices"])
+
+
+# --- the openai client -------------------------------------------------------------------------
+
+def test_the_openai_client_completes_whole_and_streamed_alike(client):
+    whole = client.completions.create(model="prose", prompt=PROMPT, max_tokens=40, seed=5)
+    streamed = client.completions.create(model="prose", prompt=PROMPT, max_tokens=40, seed=5, stream=True)
+    assert "".join(chunk.choices[0].text for chunk in streamed if chunk.choices) == whole.choices[0].text
+    assert whole.usage.completion_tokens == 40 and whole.system_fingerprint.startswith("fp_")
+
+
+def test_the_openai_client_gets_n_choices_with_logprobs(client):
+    reply = client.completions.create(model="prose", prompt=PROMPT, max_tokens=10, n=3, logprobs=2, seed=1)
+    assert [choice.index for choice in reply.choices] == [0, 1, 2]
+    for choice in reply.choices:
+        assert "".join(choice.logprobs.tokens) == choice.text
+        assert all(len(top) == 2 for top in choice.logprobs.top_logprobs)
+
+
+def test_the_openai_client_scores_a_prompt_with_echo(client):
+    reply = client.completions.create(model="prose", prompt="the sea", max_tokens=0, echo=True, logprobs=0)
+    assert reply.choices[0].text == "the sea"
+    assert reply.choices[0].logprobs.token_logprobs[0] is None
+    assert all(value < 0 for value in reply.choices[0].logprobs.token_logprobs[1:])
+
+
+def test_the_openai_client_chats_whole_and_streamed(client):
+    messages = [{"role": "user", "content": "the sea"}]
+    extra = {"unknown": "skip"}  # the prose model never saw the template's colons
+    whole = client.chat.completions.create(model="prose", messages=messages, max_tokens=12, seed=4, extra_body=extra)
+    stream = client.chat.completions.create(model="prose", messages=messages, max_tokens=12, seed=4, stream=True,
+                                            extra_body=extra)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == \
+        whole.choices[0].message.content
+    assert whole.choices[0].message.role == "assistant"
+
+
+def test_textgens_own_settings_go_through_extra_body(client):
+    greedy = client.completions.create(model="prose", prompt=PROMPT, max_tokens=20, temperature=0)
+    top_one = client.completions.create(model="prose", prompt=PROMPT, max_tokens=20, extra_body={"top_k": 1},
+                                        seed=9)
+    assert greedy.choices[0].text == top_one.choices[0].text
+
+
+@pytest.mark.parametrize("asked, error, param", [
+    (dict(model="prose", prompt=PROMPT, temperature=-1), openai.BadRequestError, "temperature"),
+    (dict(model="prose", prompt=PROMPT, max_tokens=10**9), openai.BadRequestError, "max_tokens"),
+    (dict(model="prose", prompt=PROMPT, n=10**6), openai.BadRequestError, "n"),
+    (dict(model="nobody", prompt=PROMPT), openai.NotFoundError, "model"),
+], ids=["temperature", "max_tokens", "n", "model"])
+def test_refusals_arrive_as_the_clients_own_exceptions_naming_the_field(client, asked, error, param):
+    with pytest.raises(error) as refused:
+        client.completions.create(**asked)
+    assert refused.value.body["param"] == param
+
+
+def test_a_server_with_a_key_refuses_the_client_without_it(char_checkpoint):
+    keyed = Server(char_checkpoint, env={"TEXTGEN_API_KEY": KEY})
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=keyed.url + "/v1", api_key="wrong", max_retries=0).models.list()
+        models = openai.OpenAI(base_url=keyed.url + "/v1", api_key=KEY, max_retries=0).models.list()
+        assert [model.id for model in models.data] == ["prose"]
+    finally:
+        assert keyed.stop()[0] == 0
+
+
+# --- hostile requests, each beside a stream that must finish unchanged --------------------------
+
+def raw_request(port: int, data: bytes, then_close: bool = True) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(data)
+        if then_close:
+            return b""
+        return connection.recv(65536)
+
+
+def cut_off_body(port: int) -> None:
+    raw_request(port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 500\r\n\r\n{\"model\": \"pro")
+
+
+def five_hundred_connections(port: int) -> None:
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(500)]
+    for connection in sockets:
+        connection.close()
+
+
+def a_stream_nobody_reads(port: int) -> None:
+    body = json.dumps({"model": "prose", "prompt": PROMPT, "max_tokens": 3000, "stream": True}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(1.0)  # the stream runs and its client reads nothing, then goes away
+
+
+def ten_megabyte_prompt(port: int) -> None:
+    response = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=60,
+                          json={"model": "prose", "prompt": "a" * 10_000_000})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+
+
+@pytest.mark.parametrize("hostile", [cut_off_body, five_hundred_connections, a_stream_nobody_reads,
+                                     ten_megabyte_prompt], ids=lambda f: f.__name__)
+def test_a_hostile_client_disturbs_no_one_else(server, hostile):
+    alone = streamed_text(server.url, max_tokens=200, seed=21)
+    beside: list[str] = []
+    stream = threading.Thread(target=lambda: beside.append(streamed_text(server.url, max_tokens=200, seed=21)))
+    stream.start()
+    hostile(server.port)
+    stream.join(120)
+    assert beside == [alone]
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_a_client_that_goes_away_leaves_the_batch(server):
+    body = {"model": "prose", "prompt": PROMPT, "max_tokens": 3000, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as response:
+        next(response.iter_lines())
+    for _ in range(400):  # a guard against a hang, not a speed check
+        rows = [line for line in httpx.get(server.url + "/metrics").text.splitlines()
+                if line.startswith("textgen_batch_rows ")]
+        if rows == ["textgen_batch_rows 0.0"]:
+            break
+        time.sleep(0.05)
+    assert rows == ["textgen_batch_rows 0.0"]
+
+
+def test_sigterm_ends_a_running_stream_with_its_final_chunk_and_exits_0(char_checkpoint):
+    draining = Server(char_checkpoint, "--drain-timeout", "0.5")
+    body = {"model": "prose", "prompt": PROMPT, "max_tokens": 3000, "stream": True}
+    with httpx.stream("POST", draining.url + "/v1/completions", json=body, timeout=60) as response:
+        lines = response.iter_lines()
+        first = next(lines)
+        draining.terminate()
+        chunks = sse_chunks(iter([first, *lines]))
+    code, out, err = draining.stop()
+    assert chunks[-1]["choices"][0]["finish_reason"] is not None
+    assert (code, "Traceback" in err) == (0, False), err
+    assert "serving 'prose' at " + draining.url in out
