@@ -186,3 +186,20 @@ def test_a_server_with_a_key_refuses_requests_without_it_or_with_another(char_ch
 def test_serve_app_refuses_a_folder_that_is_no_checkpoint(tmp_path):
     with pytest.raises(textgen.api.TextgenError, match="not a textgen checkpoint"):
         textgen.api.serve_app({"x": tmp_path})
+
+
+def test_a_quiet_stream_gets_keep_alives_between_its_events():
+    import asyncio
+
+    from textgen.serve.app import merged
+
+    class SlowJob:
+        async def __aiter__(self):
+            await asyncio.sleep(0.2)
+            yield "event"
+
+    async def collect() -> list:
+        return [event async for _, event in merged([SlowJob()], keepalive=0.01)]
+
+    events = asyncio.run(collect())
+    assert events[-1] == "event" and set(events[:-1]) == {None} and len(events) > 1

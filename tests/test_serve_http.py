@@ -5,6 +5,7 @@ a client that goes away, and SIGTERM."""
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import socket
@@ -233,3 +234,47 @@ def test_sigterm_ends_a_running_stream_with_its_final_chunk_and_exits_0(char_che
     assert chunks[-1]["choices"][0]["finish_reason"] is not None
     assert (code, "Traceback" in err) == (0, False), err
     assert "serving 'prose' at " + draining.url in out
+
+
+# --- load, reload ------------------------------------------------------------------------------
+
+def test_past_its_capacity_the_server_refuses_with_503_and_retry_after_and_loses_no_request(char_checkpoint):
+    small = Server(char_checkpoint, "--max-batch", "1", "--max-queue", "1", "--max-tokens-limit", "3000")
+    answers: list[tuple[int, str | None, dict | None]] = []
+
+    def ask() -> None:
+        body = {"model": "prose", "prompt": PROMPT, "max_tokens": 600, "stream": True}
+        with httpx.stream("POST", small.url + "/v1/completions", json=body, timeout=120) as response:
+            response.read()
+            error = response.json()["error"] if response.status_code != 200 else None
+            answers.append((response.status_code, response.headers.get("retry-after"), error))
+
+    try:
+        clients = [threading.Thread(target=ask) for _ in range(4)]  # twice what it holds
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(120)
+    finally:
+        assert small.stop()[0] == 0
+    assert len(answers) == 4 and {status for status, _, _ in answers} <= {200, 503}
+    refused = [(retry, error) for status, retry, error in answers if status == 503]
+    assert refused and all(int(retry) >= 1 and error["code"] == "server_busy" for retry, error in refused)
+
+
+def test_reload_serves_a_new_best_saved_into_the_folder(char_checkpoint, tmp_path, prose, make_checkpoint):
+    served = tmp_path / "prose"
+    shutil.copytree(char_checkpoint, served)
+    reloading = Server(served, "--reload")
+    try:
+        before = httpx.get(reloading.url + "/v1/models").json()["data"][0]["fingerprint"]
+        make_checkpoint(served, prose, steps=5)  # a training run's atomic save of a new best
+        for _ in range(600):  # a guard against a hang, not a speed check
+            after = httpx.get(reloading.url + "/v1/models").json()["data"][0]["fingerprint"]
+            if after != before:
+                break
+            time.sleep(0.05)
+        assert after != before
+        assert httpx.post(reloading.url + "/v1/completions", json={"model": "prose", "prompt": PROMPT}).status_code == 200
+    finally:
+        assert reloading.stop()[0] == 0

@@ -405,7 +405,7 @@ def check_serve_config(config: ServeConfig) -> None:
     checks = [
         ("port", 1 <= config.port <= 65535, "between 1 and 65535"),
         ("max_batch", 1 <= config.max_batch <= MAX_NUM_SAMPLES, f"between 1 and {MAX_NUM_SAMPLES}"),
-        ("max_queue", config.max_queue >= 0, "0 (no waiting) or more"),
+        ("max_queue", config.max_queue >= 1, "at least 1"),
         ("max_tokens_limit", config.max_tokens_limit >= 1, "at least 1"),
         ("max_prompt", config.max_prompt >= 1, "at least 1 character"),
         ("max_body", config.max_body >= 1024, "at least 1024 bytes"),
