@@ -278,3 +278,15 @@ def test_reload_serves_a_new_best_saved_into_the_folder(char_checkpoint, tmp_pat
         assert httpx.post(reloading.url + "/v1/completions", json={"model": "prose", "prompt": PROMPT}).status_code == 200
     finally:
         assert reloading.stop()[0] == 0
+
+
+def test_several_worker_processes_serve_and_stop_cleanly(char_checkpoint):
+    workers = Server(char_checkpoint, "--workers", "2")
+    try:
+        texts = {httpx.post(workers.url + "/v1/completions", timeout=60,
+                            json={"model": "prose", "prompt": PROMPT, "seed": 3, "max_tokens": 20}).json()[
+                     "choices"][0]["text"] for _ in range(4)}
+    finally:
+        code, _, err = workers.stop()
+    assert len(texts) == 1  # the same seed gives the same text whichever process answers
+    assert (code, "Traceback" in err) == (0, False), err
