@@ -18,7 +18,8 @@ from textgen.errors import TextgenError
 from textgen.model import FastStep, ModuleStep, RNNLanguageModel, make_step
 from textgen.model.fast_step import _Linear
 from textgen.sampling import (
-    candidates, choose_tokens, draw, penalize_repeats, prompt_ids, sample_pieces, sample_stream,
+    SampleText, candidates, choose_tokens, draw, penalize_presence, penalize_repeats, prompt_ids, sample_pieces,
+    sample_stream,
 )
 from textgen.tokenizers import CharTokenizer, build_tokenizer
 
@@ -401,6 +402,28 @@ def test_the_earliest_of_several_stop_texts_wins_and_a_stop_text_in_the_prompt_i
     whole = sample(char_model, char_tokenizer, "the the", 9, length=300, temperature=1.0)
     cut = sample(char_model, char_tokenizer, "the the", 9, length=300, temperature=1.0, stop=("ing", "e", "the"))
     assert cut == whole[: min(whole.index(s) for s in ("ing", "e", "the") if s in whole)]
+
+
+def test_a_text_without_a_length_holds_a_possible_stop_until_told_to_finish():
+    tokenizer = CharTokenizer.from_text("abc")
+    text = SampleText(tokenizer, None, ["cab"])
+    sent = [text.feed(token) for token in tokenizer.encode("abca")]
+    assert sent == ["a", "b", "", ""]  # "ca" could still become "cab"
+    assert (text.finish(), text.finished, text.stopped) == ("ca", True, False)
+    assert text.finish() == ""
+
+
+def test_a_text_that_meets_its_stop_says_it_stopped():
+    tokenizer = CharTokenizer.from_text("abc")
+    text = SampleText(tokenizer, None, ["ab"])
+    assert "".join(text.feed(token) for token in tokenizer.encode("cab")) == "c"
+    assert (text.finished, text.stopped) == (True, True)
+
+
+def test_presence_and_frequency_penalties_lower_drawn_tokens_once_and_per_draw():
+    logits = torch.zeros(1, 3)
+    counts = torch.tensor([[0.0, 1.0, 3.0]])
+    assert penalize_presence(logits, counts, 0.5, 0.25).tolist() == [[0.0, -0.75, -1.25]]
 
 
 def test_a_stop_text_past_the_length_does_not_count(char_model, char_tokenizer):

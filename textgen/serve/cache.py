@@ -28,15 +28,30 @@ class CachedState:
         return sum(part.numel() * part.element_size() for part in (*self.state, self.logits))
 
 
+Key = tuple[Hashable, tuple[int, ...]]
+
+
+def prefix_hashes(ids: Sequence[int]) -> list[int]:
+    """A hash of every prefix of `ids` in one pass: entry k stands for ids[: k + 1]."""
+    hashes, running = [], 0
+    for token in ids:
+        running = hash((running, token))
+        hashes.append(running)
+    return hashes
+
+
 class StateCache:
-    """An LRU of states by (model key, token ids), bounded by `max_mb` megabytes of tensors."""
+    """An LRU of states by (model key, token ids), bounded by `max_mb` megabytes of tensors.
+
+    A lookup hashes the request's prefixes once, then tries one key per cached length, longest
+    first, so a long conversation costs one pass over its ids however many states are kept."""
 
     def __init__(self, max_mb: float) -> None:
         self.max_bytes = int(max_mb * 1_000_000)
         self.bytes = 0
-        self._entries: OrderedDict[tuple[Hashable, tuple[int, ...]], CachedState] = OrderedDict()
-        # The key lengths each model has: a lookup tries one key per length, longest first.
-        self._lengths: dict[Hashable, Counter[int]] = {}
+        self._entries: OrderedDict[Key, CachedState] = OrderedDict()
+        self._lengths: dict[Hashable, Counter[int]] = {}  # how many keys of each length a model has
+        self._by_prefix: dict[tuple[Hashable, int, int], Key] = {}  # (model, length, prefix hash) -> key
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -44,18 +59,27 @@ class StateCache:
     def put(self, model: Hashable, ids: Sequence[int], entry: CachedState) -> None:
         """Keep `entry` for these ids (an entry bigger than the whole bound is not kept)."""
         key = (model, tuple(ids))
-        if entry.nbytes > self.max_bytes:
+        if entry.nbytes > self.max_bytes or not key[1]:
             return
         if key in self._entries:
             self._remove(key)
         self._entries[key] = entry
         self._lengths.setdefault(model, Counter())[len(key[1])] += 1
+        self._by_prefix[self._slot(key)] = key
         self.bytes += entry.nbytes
         while self.bytes > self.max_bytes:
             self._remove(next(iter(self._entries)))
 
-    def _remove(self, key: tuple[Hashable, tuple[int, ...]]) -> None:
+    @staticmethod
+    def _slot(key: Key) -> tuple[Hashable, int, int]:
+        model, ids = key
+        return model, len(ids), prefix_hashes(ids)[-1]
+
+    def _remove(self, key: Key) -> None:
         self.bytes -= self._entries.pop(key).nbytes
+        slot = self._slot(key)
+        if self._by_prefix.get(slot) == key:  # another key with the same hash may hold the slot
+            del self._by_prefix[slot]
         lengths = self._lengths[key[0]]
         lengths[len(key[1])] -= 1
         if not lengths[len(key[1])]:
@@ -64,9 +88,13 @@ class StateCache:
     def longest_prefix(self, model: Hashable, ids: Sequence[int]) -> CachedState | None:
         """The entry of the longest cached key that begins `ids` (or is all of it), marked as used."""
         ids = tuple(ids)
+        hashes = None
         for length in sorted(self._lengths.get(model, ()), reverse=True):
-            key = (model, ids[:length])
-            if length <= len(ids) and key in self._entries:
+            if length > len(ids):
+                continue
+            hashes = hashes or prefix_hashes(ids)
+            key = self._by_prefix.get((model, length, hashes[length - 1]))
+            if key is not None and key[1] == ids[:length]:
                 self._entries.move_to_end(key)
                 return self._entries[key]
         return None

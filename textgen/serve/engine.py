@@ -415,6 +415,8 @@ class Engine:
         return not self._queue and not any(self._all_lanes())
 
     def _run(self) -> None:
+        # Grad mode is per thread: off here once, rather than switched around every step.
+        torch.set_grad_enabled(False)
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: not self._idle() or self._swaps or self._stopping)
@@ -440,7 +442,7 @@ class Engine:
             self._versions[name] += 1
             self._models[name] = model
             self._lanes[name] = _Lane(name, self._versions[name], model)
-            if old.rows:
+            if old:
                 self._retired.append(old)
 
     def _cancel_everything(self) -> None:
@@ -476,7 +478,11 @@ class Engine:
                 self._finish_unstarted(job)
                 continue
             lane.reserved += job.generation.n
-            self._join(lane, job)
+            try:
+                self._join(lane, job)
+            except Exception:  # noqa: BLE001 - one request that cannot start must not stop the server
+                _log.exception("a request for model %s could not start; it is cancelled", lane.name)
+                self._cancel_reading(lane, job)
 
     def _reserved(self) -> int:
         return sum(lane.reserved for lane in self._all_lanes())
@@ -508,32 +514,34 @@ class Engine:
                 job.cancel()
             self._leave_cancelled(lane)
 
-    @torch.no_grad()
     def _step(self, lane: _Lane) -> None:
         started = time.perf_counter()
         self._leave_cancelled(lane)
         for job, cached in lane.ready:  # whole prompt cached: draw the first tokens now
             choices = self._choices(lane, job, None)
-            alive = self._write(lane, [(choice, cached.logits) for choice in choices])
-            lane.joining.extend((choice, cached.state) for choice in alive)
+            if choices:
+                logits = cached.logits.unsqueeze(0).expand(len(choices), -1)
+                alive = self._write(lane, choices, logits)
+                lane.joining.extend((choice, cached.state) for choice in alive)
         lane.ready = []
-        lane.parts = lane.layout.gather(lane.parts, list(range(len(lane.rows))),
-                                        [state for _, state in lane.joining])
-        lane.rows = [*lane.rows, *(row for row, _ in lane.joining)]
-        lane.joining = []
+        if lane.joining:
+            lane.parts = lane.layout.gather(lane.parts, list(range(len(lane.rows))),
+                                            [state for _, state in lane.joining])
+            lane.rows = [*lane.rows, *(row for row, _ in lane.joining)]
+            lane.joining = []
         if not lane.rows:
             return
         tokens = torch.tensor([row.next_token() for row in lane.rows], device=lane.parts[0].device)
         logits, state = lane.step(tokens, lane.layout.state(lane.parts))
         parts = lane.layout.parts(state)
-        kept: list[int] = []
+        kept: list[int] = []  # the stepped rows that go on, in order (a read prompt's row n times)
         rows: list[Row] = []
-        draws: list[tuple[_Choice, torch.Tensor]] = []
-        where: dict[int, int] = {}  # id of a choice drawing -> its row in the stepped batch
+        writing: list[_Choice] = []
+        sources: list[int] = []  # each writing choice's row in the stepped batch
         for index, row in enumerate(lane.rows):
             if isinstance(row, _Choice):
-                draws.append((row, logits[index]))
-                where[id(row)] = index
+                writing.append(row)
+                sources.append(index)
             elif self._read(lane, row, logits[index]):
                 kept.append(index)
                 rows.append(row)
@@ -541,18 +549,23 @@ class Engine:
                 self.cache.put(lane.key, row.ids, CachedState(len(row.ids), lane.layout.row(parts, index),
                                                               logits[index].clone()))
                 for choice in self._choices(lane, row.job, row):
-                    draws.append((choice, logits[index]))
-                    where[id(choice)] = index
-        for choice in self._write(lane, draws, parts, where):
-            kept.append(where[id(choice)])
-            rows.append(choice)
-        lane.parts = lane.layout.gather(parts, kept, [])
+                    writing.append(choice)
+                    sources.append(index)
+        if writing:
+            in_order = sources == list(range(len(lane.rows)))
+            chosen = logits if in_order else logits.index_select(0, torch.tensor(sources, device=logits.device))
+            alive = set(map(id, self._write(lane, writing, chosen, parts, sources)))
+            for choice, index in zip(writing, sources):
+                if id(choice) in alive:
+                    kept.append(index)
+                    rows.append(choice)
+        lane.parts = parts if kept == list(range(len(lane.rows))) else lane.layout.gather(parts, kept, [])
         lane.rows = rows
-        if draws:
+        if writing:
             elapsed = time.perf_counter() - started
             self.metrics.token_latency.observe(elapsed)
             weight = 1.0 / _RATE_STEPS
-            rate = len(draws) / max(elapsed, 1e-9)
+            rate = len(writing) / max(elapsed, 1e-9)
             self._rate = rate if self._rate == 0 else (1 - weight) * self._rate + weight * rate
 
     def _read(self, lane: _Lane, reading: _Reading, logits: torch.Tensor) -> bool:
@@ -604,17 +617,18 @@ class Engine:
                 alternatives.setdefault(token_text(lane.tokenizer, index), value)
         return float(logprobs[token]), alternatives
 
-    def _write(self, lane: _Lane, draws: list[tuple[_Choice, torch.Tensor]],
-               parts: list[torch.Tensor] | None = None, where: dict[int, int] | None = None) -> list[_Choice]:
-        """Draw each choice's next token from its logits, send its text; the choices still writing."""
-        tokens = self._draw(lane, draws)
+    def _write(self, lane: _Lane, choices: list[_Choice], logits: torch.Tensor,
+               parts: list[torch.Tensor] | None = None, sources: list[int] | None = None) -> list[_Choice]:
+        """Draw each choice's next token from its row of `logits`, send its text; the choices still
+        writing. `parts` and `sources` (each choice's row in them): the state, for the cache."""
+        tokens = self._draw(lane, choices, logits)
         alive = []
         now = time.monotonic()
-        for (choice, logits), token in zip(draws, tokens):
+        for position, (choice, token) in enumerate(zip(choices, tokens)):
             generation = choice.job.generation
             info = None
             if generation.logprobs is not None:
-                logprob, top = self._logprob(lane, logits, token, generation.logprobs)
+                logprob, top = self._logprob(lane, logits[position], token, generation.logprobs)
                 info = TokenInfo(token_text(lane.tokenizer, token), logprob, top, choice.position())
             text = choice.take(token, lane.end_id)
             if len(choice.drawn) == 1 and choice.index == 0:
@@ -630,38 +644,39 @@ class Engine:
             tail = choice.text.finish()
             if tail:
                 choice.job._deliver(Piece(choice.index, tail, tuple(choice.infos)))
-            reason = "stop" if choice.text.stopped else "length"
-            self._end(lane, choice, reason)
-            if parts is not None and where is not None and len(choice.drawn) > 1:
+            self._end(lane, choice, "stop" if choice.text.stopped else "length")
+            if parts is not None and sources is not None and len(choice.drawn) > 1:
                 # The state has read the prompt and all but the newest token, as a next turn would.
-                index = where[id(choice)]
-                self.cache.put(lane.key, (*generation.prompt_ids, *choice.drawn[:-1]),
-                               CachedState(len(generation.prompt_ids) + len(choice.drawn) - 1,
-                                           lane.layout.row(parts, index), logits.clone()))
-        if draws:
-            self.metrics.tokens_generated.labels(model=lane.name).inc(len(draws))
+                read = (*generation.prompt_ids, *choice.drawn[:-1])
+                self.cache.put(lane.key, read, CachedState(len(read), lane.layout.row(parts, sources[position]),
+                                                           logits[position].clone()))
+        self.metrics.tokens_generated.labels(model=lane.name).inc(len(choices))
         return alive
 
-    def _draw(self, lane: _Lane, draws: list[tuple[_Choice, torch.Tensor]]) -> list[int]:
+    def _draw(self, lane: _Lane, choices: list[_Choice], logits: torch.Tensor) -> list[int]:
         """The next token of each choice; choices with the same settings are shaped as one batch."""
         groups: dict[tuple[Any, ...], list[int]] = {}
-        for position, (choice, _) in enumerate(draws):
+        for position, choice in enumerate(choices):
             groups.setdefault(choice.shaping_key(), []).append(position)
-        tokens = [0] * len(draws)
+        if len(groups) == 1:
+            return self._draw_group(lane, choices, logits)
+        tokens = [0] * len(choices)
         for positions in groups.values():
-            choices = [draws[p][0] for p in positions]
-            generation = choices[0].job.generation
-            logits = torch.stack([draws[p][1] for p in positions]).float()
-            if choices[0].counts is not None:
-                counts = torch.stack([choice.counts for choice in choices]).to(logits.device)
-                logits = penalize_presence(logits, counts, generation.presence_penalty, generation.frequency_penalty)
-            seen = None
-            if choices[0].seen is not None:
-                seen = torch.stack([choice.seen for choice in choices]).to(logits.device)
-            chosen = choose_tokens(logits, generation, [choice.stream for choice in choices], seen, lane.banned)
-            for p, token in zip(positions, chosen):
-                tokens[p] = token
+            rows = logits.index_select(0, torch.tensor(positions, device=logits.device))
+            for position, token in zip(positions, self._draw_group(lane, [choices[p] for p in positions], rows)):
+                tokens[position] = token
         return tokens
+
+    def _draw_group(self, lane: _Lane, choices: list[_Choice], logits: torch.Tensor) -> list[int]:
+        generation = choices[0].job.generation
+        if choices[0].counts is not None:
+            counts = torch.stack([choice.counts for choice in choices]).to(logits.device)
+            logits = penalize_presence(logits.float(), counts, generation.presence_penalty,
+                                       generation.frequency_penalty)
+        seen = None
+        if choices[0].seen is not None:
+            seen = torch.stack([choice.seen for choice in choices]).to(logits.device)
+        return choose_tokens(logits, generation, [choice.stream for choice in choices], seen, lane.banned)
 
     def _end(self, lane: _Lane, choice: _Choice, reason: str) -> None:
         generation = choice.job.generation

@@ -1,0 +1,61 @@
+"""Tests for textgen.serve.cache: the longest cached prefix is found, the least recently used
+state goes first, the tensors' bytes stay within the bound, a replaced model's states are dropped."""
+
+from __future__ import annotations
+
+import torch
+
+from textgen.serve.cache import CachedState, StateCache
+
+
+def entry(length: int, hidden: int = 10) -> CachedState:
+    """A state of `hidden` floats and logits of 5: (hidden + 5) * 4 bytes."""
+    return CachedState(length, (torch.full((1, hidden), float(length)),), torch.zeros(5))
+
+
+def test_an_entry_counts_the_bytes_of_its_tensors():
+    assert entry(3, hidden=10).nbytes == (10 + 5) * 4
+
+
+def test_the_longest_cached_prefix_of_the_ids_is_found():
+    cache = StateCache(max_mb=1)
+    cache.put("m", [1, 2], entry(2))
+    cache.put("m", [1, 2, 3, 4], entry(4))
+    cache.put("m", [1, 2, 9], entry(3))
+    assert cache.longest_prefix("m", [1, 2, 3, 4, 5]).length == 4
+    assert cache.longest_prefix("m", [1, 2, 3]).length == 2
+    assert cache.longest_prefix("m", [1, 2, 3, 4]).length == 4  # the whole prompt
+    assert cache.longest_prefix("m", [2, 1]) is None
+
+
+def test_states_of_one_model_never_answer_for_another():
+    cache = StateCache(max_mb=1)
+    cache.put(("m", 0), [1, 2], entry(2))
+    assert cache.longest_prefix(("m", 1), [1, 2, 3]) is None
+    cache.drop(("m", 0))
+    assert (len(cache), cache.bytes, cache.longest_prefix(("m", 0), [1, 2, 3])) == (0, 0, None)
+
+
+def test_the_least_recently_used_state_goes_first_and_the_bytes_stay_within_the_bound():
+    size = entry(0).nbytes
+    cache = StateCache(max_mb=3 * size / 1_000_000)
+    for length in (1, 2, 3):
+        cache.put("m", list(range(length)), entry(length))
+    assert cache.longest_prefix("m", [0]).length == 1  # used: now the most recent
+    cache.put("m", list(range(4)), entry(4))
+    assert cache.bytes == 3 * size
+    assert cache.longest_prefix("m", [0, 1]).length == 1  # [0, 1] was the least recently used
+    assert cache.longest_prefix("m", [0, 1, 2, 3]).length == 4
+
+
+def test_putting_the_same_ids_again_replaces_the_entry():
+    cache = StateCache(max_mb=1)
+    cache.put("m", [1], entry(1))
+    cache.put("m", [1], entry(1, hidden=20))
+    assert (len(cache), cache.bytes) == (1, (20 + 5) * 4)
+
+
+def test_an_entry_bigger_than_the_bound_is_not_kept():
+    cache = StateCache(max_mb=0.00001)  # 10 bytes
+    cache.put("m", [1], entry(1))
+    assert (len(cache), cache.bytes) == (0, 0)
