@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -196,8 +196,29 @@ def ten_megabyte_prompt(port: int) -> None:
     assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
 
 
+HOSTILE_BODIES = [
+    (b"{not json", 400, "the request body is not valid JSON"),
+    (b"[1, 2, 3]", 400, "the request body must be a JSON object"),
+    (b'{"model": "prose", "prompt": "the ", "n": 1000000}', 400, "n must be at least 1 and at most"),
+    (b'{"model": "prose", "prompt": "the ", "max_tokens": 1000000000}', 400, "max_tokens must be at least 1"),
+    (b'{"model": "prose", "prompt": "the ", "temperature": "NaN"}', 400, "temperature must be a number"),
+    (json.dumps({"model": "prose", "prompt": "the ", "stop": ["x"] * 1000}).encode(), 400, "stop takes at most"),
+    (b'{"model": "nobody", "prompt": "the "}', 404, "'nobody' is not served here"),
+]
+
+
+def refused_body(body: bytes, status: int, words: str) -> Callable[[int], None]:
+    def send(port: int) -> None:
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/completions", content=body, timeout=60,
+                              headers={"Content-Type": "application/json"})
+        assert (response.status_code, words in response.json()["error"]["message"]) == (status, True), response.text
+    send.__name__ = words
+    return send
+
+
 @pytest.mark.parametrize("hostile", [cut_off_body, five_hundred_connections, a_stream_nobody_reads,
-                                     ten_megabyte_prompt], ids=lambda f: f.__name__)
+                                     ten_megabyte_prompt, *(refused_body(*case) for case in HOSTILE_BODIES)],
+                         ids=lambda f: f.__name__)
 def test_a_hostile_client_disturbs_no_one_else(server, hostile):
     alone = streamed_text(server.url, max_tokens=200, seed=21)
     beside: list[str] = []
