@@ -285,6 +285,10 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
             raise RequestError(f"tokens must be a list of token ids from 0 to {vocab - 1}", "tokens")
         return JSONResponse({"model": served.name, "prompt": served.text_model.tokenizer.decode(ids)})
 
+    _add_completion_routes(app, state)
+
+
+def _add_completion_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         body = await read_json(request, state.config)

@@ -189,7 +189,7 @@ def chat_prompt(messages: Any) -> str:
     """The messages laid out as one text, the chat template: each message on its own line as
     "NAME: content" (NAME its `name` if given, else its role), then "assistant: " for the reply.
     A model trained on plain text has never seen roles; one trained on dialogue lines
-    ("ROMEO: ...") answers as the speaker named by the last message's successor."""
+    ("ROMEO: ...") reads the conversation in the form it learnt, given the speakers as names."""
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages must be a non-empty list of {\"role\", \"content\"} objects", "messages")
     lines = []
