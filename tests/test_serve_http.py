@@ -311,3 +311,10 @@ def test_several_worker_processes_serve_and_stop_cleanly(char_checkpoint):
         code, _, err = workers.stop()
     assert len(texts) == 1  # the same seed gives the same text whichever process answers
     assert (code, "Traceback" in err) == (0, False), err
+
+
+def test_serve_help_and_the_python_api_import_no_web_framework():
+    code = ("from textgen.cli import main\ntry:\n    main(['serve', '--help'])\nexcept SystemExit:\n    pass\n"
+            "import textgen.api, sys\nprint(sorted(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr
