@@ -72,7 +72,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(char_checkpoint: Path) -> Iterator[Server]:
-    running = Server(char_checkpoint, "--max-batch", "8", "--max-queue", "16", "--max-tokens-limit", "3000")
+    running = Server(char_checkpoint, "--max-batch", "8", "--max-queue", "16", "--max-tokens-limit", "200000")
     yield running
     code, _, err = running.stop()
     assert code == 0 and "Traceback" not in err, err
@@ -230,17 +230,29 @@ def test_a_hostile_client_disturbs_no_one_else(server, hostile):
     assert httpx.get(server.url + "/health").status_code == 200
 
 
+def batch_rows_fall_to_zero(url: str) -> bool:
+    for _ in range(400):  # a guard against a hang, not a speed check
+        if "textgen_batch_rows 0.0" in httpx.get(url + "/metrics").text.splitlines():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_a_client_that_goes_away_leaves_the_batch(server):
     body = {"model": "prose", "prompt": PROMPT, "max_tokens": 3000, "stream": True}
     with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as response:
         next(response.iter_lines())
-    for _ in range(400):  # a guard against a hang, not a speed check
-        rows = [line for line in httpx.get(server.url + "/metrics").text.splitlines()
-                if line.startswith("textgen_batch_rows ")]
-        if rows == ["textgen_batch_rows 0.0"]:
-            break
-        time.sleep(0.05)
-    assert rows == ["textgen_batch_rows 0.0"]
+    assert batch_rows_fall_to_zero(server.url)
+
+
+def test_a_whole_request_whose_client_gives_up_leaves_the_batch(server):
+    body = {"model": "prose", "prompt": PROMPT, "max_tokens": 200_000}  # far more than it makes before giving up
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/completions", json=body, timeout=httpx.Timeout(60, read=0.5))
+    assert batch_rows_fall_to_zero(server.url)
+    made = float(next(line.split()[-1] for line in httpx.get(server.url + "/metrics").text.splitlines()
+                      if line.startswith("textgen_tokens_generated_total")))
+    assert made < 200_000
 
 
 def test_sigterm_ends_a_running_stream_with_its_final_chunk_and_exits_0(char_checkpoint):
