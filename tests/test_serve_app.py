@@ -203,3 +203,12 @@ def test_a_quiet_stream_gets_keep_alives_between_its_events():
 
     events = asyncio.run(collect())
     assert events[-1] == "event" and set(events[:-1]) == {None} and len(events) > 1
+
+
+def test_health_and_completions_answer_503_until_the_models_are_loaded(char_checkpoint):
+    app = textgen.api.serve_app([char_checkpoint])
+    client = TestClient(app)  # outside `with`: the app never starts, so nothing loads
+    health = client.get("/health")
+    refused = client.post("/v1/completions", json={"model": char_checkpoint.name, "prompt": "the "})
+    assert (health.status_code, health.json()["status"]) == (503, "loading")
+    assert (refused.status_code, refused.headers["retry-after"], error_of(refused)["code"]) == (503, "1", "loading")
