@@ -444,6 +444,71 @@ def sample_settings() -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(SampleConfig)
 
 
+# --- textgen serve ------------------------------------------------------------------------------
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# OpenAI takes up to 4 stop texts; a few more cost nothing, but every stop is checked at every step
+# for every row, so a request cannot bring a thousand.
+MAX_STOPS = 16
+MAX_LOGPROBS = 5  # OpenAI's own cap on alternatives per token
+
+# What a request to textgen serve gets for the sampling settings it leaves out: OpenAI's defaults
+# (16 tokens, temperature 1, nothing cut), since its clients expect them; SampleConfig's fill in the rest.
+WIRE_DEFAULTS = {"length": 16, "temperature": 1.0, "top_k": 0}
+
+
+def machine_max_batch() -> int:
+    """Rows stepped together when --max-batch is not given: a recurrent step costs about as much
+    for 16 rows as for one on a CPU core, so 16 per core, at most 64."""
+    import os
+
+    return max(1, min(64, 16 * (os.cpu_count() or 1)))
+
+
+@dataclass
+class ServeConfig:
+    """How `textgen serve` (and the app the Python API hands out) accepts and bounds its work."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # None: no key asked for, allowed on a loopback host (or with insecure)
+    insecure: bool = False  # the user means to serve a non-loopback host without a key
+    max_batch: int = 0  # rows stepped together; 0: machine_max_batch()
+    max_queue: int = 256  # requests waiting for a row; past it, 503 with Retry-After
+    max_tokens_limit: int = 4096  # the largest max_tokens a request may ask for
+    max_prompt: int = 200_000  # characters in a prompt (all the messages of a chat, laid out)
+    max_body: int = 1_000_000  # bytes in a request body; 413 past it
+    state_cache_mb: float = 64.0  # recurrent states of recent prompts kept for reuse
+    drain_timeout: float = 10.0  # seconds running streams may go on after SIGTERM or Ctrl-C
+    reload: bool = False  # swap in a checkpoint's new best weights while serving
+    workers: int = 1  # server processes on this machine
+
+    def __post_init__(self) -> None:
+        if self.max_batch == 0:
+            self.max_batch = machine_max_batch()
+        check_serve_config(self)
+
+
+def check_serve_config(config: ServeConfig) -> None:
+    checks = [
+        ("port", 1 <= config.port <= 65535, "between 1 and 65535"),
+        ("max_batch", 1 <= config.max_batch <= MAX_NUM_SAMPLES, f"between 1 and {MAX_NUM_SAMPLES}"),
+        ("max_queue", config.max_queue >= 1, "at least 1"),
+        ("max_tokens_limit", config.max_tokens_limit >= 1, "at least 1"),
+        ("max_prompt", config.max_prompt >= 1, "at least 1 character"),
+        ("max_body", config.max_body >= 1024, "at least 1024 bytes"),
+        ("state_cache_mb", 0 <= config.state_cache_mb < math.inf, "0 (off) or more, and finite"),
+        ("drain_timeout", 0 <= config.drain_timeout < math.inf, "0 or more seconds, and finite"),
+        ("workers", config.workers >= 1, "at least 1"),
+        ("api_key", config.api_key is None or config.api_key.strip() != "", "must not be empty"),
+    ]
+    for field, ok, requirement in checks:
+        _require(field, ok, requirement if requirement.startswith("must") else f"must be {requirement}")
+    if config.host not in LOOPBACK_HOSTS and config.api_key is None and not config.insecure:
+        raise SettingError(f"serving {config.host} to the network without {{api_key}} lets anyone there use it; "
+                           "give a key, or {insecure} if that is meant", "api_key", "insecure")
+
+
 def unescape(text: str) -> str:
     r"""A stop text as typed on a command line: \n is a line break, \t a tab, \\ a backslash."""
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)

@@ -14,6 +14,7 @@ from textgen import __version__
 from textgen.cli.evaluate import evaluate
 from textgen.cli.info import info
 from textgen.cli.sample import sample
+from textgen.cli.serve import serve
 from textgen.cli.train import train
 from textgen.config import SettingError
 from textgen.errors import TextgenError
@@ -30,7 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-for command in (train, sample, evaluate, info):
+for command in (train, sample, evaluate, info, serve):
     app.command()(command)
 
 # Config fields whose command-line option is not simply --field-name.
