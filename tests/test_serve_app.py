@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-import textgen.api
+import textgen.serve
+from textgen.errors import TextgenError
 
 KEY = "sesame"
 
 
 @pytest.fixture(scope="module")
 def client(char_checkpoint: Path) -> Iterator[TestClient]:
-    app = textgen.api.serve_app({"prose": char_checkpoint}, max_batch=8, max_body=10_000, max_tokens_limit=200)
+    app = textgen.serve.serve_app({"prose": char_checkpoint}, max_batch=8, max_body=10_000, max_tokens_limit=200)
     with TestClient(app) as client:
         wait_until_loaded(client)
         yield client
@@ -172,7 +173,7 @@ def test_the_page_is_served_at_the_root(client):
 
 
 def test_a_server_with_a_key_refuses_requests_without_it_or_with_another(char_checkpoint):
-    app = textgen.api.serve_app([char_checkpoint], api_key=KEY)
+    app = textgen.serve.serve_app([char_checkpoint], api_key=KEY)
     with TestClient(app) as client:
         wait_until_loaded(client)
         missing = client.get("/v1/models")
@@ -184,8 +185,8 @@ def test_a_server_with_a_key_refuses_requests_without_it_or_with_another(char_ch
 
 
 def test_serve_app_refuses_a_folder_that_is_no_checkpoint(tmp_path):
-    with pytest.raises(textgen.api.TextgenError, match="not a textgen checkpoint"):
-        textgen.api.serve_app({"x": tmp_path})
+    with pytest.raises(TextgenError, match="not a textgen checkpoint"):
+        textgen.serve.serve_app({"x": tmp_path})
 
 
 def test_a_quiet_stream_gets_keep_alives_between_its_events():
@@ -206,7 +207,7 @@ def test_a_quiet_stream_gets_keep_alives_between_its_events():
 
 
 def test_health_and_completions_answer_503_until_the_models_are_loaded(char_checkpoint):
-    app = textgen.api.serve_app([char_checkpoint])
+    app = textgen.serve.serve_app([char_checkpoint])
     client = TestClient(app)  # outside `with`: the app never starts, so nothing loads
     health = client.get("/health")
     refused = client.post("/v1/completions", json={"model": char_checkpoint.name, "prompt": "the "})

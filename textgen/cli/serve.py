@@ -48,7 +48,7 @@ def serve(
     options = {name: value for name, value in locals().items() if name != "checkpoints"}
     config = ServeConfig(**options)  # checked before torch or the web framework is imported
     named = parse_checkpoints(checkpoints)
-    from textgen.api import named_checkpoints, serve as run_server
+    from textgen.serve.launch import named_checkpoints, serve as run_server
 
     names = list(named_checkpoints(named))
     for line in try_lines(config, names[0]):
