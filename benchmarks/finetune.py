@@ -1,6 +1,7 @@
 """Fine-tuning against training from scratch on a small text (issue 23), both sides in one run.
 
-    python benchmarks/finetune.py [--scale 0.05] [--rates 0.1,0.3,1] [--small-kb 50] [--threads N]
+    python benchmarks/finetune.py [--scale 0.05] [--rates 0.1,0.3,1] [--small-kb 50] [--threads N] [--work DIR]
+                                  [-- more train options for the fine-tuning runs]
 
 Two setups, each scored in nats per character on the same held-out text, the last 10% of tiny
 Shakespeare:
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import tempfile
+from contextlib import nullcontext
 import textwrap
 from pathlib import Path
 
@@ -45,16 +47,18 @@ def main() -> None:
     options = parse_arguments()
     text = require_shakespeare().read_text(encoding="utf-8")
     ratios = sorted({FINE_TUNING_LEARNING_RATE_RATIO, *options.rates})
-    with tempfile.TemporaryDirectory() as folder:
+    with nullcontext(str(options.work)) if options.work else tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
+        work.mkdir(parents=True, exist_ok=True)
         files = split_shakespeare(text, work, options.small_kb * 1000)
         held_out = files["held-out"].read_text(encoding="utf-8")
         train = lambda *args: textgen_cli(options.threads, "train", *args)  # noqa: E731
         budget = lambda seconds: ["--max-time", f"{seconds * options.scale:g}"]  # noqa: E731
 
-        train(str(files["small"]), "--out", str(work / "scratch"), *budget(SMALL_SECONDS))
-        train(str(files["base"]), "--out", str(work / "base-shakespeare"), *budget(BASE_SECONDS))
-        train("--out", str(work / "base-docs"), *budget(BASE_SECONDS))  # python-docs, built in
+        train(str(files["small"]), "--out", str(work / "scratch"), "--overwrite", *budget(SMALL_SECONDS))
+        for base, corpus in (("base-shakespeare", [str(files["base"])]), ("base-docs", [])):  # [] = python-docs
+            if not (options.work and (work / base / "config.json").is_file()):  # kept from an earlier run
+                train(*corpus, "--out", str(work / base), "--overwrite", *budget(BASE_SECONDS))
         scores = {"scratch": score(work / "scratch", held_out)}
         rows = [("both", "scratch on the small text", scores["scratch"])]
         for setup, base in (("same style", "base-shakespeare"), ("another domain", "base-docs")):
@@ -63,8 +67,8 @@ def main() -> None:
             for ratio in ratios:
                 out = work / f"{base}-tuned-{ratio:g}"
                 rate = base_rate(work / base) * ratio
-                train(str(files["small"]), "--init-from", str(work / base), "--out", str(out),
-                      "--learning-rate", f"{rate:.6g}", *budget(SMALL_SECONDS))
+                train(str(files["small"]), "--init-from", str(work / base), "--out", str(out), "--overwrite",
+                      "--learning-rate", f"{rate:.6g}", *budget(SMALL_SECONDS), *options.tuning)
                 rows.append((setup, f"fine-tuned, peak rate x{ratio:g} ({rate:.2g})", score(out, held_out)))
         print_table(rows, scores["scratch"], ratios)
         print_samples(f"{SMALL_SECONDS * options.scale:g} s", work / "scratch",
@@ -82,6 +86,9 @@ def parse_arguments() -> argparse.Namespace:
                         help="peak-rate ratios to compare, comma-separated (the default ratio is always run)")
     parser.add_argument("--small-kb", type=int, default=50, help="size of the small text, in thousands of characters")
     parser.add_argument("--threads", type=int, default=None, help="run every command on this many threads")
+    parser.add_argument("--work", type=Path, help="keep the checkpoints in this folder, and reuse the two bases "
+                                                  "found there (trying fine-tuning settings costs no base runs)")
+    parser.add_argument("tuning", nargs="*", help="after --: more textgen train options for the fine-tuning runs")
     return parser.parse_args()
 
 

@@ -1,11 +1,11 @@
 """Tests for textgen.serve.cache: the longest cached prefix is found, the least recently used
-state goes first, the tensors' bytes stay within the bound, a replaced model's states are dropped."""
+state goes first, what the entries cost stays within the bound, a replaced model's states are dropped."""
 
 from __future__ import annotations
 
 import torch
 
-from textgen.serve.cache import CachedState, StateCache
+from textgen.serve.cache import ENTRY_OBJECT_BYTES, ID_BYTES, CachedState, StateCache, entry_bytes
 
 
 def entry(length: int, hidden: int = 10) -> CachedState:
@@ -13,8 +13,9 @@ def entry(length: int, hidden: int = 10) -> CachedState:
     return CachedState(length, (torch.full((1, hidden), float(length)),), torch.zeros(5))
 
 
-def test_an_entry_counts_the_bytes_of_its_tensors():
+def test_an_entry_counts_its_tensors_its_key_and_its_objects():
     assert entry(3, hidden=10).nbytes == (10 + 5) * 4
+    assert entry_bytes([7, 8, 9], entry(3)) == (10 + 5) * 4 + 3 * ID_BYTES + ENTRY_OBJECT_BYTES > 0
 
 
 def test_the_longest_cached_prefix_of_the_ids_is_found():
@@ -37,22 +38,22 @@ def test_states_of_one_model_never_answer_for_another():
 
 
 def test_the_least_recently_used_state_goes_first_and_the_bytes_stay_within_the_bound():
-    size = entry(0).nbytes
+    size = entry_bytes([0], entry(1))
     cache = StateCache(max_mb=3 * size / 1_000_000)
-    for length in (1, 2, 3):
-        cache.put("m", list(range(length)), entry(length))
-    assert cache.longest_prefix("m", [0]).length == 1  # used: now the most recent
-    cache.put("m", list(range(4)), entry(4))
+    for token in (1, 2, 3):
+        cache.put("m", [token], entry(1))
+    assert cache.longest_prefix("m", [1]) is not None  # used: now the most recent
+    cache.put("m", [4], entry(1))
     assert cache.bytes == 3 * size
-    assert cache.longest_prefix("m", [0, 1]).length == 1  # [0, 1] was the least recently used
-    assert cache.longest_prefix("m", [0, 1, 2, 3]).length == 4
+    assert cache.longest_prefix("m", [2]) is None  # [2] was the least recently used
+    assert all(cache.longest_prefix("m", [token]) is not None for token in (1, 3, 4))
 
 
 def test_putting_the_same_ids_again_replaces_the_entry():
     cache = StateCache(max_mb=1)
     cache.put("m", [1], entry(1))
     cache.put("m", [1], entry(1, hidden=20))
-    assert (len(cache), cache.bytes) == (1, (20 + 5) * 4)
+    assert (len(cache), cache.bytes) == (1, entry_bytes([1], entry(1, hidden=20)))
 
 
 def test_an_entry_bigger_than_the_bound_is_not_kept():

@@ -478,7 +478,7 @@ class ServeConfig:
     max_tokens_limit: int = 4096  # the largest max_tokens a request may ask for
     max_prompt: int = 200_000  # characters in a prompt (all the messages of a chat, laid out)
     max_body: int = 1_000_000  # bytes in a request body; 413 past it
-    state_cache_mb: float = 64.0  # recurrent states of recent prompts kept for reuse
+    state_cache_mb: float = 32.0  # recurrent states of recent prompts: about 3,000 of a 2 x 512 LSTM
     drain_timeout: float = 10.0  # seconds running streams may go on after SIGTERM or Ctrl-C
     reload: bool = False  # swap in a checkpoint's new best weights while serving
     workers: int = 1  # server processes on this machine
