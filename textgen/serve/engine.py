@@ -209,12 +209,6 @@ class Inbox(Generic[Item]):
         return items
 
 
-def _call_listeners(calls: list[tuple[Job, Callable[[list[Event]], None], list[Event]]]) -> None:
-    """One step's events for the jobs one loop listens to (run in that loop)."""
-    for _, receive, events in calls:
-        receive(events)
-
-
 def _failed(what: str, error: Exception) -> None:
     """One line in the server's log (the traceback only at debug level: the log is the user's)."""
     _log.error("error: %s: %s", what, error)
@@ -383,6 +377,11 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._rate = 0.0  # tokens drawn per second, a moving average over steps
         self._outbox: dict[Job, list[Event]] = {}  # this step's events, handed over at its end
+        # Events posted to an event loop that has not run its callback yet: the next step's join
+        # them, so a loop that falls behind is woken once for several steps (each wake is a write
+        # to its socket pair and a turn of the GIL).
+        self._unread: dict[asyncio.AbstractEventLoop, list[tuple[Job, Callable[[list[Event]], None], list[Event]]]] = {}
+        self._unread_lock = threading.Lock()
 
     # --- the caller's side (any thread) ---
 
@@ -534,11 +533,33 @@ class Engine:
                 loop, receive = listener
                 calls.setdefault(loop, []).append((job, receive, events))
         for loop, listened in calls.items():
+            if loop.is_closed():
+                self._drop_unread(loop, listened)
+                continue
+            with self._unread_lock:
+                unread = self._unread.get(loop)
+                if unread is not None:
+                    unread.extend(listened)
+                    continue
+                self._unread[loop] = listened
             try:
-                loop.call_soon_threadsafe(_call_listeners, listened)
-            except RuntimeError:  # the handlers' loop is closed: nobody is reading any more
-                for job, _, _ in listened:
-                    job.cancel()
+                loop.call_soon_threadsafe(self._call_listeners, loop)
+            except RuntimeError:  # closed meanwhile
+                self._drop_unread(loop, listened)
+
+    def _drop_unread(self, loop: asyncio.AbstractEventLoop, listened: list[tuple[Job, Any, Any]]) -> None:
+        """A closed loop's handlers read nothing any more: their jobs are cancelled."""
+        with self._unread_lock:
+            unread = self._unread.pop(loop, [])
+        for job, _, _ in [*unread, *listened]:
+            job.cancel()
+
+    def _call_listeners(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The events posted to `loop` so far, handed to their listeners (run in that loop)."""
+        with self._unread_lock:
+            calls = self._unread.pop(loop)
+        for _, receive, events in calls:
+            receive(events)
 
     def _finish_unstarted(self, job: Job) -> None:
         for index in range(job.generation.n):
