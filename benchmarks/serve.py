@@ -1,7 +1,7 @@
 """Serving speed: textgen serve's engine under 1, 4, 16 and 64 concurrent requests, beside the same
 load one request at a time (a naive server, RWKV-Runner) and the raw batch of generate_many.
 
-    python benchmarks/serve.py [--checkpoint PATH] [--tokens 300] [--levels 1 4 16 64]
+    python benchmarks/serve.py [--checkpoint PATH] [--tokens 300] [--levels 1 4 16 64] [--readers loop|threads]
 
 Prints, in one run, per level: aggregate tokens/s, time to first token p50/p99 and whole-request
 latency p50/p99 for the engine with max_batch 64 and with max_batch 1, and the raw batch's
@@ -10,12 +10,15 @@ then a 10,000-character prompt read cold (by the engine's fast step, and by mode
 `textgen sample` primes) and a conversation's 10th turn whose history is cached, against a
 100-character prompt; then resident memory after 100 and after 10,000 requests. The model is a randomly initialised 2 x 512 char LSTM over tiny
 Shakespeare's 65 symbols unless --checkpoint names one: speed does not depend on the weights.
-Every request draws with temperature 0.8 and top-k 40. HTTP-driven figures are the HTTP layer's.
+Every request draws with temperature 0.8 and top-k 40. The requests' events are read by coroutines
+on one event loop, as the server's handlers read them (--readers threads: a thread per request, each
+woken every step). HTTP-driven figures are the HTTP layer's.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import statistics
@@ -54,29 +57,49 @@ def ids_of(tokenizer, text: str) -> tuple[int, ...]:
     return tuple(prompt_ids(tokenizer, text, "replace"))
 
 
-def drive(engine: Engine, tokenizer, clients: int, tokens: int) -> dict[str, float]:
-    """`clients` requests at once, each read by its own thread as a streaming client would."""
+def drive(engine: Engine, tokenizer, clients: int, tokens: int, readers: str = "loop") -> dict[str, float]:
+    """`clients` requests at once, read as coroutines on one event loop, as the server's handlers
+    read them (readers "loop"), or each by a thread of its own (readers "threads")."""
     first, whole, made = [], [], []
 
-    def client(index: int) -> None:
+    def submitted(index: int):
         ids = ids_of(tokenizer, prompt_text(PROMPT_CHARACTERS, index))
-        started = time.perf_counter()
-        job = engine.submit(Generation("m", ids, max_tokens=tokens, seed=index, **SHAPING))
+        return time.perf_counter(), engine.submit(Generation("m", ids, max_tokens=tokens, seed=index, **SHAPING))
+
+    def note(started: float, event, seen_first: bool) -> bool:
+        if isinstance(event, Piece) and not seen_first:
+            first.append(time.perf_counter() - started)
+            return True
+        if not isinstance(event, Piece):
+            made.append(event.completion_tokens)
+        return seen_first
+
+    def client(index: int) -> None:
+        started, job = submitted(index)
         seen_first = False
         for event in job:
-            if isinstance(event, Piece) and not seen_first:
-                first.append(time.perf_counter() - started)
-                seen_first = True
-            elif not isinstance(event, Piece):
-                made.append(event.completion_tokens)
+            seen_first = note(started, event, seen_first)
         whole.append(time.perf_counter() - started)
 
-    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
+    async def coroutine(index: int) -> None:
+        started, job = submitted(index)
+        seen_first = False
+        async for event in job:
+            seen_first = note(started, event, seen_first)
+        whole.append(time.perf_counter() - started)
+
+    async def all_coroutines() -> None:
+        await asyncio.gather(*(coroutine(index) for index in range(clients)))
+
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    if readers == "loop":
+        asyncio.run(all_coroutines())
+    else:
+        threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     elapsed = time.perf_counter() - started
     return {"rate": sum(made) / elapsed, "first50": percentile(first, 0.5), "first99": percentile(first, 0.99),
             "whole50": percentile(whole, 0.5), "whole99": percentile(whole, 0.99)}
@@ -162,6 +185,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="a trained char model (default: a random 2 x 512 LSTM)")
     parser.add_argument("--tokens", type=int, default=300, help="tokens per request")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64], help="concurrent requests")
+    parser.add_argument("--readers", choices=["loop", "threads"], default="loop",
+                        help="read the requests' events as coroutines on one event loop, as the server does, "
+                             "or each by a thread of its own")
     parser.add_argument("--memory-requests", type=int, default=10_000, help="requests for the flat-memory figure")
     args = parser.parse_args()
     print(f"machine: {machine()}")
@@ -176,18 +202,19 @@ def main() -> None:
             _, model = saved_and_loaded(folder, "random-lstm", RNNLanguageModel(config).eval(), tokenizer)
         tokenizer = model.tokenizer
         print(f"model: {'loaded from ' + str(args.checkpoint) if args.checkpoint else 'random 2 x 512 char LSTM'}; "
-              f"{args.tokens} tokens per request after a {PROMPT_CHARACTERS}-char prompt; temperature 0.8, top-k 40")
+              f"{args.tokens} tokens per request after a {PROMPT_CHARACTERS}-char prompt; temperature 0.8, top-k 40; "
+              f"events read by {'one event loop' if args.readers == 'loop' else 'a thread per request'}")
         print(f"{'clients':>7} | {'engine tok/s':>12} {'ttft p50/p99 s':>15} {'whole p50/p99 s':>16} | "
               f"{'one-at-a-time tok/s':>19} {'ttft p99 s':>10} | {'raw batch tok/s':>15} | vs 1-at-a-time, vs raw")
         for clients in args.levels:
             batched = engine_for(model, 64)
             try:
-                ours = drive(batched, tokenizer, clients, args.tokens)
+                ours = drive(batched, tokenizer, clients, args.tokens, args.readers)
             finally:
                 batched.drain(timeout=1)
             single = engine_for(model, 1)
             try:
-                naive = drive(single, tokenizer, clients, args.tokens)
+                naive = drive(single, tokenizer, clients, args.tokens, args.readers)
             finally:
                 single.drain(timeout=1)
             raw = raw_batch_rate(model, clients, args.tokens)
@@ -199,7 +226,7 @@ def main() -> None:
         bare = max(steps / _timed(lambda: cached_matrix_steps(model.model, 1, steps)) for _ in range(3))
         alone = engine_for(model, 64)
         try:
-            one = max(drive(alone, tokenizer, 1, steps)["rate"] for _ in range(3))
+            one = max(drive(alone, tokenizer, 1, steps, args.readers)["rate"] for _ in range(3))
         finally:
             alone.drain(timeout=1)
         print(f"one request alone: {one:,.0f} tok/s against the bare hand-cached step's {bare:,.0f}: "

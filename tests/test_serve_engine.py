@@ -288,6 +288,34 @@ def test_a_prompt_cancelled_while_it_is_read_ends_every_choice(model, prose):
         assert wait_for(lambda: metrics.value("textgen_batch_rows") == 0)
 
 
+def test_a_job_whose_event_loop_has_closed_is_cancelled_and_leaves_the_batch(model):
+    with running({"m": model}) as engine:
+        job = engine.submit(request(model, "The", max_tokens=10**9, seed=1))
+        loop = asyncio.new_event_loop()
+        job.listen(loop, lambda events: None)
+        loop.close()  # the handler's loop went away without cancelling: nobody reads this job
+        assert wait_for(lambda: job.cancelled)
+        assert wait_for(lambda: engine.active_rows == 0)
+
+
+def test_many_jobs_read_on_one_event_loop_write_what_each_writes_alone(model):
+    """merged() reads every job through one inbox: each job's events, in order, tagged with its place."""
+    from textgen.serve.app import merged
+
+    generations = [request(model, "The", n=2, max_tokens=30, seed=seed, temperature=0.9, top_k=20)
+                   for seed in range(5)]
+
+    async def read_together(engine: Engine) -> list[list]:
+        read: list[list] = [[] for _ in generations]
+        async for index, event in merged([engine.submit(g) for g in generations]):
+            read[index].append(event)
+        return read
+
+    with running({"m": model}) as engine:
+        alone = [events(engine.submit(generation)) for generation in generations]
+        assert asyncio.run(read_together(engine)) == alone
+
+
 def test_a_full_queue_answers_busy_with_a_time_to_come_back(model):
     engine = Engine({"m": model}, max_batch=4, max_queue=2, state_cache_mb=1)  # not started: nothing moves
     jobs = [engine.submit(request(model, "The")) for _ in range(2)]

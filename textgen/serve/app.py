@@ -13,7 +13,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,30 +397,50 @@ async def _cancel_when_gone(request: Request, jobs: list[Any]) -> None:
 
 async def merged(jobs: list[Any], keepalive: float | None = None) -> AsyncIterator[tuple[int, Any]]:
     """Every job's events as they come, tagged with the job's place; (−1, None) after `keepalive`
-    seconds without one."""
-    queue: asyncio.Queue = asyncio.Queue()
+    seconds without one. The engine's jobs hand each step's events to one inbox (no task, no
+    queue item per event); any other async iterable of events is pumped by a task of its own."""
+    from textgen.serve.engine import Finish, Inbox, Job
+
+    inbox: Inbox[tuple[int, Any]] = Inbox()
     done = object()
+    loop = asyncio.get_running_loop()
+
+    def receiver(index: int, job: Job) -> Callable[[list[Any]], None]:
+        left = job.generation.n  # its choices' Finish events still to come
+
+        def receive(events: list[Any]) -> None:
+            nonlocal left
+            tagged = [(index, event) for event in events]
+            left -= sum(isinstance(event, Finish) for event in events)
+            if left == 0:
+                tagged.append((index, done))
+            inbox.put(tagged)
+        return receive
 
     async def pump(index: int, job: Any) -> None:
         try:
             async for event in job:
-                await queue.put((index, event))
+                inbox.put([(index, event)])
         finally:
-            await queue.put((index, done))
+            inbox.put([(index, done)])
 
-    pumps = [asyncio.create_task(pump(index, job)) for index, job in enumerate(jobs)]
-    running = len(pumps)
+    pumps = []
+    for index, job in enumerate(jobs):
+        if isinstance(job, Job):
+            job.listen(loop, receiver(index, job))
+        else:
+            pumps.append(asyncio.create_task(pump(index, job)))
+    running = len(jobs)
     try:
         while running:
-            try:
-                index, event = await asyncio.wait_for(queue.get(), keepalive)
-            except asyncio.TimeoutError:
+            arrived = await inbox.take(keepalive)
+            if not arrived:
                 yield -1, None
-                continue
-            if event is done:
-                running -= 1
-            else:
-                yield index, event
+            for index, event in arrived:
+                if event is done:
+                    running -= 1
+                else:
+                    yield index, event
         for task in pumps:
             task.result()  # an engine failure reaches the handler, not the void
     finally:

@@ -23,9 +23,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from textgen.api import TextModel
 
 _log = logging.getLogger(__name__)
+Item = TypeVar("Item")
 
 # Retry-After never says less than this: a client that comes back at once finds the queue as full.
 _MIN_RETRY_AFTER = 1.0
@@ -119,7 +120,12 @@ class UnknownModel(Exception):
 
 class Job:
     """A submitted Generation: its events as they come, blocking (`for event in job`) or from an
-    asyncio handler (`async for event in job`); iteration ends after every choice's Finish."""
+    asyncio handler (`async for event in job`, or `listen`); iteration ends after every choice's Finish.
+
+    The engine hands a job its events once per step, all of that step's together: one wake of a
+    waiting thread, or one callback on an event loop for every job that loop listens to. Each
+    wake costs a thread switch and a turn of the GIL, which the engine thread then waits for.
+    """
 
     def __init__(self, generation: Generation, seed: int) -> None:
         self.generation = generation
@@ -127,50 +133,80 @@ class Job:
         self.submitted = time.monotonic()
         self.cancelled = False
         self._ready = threading.Condition()
-        self._buffer: deque[Event] = deque()
-        self._deliver_to: tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]] | None = None
+        self._buffer: list[Event] = []
+        self._listener: tuple[asyncio.AbstractEventLoop, Callable[[list[Event]], None]] | None = None
 
     def cancel(self) -> None:
         """Stop making this job's text: its rows leave the batch within one step."""
         self.cancelled = True
 
-    def _deliver(self, event: Event) -> None:
-        """Hand an event over (from the engine thread)."""
+    def listen(self, loop: asyncio.AbstractEventLoop, receive: Callable[[list[Event]], None]) -> None:
+        """Call `receive(events)` in `loop` (this call's own loop) with the events so far, then with
+        each step's. For a handler that reads many jobs at once without a task per job."""
         with self._ready:
-            if self._deliver_to is None:
-                self._buffer.append(event)
+            so_far, self._buffer = self._buffer, []
+            self._listener = (loop, receive)
+        if so_far:
+            receive(so_far)
+
+    def _hand_over(self, events: list[Event]) -> tuple[asyncio.AbstractEventLoop, Callable[[list[Event]], None]] | None:
+        """Take a step's events (from the engine thread): kept for a blocking reader, whom this
+        wakes, or the listener they are for, which the engine calls on its loop."""
+        with self._ready:
+            if self._listener is None:
+                self._buffer.extend(events)
                 self._ready.notify()
-                return
-            loop, queue = self._deliver_to
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-        except RuntimeError:  # the handler's loop is closed: nobody is reading any more
-            self.cancel()
+            return self._listener
 
     def __iter__(self) -> Iterator[Event]:
         finished = 0
         while finished < self.generation.n:
             with self._ready:
-                self._ready.wait_for(lambda: self._buffer)
-                event = self._buffer.popleft()
-            finished += isinstance(event, Finish)
-            yield event
+                while not self._buffer:
+                    self._ready.wait()
+                events, self._buffer = self._buffer, []
+            for event in events:
+                finished += isinstance(event, Finish)
+                yield event
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._events()
 
     async def _events(self) -> AsyncIterator[Event]:
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        with self._ready:  # the events so far, then the engine hands the rest to this loop
-            for event in self._buffer:
-                queue.put_nowait(event)
-            self._buffer.clear()
-            self._deliver_to = (asyncio.get_running_loop(), queue)
+        inbox: Inbox[Event] = Inbox()
+        self.listen(asyncio.get_running_loop(), inbox.put)
         finished = 0
         while finished < self.generation.n:
-            event = await queue.get()
-            finished += isinstance(event, Finish)
-            yield event
+            for event in await inbox.take():
+                finished += isinstance(event, Finish)
+                yield event
+
+
+class Inbox(Generic[Item]):
+    """Items handed to one asyncio loop in batches: `put` (in the loop) adds a batch, `take` waits
+    for what has come. Cheaper than asyncio.Queue, whose every item is a put, a get and a wake."""
+
+    def __init__(self) -> None:
+        self._items: list[Item] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, items: list[Item]) -> None:
+        self._items.extend(items)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def take(self, timeout: float | None = None) -> list[Item]:
+        """Everything that has come, waiting for some if none has; empty after `timeout` seconds."""
+        if not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._waiter, timeout)
+            except asyncio.TimeoutError:
+                return []
+            finally:
+                self._waiter = None
+        items, self._items = self._items, []
+        return items
 
 
 def _failed(what: str, error: Exception) -> None:
@@ -208,8 +244,12 @@ class _Choice:
     """One choice of a job being written: its random stream, its text, what it has drawn."""
 
     def __init__(self, job: Job, index: int, tokenizer: Tokenizer, vocab: int, offset: int) -> None:
-        generation = job.generation
+        generation = g = job.generation
         self.job, self.index, self.tokenizer = job, index, tokenizer
+        # The settings that shape its draws (rows alike are drawn as one batch), and what each step reads.
+        self.shaping = (g.greedy, g.temperature, g.top_k, g.top_p, g.repetition_penalty, g.presence_penalty,
+                        g.frequency_penalty)
+        self.max_tokens, self.logprobs = generation.max_tokens, generation.logprobs
         self.stream = sample_stream(job.seed, index)
         self.text = SampleText(tokenizer, None, generation.stop)
         self.offset = offset  # characters before this choice's text (the echoed prompt)
@@ -224,11 +264,6 @@ class _Choice:
 
     def next_token(self) -> int:
         return self.drawn[-1]
-
-    def shaping_key(self) -> tuple[Any, ...]:
-        g = self.job.generation
-        return (g.greedy, g.temperature, g.top_k, g.top_p, g.repetition_penalty, g.presence_penalty,
-                g.frequency_penalty)
 
     def take(self, token: int, end_id: int | None) -> str:
         """Record a drawn token; the text it makes safe to send."""
@@ -295,7 +330,7 @@ class _Lane:
     """The batch of one model's rows, with the model's step; a replaced model's lane finishes its
     rows on the old weights while a new lane takes new requests."""
 
-    def __init__(self, name: str, version: int, text_model: TextModel) -> None:
+    def __init__(self, name: str, version: int, text_model: TextModel, metrics: ServeMetrics) -> None:
         self.name, self.key = name, (name, version)
         self.tokenizer = text_model.tokenizer
         self.step = text_model.step
@@ -303,6 +338,7 @@ class _Lane:
         self.vocab = text_model.model.config.vocab_size
         self.end_id = end_marker(self.tokenizer)
         self.banned = self.tokenizer.unk_id
+        self.tokens_generated = metrics.tokens_generated.labels(model=name)
         self.rows: list[Row] = []
         self.parts: list[torch.Tensor] | None = None  # the rows' state
         self.reserved = 0  # rows its jobs hold or will hold once their prompts are read
@@ -332,7 +368,7 @@ class Engine:
         self.cache = StateCache(state_cache_mb)
         self._models = dict(models)
         self._versions = {name: 0 for name in self._models}
-        self._lanes = {name: _Lane(name, 0, model) for name, model in self._models.items()}
+        self._lanes = {name: _Lane(name, 0, model, self.metrics) for name, model in self._models.items()}
         self._retired: list[_Lane] = []
         self._queue: deque[Job] = deque()
         self._swaps: deque[tuple[str, Any]] = deque()
@@ -340,6 +376,12 @@ class Engine:
         self._accepting, self._stopping, self._cancel_all = True, False, False
         self._thread: threading.Thread | None = None
         self._rate = 0.0  # tokens drawn per second, a moving average over steps
+        self._outbox: dict[Job, list[Event]] = {}  # this step's events, handed over at its end
+        # Events posted to an event loop that has not run its callback yet: the next step's join
+        # them, so a loop that falls behind is woken once for several steps (each wake is a write
+        # to its socket pair and a turn of the GIL).
+        self._unread: dict[asyncio.AbstractEventLoop, list[tuple[Job, Callable[[list[Event]], None], list[Event]]]] = {}
+        self._unread_lock = threading.Lock()
 
     # --- the caller's side (any thread) ---
 
@@ -437,6 +479,7 @@ class Engine:
                 if lane:
                     self._guarded_step(lane)
             self._retired = [lane for lane in self._retired if lane]
+            self._post()
             self.metrics.batch_rows.set(self.active_rows)
             with self._wake:
                 self._wake.notify_all()  # drain() waits for idleness
@@ -447,7 +490,7 @@ class Engine:
         while self._swaps:
             name, model = self._swaps.popleft()
             try:
-                lane = _Lane(name, self._versions[name] + 1, model)
+                lane = _Lane(name, self._versions[name] + 1, model, self.metrics)
             except Exception as error:  # noqa: BLE001 - a model that cannot be stepped leaves the old one serving
                 _failed(f"model {name} could not be swapped in; the old weights go on serving", error)
                 continue
@@ -469,11 +512,58 @@ class Engine:
             for job, _ in lane.ready:
                 job.cancel()
             self._leave_cancelled(lane)
+        self._post()
         self.metrics.queue_depth.set(0)
+
+    def _send(self, job: Job, event: Event) -> None:
+        """An event for the end of this step (from the engine thread)."""
+        events = self._outbox.get(job)
+        if events is None:
+            self._outbox[job] = [event]
+        else:
+            events.append(event)
+
+    def _post(self) -> None:
+        """Hand over the step's events: each job's at once, one callback per listening event loop."""
+        outbox, self._outbox = self._outbox, {}
+        calls: dict[asyncio.AbstractEventLoop, list[tuple[Job, Callable[[list[Event]], None], list[Event]]]] = {}
+        for job, events in outbox.items():
+            listener = job._hand_over(events)
+            if listener is not None:
+                loop, receive = listener
+                calls.setdefault(loop, []).append((job, receive, events))
+        for loop, listened in calls.items():
+            if loop.is_closed():
+                self._drop_unread(loop, listened)
+                continue
+            with self._unread_lock:
+                unread = self._unread.get(loop)
+                if unread is not None:
+                    unread.extend(listened)
+                    continue
+                self._unread[loop] = listened
+            try:
+                loop.call_soon_threadsafe(self._call_listeners, loop)
+            except RuntimeError:  # closed meanwhile
+                self._drop_unread(loop, listened)
+
+    def _drop_unread(self, loop: asyncio.AbstractEventLoop, listened: list[tuple[Job, Any, Any]]) -> None:
+        """A closed loop's handlers read nothing any more: their jobs are cancelled."""
+        with self._unread_lock:
+            unread = self._unread.pop(loop, [])
+        for job, _, _ in [*unread, *listened]:
+            job.cancel()
+
+    def _call_listeners(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The events posted to `loop` so far, handed to their listeners (run in that loop)."""
+        with self._unread_lock:
+            calls = self._unread.pop(loop)
+        for _, receive, events in calls:
+            receive(events)
 
     def _finish_unstarted(self, job: Job) -> None:
         for index in range(job.generation.n):
-            job._deliver(Finish(index, "cancelled", len(job.generation.prompt_ids), 0))
+            self._send(job, Finish(index, "cancelled", len(job.generation.prompt_ids), 0))
 
     def _admit(self) -> None:
         """Move queued jobs into their lanes while their rows fit in the batch."""
@@ -618,10 +708,10 @@ class Engine:
             text, infos = self._echo(lane, generation, reading.echoed if reading else [])
             offset = len(text)
             for index in range(generation.n):
-                job._deliver(Piece(index, text, infos))
+                self._send(job, Piece(index, text, infos))
         if generation.max_tokens == 0:
             for index in range(generation.n):
-                job._deliver(Finish(index, "length", len(generation.prompt_ids), 0))
+                self._send(job, Finish(index, "length", len(generation.prompt_ids), 0))
             lane.reserved -= generation.n
             return []
         return [_Choice(job, index, lane.tokenizer, lane.vocab, offset) for index in range(generation.n)]
@@ -657,42 +747,46 @@ class Engine:
         tokens = self._draw(lane, choices, logits)
         alive = []
         now = time.monotonic()
+        end_id = lane.end_id
         for position, (choice, token) in enumerate(zip(choices, tokens)):
-            generation = choice.job.generation
-            info = None
-            if generation.logprobs is not None:
-                logprob, top = self._logprob(lane, logits[position], token, generation.logprobs)
-                info = TokenInfo(token_text(lane.tokenizer, token), logprob, top, choice.position())
-            text = choice.take(token, lane.end_id)
+            if choice.logprobs is not None:
+                logprob, top = self._logprob(lane, logits[position], token, choice.logprobs)
+                choice.infos.append(TokenInfo(token_text(lane.tokenizer, token), logprob, top, choice.position()))
+            text = choice.take(token, end_id)
             if len(choice.drawn) == 1 and choice.index == 0:
                 self.metrics.time_to_first_token.observe(now - choice.job.submitted)
-            if info is not None:
-                choice.infos.append(info)
             if text:
-                choice.job._deliver(Piece(choice.index, text, tuple(choice.infos)))
-                choice.infos = []
-            if not choice.text.finished and len(choice.drawn) < generation.max_tokens:
+                self._send(choice.job, Piece(choice.index, text, tuple(choice.infos) if choice.infos else ()))
+                if choice.infos:
+                    choice.infos = []
+            if not choice.text.finished and len(choice.drawn) < choice.max_tokens:
                 alive.append(choice)
                 continue
-            tail = choice.text.finish()
-            if tail:
-                choice.job._deliver(Piece(choice.index, tail, tuple(choice.infos)))
-            self._end(lane, choice, "stop" if choice.text.stopped else "length")
-            if parts is not None and sources is not None and len(choice.drawn) > 1:
-                # The state has read the prompt and all but the newest token, as a next turn would.
-                read = (*generation.prompt_ids, *choice.drawn[:-1])
-                self.cache.put(lane.key, read, CachedState(len(read), lane.layout.row(parts, sources[position]),
-                                                           logits[position].clone()))
-        self.metrics.tokens_generated.labels(model=lane.name).inc(len(choices))
+            self._finish(lane, choice, logits, position, parts, sources)
+        lane.tokens_generated.inc(len(choices))
         return alive
+
+    def _finish(self, lane: _Lane, choice: _Choice, logits: torch.Tensor, position: int,
+                parts: list[torch.Tensor] | None, sources: list[int] | None) -> None:
+        """A choice at its stop or its length: its held-back text, its Finish, its state cached."""
+        tail = choice.text.finish()
+        if tail:
+            self._send(choice.job, Piece(choice.index, tail, tuple(choice.infos)))
+        self._end(lane, choice, "stop" if choice.text.stopped else "length")
+        if parts is not None and sources is not None and len(choice.drawn) > 1:
+            # The state has read the prompt and all but the newest token, as a next turn would.
+            read = (*choice.job.generation.prompt_ids, *choice.drawn[:-1])
+            self.cache.put(lane.key, read, CachedState(len(read), lane.layout.row(parts, sources[position]),
+                                                       logits[position].clone()))
 
     def _draw(self, lane: _Lane, choices: list[_Choice], logits: torch.Tensor) -> list[int]:
         """The next token of each choice; choices with the same settings are shaped as one batch."""
+        shaping = choices[0].shaping
+        if all(choice.shaping == shaping for choice in choices):
+            return self._draw_group(lane, choices, logits)
         groups: dict[tuple[Any, ...], list[int]] = {}
         for position, choice in enumerate(choices):
-            groups.setdefault(choice.shaping_key(), []).append(position)
-        if len(groups) == 1:
-            return self._draw_group(lane, choices, logits)
+            groups.setdefault(choice.shaping, []).append(position)
         tokens = [0] * len(choices)
         for positions in groups.values():
             rows = logits.index_select(0, torch.tensor(positions, device=logits.device))
@@ -713,7 +807,7 @@ class Engine:
 
     def _end(self, lane: _Lane, choice: _Choice, reason: str) -> None:
         generation = choice.job.generation
-        choice.job._deliver(Finish(choice.index, reason, len(generation.prompt_ids), len(choice.drawn)))
+        self._send(choice.job, Finish(choice.index, reason, len(generation.prompt_ids), len(choice.drawn)))
         lane.reserved -= 1
 
     def _leave_cancelled(self, lane: _Lane) -> None:
