@@ -19,8 +19,8 @@ from test_resume import LossRecorder
 from textgen import api
 from textgen.checkpoint import read_info, read_metrics
 from textgen.config import (
-    FINE_TUNING_LEARNING_RATE_RATIO, FINE_TUNING_WARMUP_STEPS, BaseSettings, ModelConfig, OptionError, TokenizerConfig,
-    TrainConfig, fine_tuning_settings,
+    FINE_TUNING_EVAL_EVERY, FINE_TUNING_LEARNING_RATE_RATIO, FINE_TUNING_WARMUP_STEPS, BaseSettings, ModelConfig,
+    OptionError, TokenizerConfig, TrainConfig, fine_tuning_settings,
 )
 from textgen.model import RNNLanguageModel
 from textgen.render.tables import info_table
@@ -155,6 +155,8 @@ def test_fine_tuning_takes_the_shape_and_lowers_the_peak_rate():
     assert run.train.learning_rate == pytest.approx(8e-3 * FINE_TUNING_LEARNING_RATE_RATIO)
     assert (run.train.warmup_steps, run.train.batch_size, run.train.max_time, run.preset) == (
         FINE_TUNING_WARMUP_STEPS, 16, 60, None)
+    assert run.train.eval_every == FINE_TUNING_EVAL_EVERY  # the best weights from before a small text is overfit
+    assert fine_tuning_settings({"eval_every": 0}, BASE).train.eval_every == 0  # the user's own wins
 
 
 def test_fine_tuning_may_choose_dropout_rate_batch_and_limits_anew():

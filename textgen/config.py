@@ -349,6 +349,10 @@ INHERITED_TRAINING_FIELDS = ("batch_size", "seq_len", "weight_decay", "clip", "a
 # measures candidates side by side.
 FINE_TUNING_LEARNING_RATE_RATIO = 0.3
 FINE_TUNING_WARMUP_STEPS = 10
+# A small text is overfit within seconds of fine-tuning: validating every this many steps keeps the
+# best weights from before that, where five validations a run came too late to (benchmarks/HISTORY.md,
+# 2026-12-05: fine-tuning from a trained model).
+FINE_TUNING_EVAL_EVERY = 20
 # A token the base never had gets the mean of the base's output rows, less this many nats, as its
 # output row: at most e^-10 of an average token's probability, so the model starts where it was
 # (the loss on the base's own text is unchanged), while the row still learns from the first step.
@@ -369,7 +373,7 @@ def fine_tuning_settings(request: dict[str, Any], base: BaseSettings, preset: st
     base's (a request that contradicts them is an OptionError naming the field and both values);
     its regularisers, window and batch the base's unless the request sets them; its peak learning
     rate the base's times FINE_TUNING_LEARNING_RATE_RATIO after FINE_TUNING_WARMUP_STEPS of
-    warm-up, unless set; its limits and everything else the request's or the defaults. No preset
+    warm-up, and a validation every FINE_TUNING_EVAL_EVERY steps, unless set; its limits and everything else the request's or the defaults. No preset
     applies: the shape is given."""
     if preset is not None:
         raise OptionError("preset", "chooses a model's shape, which a fine-tuning run takes from its base")
@@ -386,7 +390,7 @@ def fine_tuning_settings(request: dict[str, Any], base: BaseSettings, preset: st
                  **{k: v for k, v in request.items() if k in INHERITED_TOKENIZER_FIELDS}}
     train = {**kept(base.train, INHERITED_TRAINING_FIELDS),
              "learning_rate": base.train.learning_rate * FINE_TUNING_LEARNING_RATE_RATIO,
-             "warmup_steps": FINE_TUNING_WARMUP_STEPS,
+             "warmup_steps": FINE_TUNING_WARMUP_STEPS, "eval_every": FINE_TUNING_EVAL_EVERY,
              **{k: v for k, v in request.items() if k in fields["train"]}}
     notes = ()
     learning = [name for name in SUBWORD_LEARNING_FIELDS if name in request and base.tokenizer.kind == "subword"]
