@@ -93,7 +93,7 @@ TABLES: dict[str, Callable[[], tuple[RenderableType, dict[str, list[str]]]]] = {
     "info and loss chart": lambda: (run_report(Path("checkpoints/shakespeare-lstm-2x512"), INFO, 3_661_184, METRICS),
                                     {"": ["lstm 2 x 512, embedding 128, dropout 0.2, skip connections", "3,661,184",
                                           "char, vocabulary 65", "corpora/tiny-shakespeare/input.txt",
-                                          "12,000 steps in 1843 s, batch 32 x window 128", "weight decay 0.1",
+                                          "12,000 steps in 1843 s, batch 32 x window 128, AdamW", "weight decay 0.1",
                                           "1.0412 nats/token, 1.5021 bits/char at step 11,500"]}),
     "memory reach": lambda: (memory_chart({"checkpoints/shakespeare-char": [
         MemoryPoint(1, 3.4120, 2.3650), MemoryPoint(2_048, 2.0311, 1.4078), MemoryPoint(None, 2.0084, 1.3921)]}),

@@ -4,6 +4,8 @@ read the text and run the loop; the library leaves the process-wide allocator se
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,15 @@ def test_the_cli_prints_the_preset_line_that_api_train_reports(prose_file, capsy
     run_cli("train", "prose.txt", "--out", "ck", "--preset", "tiny", "--max-steps", "2", "--batch-size", "4")
     printed = capsys.readouterr().out
     assert "preset tiny (as asked)" in printed
+
+
+def test_the_preset_line_names_the_cell_the_run_uses_and_info_names_the_optimiser(prose_file, capsys):
+    run_cli("train", "prose.txt", "--out", "ck", "--preset", "tiny", "--cell", "gru", "--optimizer", "muon",
+            "--max-steps", "2", "--batch-size", "4")
+    assert "2 x 256 GRU, no dropout" in " ".join(capsys.readouterr().out.split())
+    run_cli("info", "ck")
+    table_text = re.sub(r"[│\s]+", " ", capsys.readouterr().out)  # the cell may wrap over rows
+    assert "Muon on the recurrent matrices, AdamW on the rest" in table_text
 
 
 def test_api_train_reports_the_settings_once_the_text_is_read_and_leaves_the_allocator_alone(prose_file, monkeypatch):

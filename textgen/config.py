@@ -60,6 +60,9 @@ class OptionError(SettingError):
 CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu", "mingru", "minlstm")
 # The cells whose gates read the input alone: no hidden-to-hidden matrices for weight_drop to drop.
 INPUT_GATED_CELLS = ("mingru", "minlstm")
+# How each cell is written in prose (a preset's description, say).
+CELL_LABELS = {"lstm": "LSTM", "gru": "GRU", "rnn-tanh": "tanh RNN", "rnn-relu": "ReLU RNN", "mingru": "minGRU",
+               "minlstm": "minLSTM"}
 TOKENIZER_KINDS = ("char", "word", "subword")
 SUBWORD_MODELS = ("unigram", "bpe")
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -197,7 +200,7 @@ class TrainConfig:
 class Preset:
     """A model and training shape measured to do well for a given amount of compute."""
 
-    description: str
+    description: str  # "{cell}" stands for the cell the run uses: a preset is a shape, whatever the cell
     model: dict[str, Any]
     train: dict[str, Any]
     # Budgets up to this pick this preset when no shape is given. The unit is reference tokens:
@@ -205,13 +208,16 @@ class Preset:
     # tokens per second times --max-time), so a slower machine counts fewer for the same seconds.
     up_to_tokens: float
 
+    def describe(self, cell: str) -> str:
+        return self.description.format(cell=CELL_LABELS.get(cell, cell))
+
 
 # Chosen from runs on tiny Shakespeare: each preset is the shape that did best for its range of
 # compute (benchmarks/HISTORY.md#2026-11-30-the-preset-follows-the-machines-speed-issue-13,
 # and the second round on 2026-11-22 for small and medium).
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        "2 x 256 LSTM, no dropout, 32 rows x 32 tokens: the most text per second, for short budgets and slow CPUs",
+        "2 x 256 {cell}, no dropout, 32 rows x 32 tokens: the most text per second, for short budgets and slow CPUs",
         model={"layers": 2, "hidden_size": 256, "embedding_size": 64, "dropout": 0.0},
         train={"batch_size": 32, "seq_len": 32, "learning_rate": 8e-3, "weight_decay": 0.1},
         # While the budget buys few tokens the smaller model wins by reading more text per second;
@@ -219,7 +225,7 @@ PRESETS: dict[str, Preset] = {
         up_to_tokens=100.0 * 39_000,
     ),
     "small": Preset(
-        "2 x 384 LSTM, no dropout, 32 rows x 32 tokens: learns fastest in the first minutes",
+        "2 x 384 {cell}, no dropout, 32 rows x 32 tokens: learns fastest in the first minutes",
         model={"layers": 2, "hidden_size": 384, "embedding_size": 128, "dropout": 0.0},
         train={"batch_size": 32, "seq_len": 32, "learning_rate": 6e-3, "weight_decay": 0.1},
         # small learns fastest in the first minutes, then overfits without dropout; from about
@@ -227,7 +233,7 @@ PRESETS: dict[str, Preset] = {
         up_to_tokens=200.0 * 39_000,
     ),
     "medium": Preset(
-        "2 x 512 LSTM with dropout 0.3 and weight decay 0.2, 32 rows x 64 tokens: keeps improving "
+        "2 x 512 {cell} with dropout 0.3 and weight decay 0.2, 32 rows x 64 tokens: keeps improving "
         "over ten minutes and more",
         model={"layers": 2, "hidden_size": 512, "embedding_size": 128, "dropout": 0.3},
         train={"batch_size": 32, "seq_len": 64, "learning_rate": 8e-3, "weight_decay": 0.2},

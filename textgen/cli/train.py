@@ -162,8 +162,8 @@ class _Watcher:
         self.preparation.__exit__()  # its bar is gone before anything else is printed
         if settings.preset is not None:
             why = f"{calibration.describe()}; --preset to choose" if calibration else "as asked"
-            console.print(f"[bold]preset {settings.preset}[/] ({why}): {PRESETS[settings.preset].description}",
-                          soft_wrap=True)
+            description = PRESETS[settings.preset].describe(settings.model.cell)
+            console.print(f"[bold]preset {settings.preset}[/] ({why}): {description}", soft_wrap=True)
 
     def on_start(self, plan: Any) -> None:
         self.preparation.__exit__()

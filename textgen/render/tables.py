@@ -48,6 +48,10 @@ def evaluation_table(result: EvaluationResult, what: str) -> FittedTable:
     return facts_table(f"evaluation of {what}", rows)
 
 
+# Older checkpoints' records have no optimizer field and read as AdamW, which is what they used.
+_OPTIMIZER_LABELS = {"adamw": "AdamW", "muon": "Muon on the recurrent matrices, AdamW on the rest"}
+
+
 def info_table(path: Path, info: CheckpointInfo, parameters: int | None = None) -> FittedTable:
     model, tok, corpus, best, training = info.model, info.tokenizer, info.corpus, info.best, info.training
     rows = [("model", f"{model.cell} {model.layers} x {model.hidden_size}, embedding {model.embedding_size}, "
@@ -63,7 +67,8 @@ def info_table(path: Path, info: CheckpointInfo, parameters: int | None = None) 
     config = training.config
     preset = f", preset {config.preset}" if config.preset else ""
     rows.append(("trained", f"{training.steps:,} steps in {training.elapsed:.0f} s, "
-                            f"batch {config.batch_size} x window {config.seq_len}{preset}"))
+                            f"batch {config.batch_size} x window {config.seq_len}, "
+                            f"{_OPTIMIZER_LABELS.get(config.optimizer, config.optimizer)}{preset}"))
     regularisers = [f"{name} {value:g}" for name, value in (
         ("weight decay", config.weight_decay), ("weight drop", model.weight_drop),
         ("embedding dropout", model.embedding_dropout), ("AR", config.activation_penalty),
