@@ -7,7 +7,8 @@ Prints, in one run: characters per second of textgen (the Python API the CLI use
 and for 16 in one batch; the bare loops it should beat (nn.LSTM called one step at a time with
 oneDNN on and off, the step written with cached pre-transposed matrices and a per-token input
 table, for 1 and 16 samples); re-feeding the whole text for every new token at 500 and 2,000
-characters; and the startup of `textgen sample` to its first character. The model is a randomly
+characters; the same two textgen figures for the other cells at the same shape (GRU, minGRU,
+minLSTM); and the startup of `textgen sample` to its first character. The model is a randomly
 initialised 2 x 512 char LSTM with tiny Shakespeare's 65 symbols: speed does not depend on the
 weights. Every loop draws with temperature 0.8; textgen also applies top-k 40 (its default).
 """
@@ -30,7 +31,7 @@ from _common import ROOT
 
 import textgen
 from textgen.checkpoint import CheckpointInfo, save_checkpoint
-from textgen.config import ModelConfig, TokenizerConfig
+from textgen.config import CELL_LABELS, ModelConfig, TokenizerConfig
 from textgen.model import RNNLanguageModel
 from textgen.tokenizers import CharTokenizer
 
@@ -146,8 +147,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = RNNLanguageModel(config).eval()
     print(f"machine: {machine()}")
-    print(f"model: randomly initialised {config.layers} x {config.hidden_size} char LSTM, "
-          f"vocabulary {config.vocab_size}; temperature {TEMPERATURE}", flush=True)
+    print(f"model: randomly initialised {config.layers} x {config.hidden_size} char LSTM "
+          f"({sum(p.numel() for p in model.parameters()):,} parameters), vocabulary {config.vocab_size}; "
+          f"temperature {TEMPERATURE}", flush=True)
 
     with tempfile.TemporaryDirectory() as folder:
         checkpoint, ours = saved_and_loaded(folder, "random-lstm", model, tokenizer)
@@ -160,6 +162,15 @@ def main() -> None:
         _, skip = saved_and_loaded(folder, "random-lstm-skip", skip_model, tokenizer)
         skip_one = best_rate(lambda: len(skip.generate("ROMEO:", length=2000, seed=1)))
         print(f"the same with skip connections (the default): {skip_one:7,.0f} chars/s", flush=True)
+
+        for cell in ("gru", "mingru", "minlstm"):
+            other_model = RNNLanguageModel(dataclasses.replace(config, cell=cell)).eval()
+            _, other = saved_and_loaded(folder, f"random-{cell}", other_model, tokenizer)
+            other_one = best_rate(lambda: len(other.generate("ROMEO:", length=2000, seed=1)))
+            other_batch = best_rate(lambda: sum(map(len, other.generate_many("ROMEO:", 16, length=500, seed=1))))
+            parameters = sum(p.numel() for p in other_model.parameters())
+            print(f"{f'{CELL_LABELS[cell]} ({parameters:,} parameters), 1; 16 in a batch:':44} {other_one:8,.0f}; "
+                  f"{other_batch:,.0f} chars/s", flush=True)
 
         rows = [
             ("bare nn.LSTM step, oneDNN on", lambda: nn_lstm_steps(model, True, 100)),

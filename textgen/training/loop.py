@@ -429,7 +429,7 @@ class Trainer:
             notes.append(note)
         limits = self.limits
         if self.config.max_time is None and limits.max_time == self.config.default_max_time:
-            notes.append(f"no limit given: training for {limits.max_time:.0f} s (set --max-time, --max-steps or --epochs)")
+            notes.append(f"no limit given: training for {limits.max_time:.0f} s (set a time, step or epoch limit to choose)")
         batches = self.data.batches
         return RunPlan(
             device=str(self.device), parameters=self.model.num_parameters(), vocab_size=self.tokenizer.vocab_size,
