@@ -48,6 +48,10 @@ _MIN_RETRY_AFTER = 1.0
 _READ_AHEAD = 32
 # The measured rate is a moving average over about this many steps.
 _RATE_STEPS = 50
+# Readers are woken at most this often while their text merely grows (a job's first text and every
+# end go at once): each wake is a thread switch and a turn of the GIL, which cost as much as the
+# step's own work for one row, and 50 hand-overs a second look as smooth as a thousand.
+_HAND_OVER_SECONDS = 0.02
 
 
 # --- what goes in and what comes out ------------------------------------------------------------
@@ -132,6 +136,7 @@ class Job:
         self.seed = seed
         self.submitted = time.monotonic()
         self.cancelled = False
+        self.started = False  # whether any of its events were handed over (the first goes at once)
         self._ready = threading.Condition()
         self._buffer: list[Event] = []
         self._listener: tuple[asyncio.AbstractEventLoop, Callable[[list[Event]], None]] | None = None
@@ -376,7 +381,11 @@ class Engine:
         self._accepting, self._stopping, self._cancel_all = True, False, False
         self._thread: threading.Thread | None = None
         self._rate = 0.0  # tokens drawn per second, a moving average over steps
-        self._outbox: dict[Job, list[Event]] = {}  # this step's events, handed over at its end
+        # Events not handed over yet, a choice's pieces joined; handed over at the end of a step
+        # when one is a first piece or an end, or _HAND_OVER_SECONDS after the last hand-over.
+        self._outbox: dict[Job, list[Event]] = {}
+        self._urgent = False
+        self._handed_at = 0.0
         # Events posted to an event loop that has not run its callback yet: the next step's join
         # them, so a loop that falls behind is woken once for several steps (each wake is a write
         # to its socket pair and a turn of the GIL).
@@ -479,7 +488,7 @@ class Engine:
                 if lane:
                     self._guarded_step(lane)
             self._retired = [lane for lane in self._retired if lane]
-            self._post()
+            self._post(now=self._idle())
             self.metrics.batch_rows.set(self.active_rows)
             with self._wake:
                 self._wake.notify_all()  # drain() waits for idleness
@@ -512,22 +521,31 @@ class Engine:
             for job, _ in lane.ready:
                 job.cancel()
             self._leave_cancelled(lane)
-        self._post()
+        self._post(now=True)
         self.metrics.queue_depth.set(0)
 
     def _send(self, job: Job, event: Event) -> None:
-        """An event for the end of this step (from the engine thread)."""
+        """An event for the next hand-over (from the engine thread); a piece joins the choice's
+        piece before it, so a reader gets one piece per choice per hand-over."""
         events = self._outbox.get(job)
         if events is None:
             self._outbox[job] = [event]
+        elif isinstance(event, Piece) and isinstance(last := events[-1], Piece) and last.choice == event.choice:
+            events[-1] = Piece(event.choice, last.text + event.text, last.tokens + event.tokens)
         else:
             events.append(event)
+        if not job.started or isinstance(event, Finish):
+            self._urgent = True
 
-    def _post(self) -> None:
-        """Hand over the step's events: each job's at once, one callback per listening event loop."""
-        outbox, self._outbox = self._outbox, {}
+    def _post(self, now: bool = False) -> None:
+        """Hand over the events so far, if due (see _outbox) or `now`: each job's at once, one
+        callback per listening event loop."""
+        if not self._outbox or not (now or self._urgent or time.monotonic() - self._handed_at >= _HAND_OVER_SECONDS):
+            return
+        outbox, self._outbox, self._urgent, self._handed_at = self._outbox, {}, False, time.monotonic()
         calls: dict[asyncio.AbstractEventLoop, list[tuple[Job, Callable[[list[Event]], None], list[Event]]]] = {}
         for job, events in outbox.items():
+            job.started = True
             listener = job._hand_over(events)
             if listener is not None:
                 loop, receive = listener
