@@ -110,6 +110,21 @@ class Finish:
 Event = Piece | Finish
 
 
+class _Text:
+    """A choice's text and tokens made since the last hand-over, joined into one Piece there (a
+    Piece per token would be built and joined again at every step)."""
+
+    __slots__ = ("choice", "texts", "tokens")
+
+    def __init__(self, choice: int) -> None:
+        self.choice = choice
+        self.texts: list[str] = []
+        self.tokens: list[TokenInfo] = []
+
+    def piece(self) -> Piece:
+        return Piece(self.choice, "".join(self.texts), tuple(self.tokens))
+
+
 class Busy(Exception):
     """The queue is full or the engine is draining: come back in `retry_after` seconds."""
 
@@ -524,17 +539,28 @@ class Engine:
         self._post(now=True)
         self.metrics.queue_depth.set(0)
 
-    def _send(self, job: Job, event: Event) -> None:
-        """An event for the next hand-over (from the engine thread); a piece joins the choice's
-        piece before it, so a reader gets one piece per choice per hand-over."""
+    def _send(self, job: Job, event: Finish) -> None:
+        """An end for the next hand-over (from the engine thread), which it makes due."""
         events = self._outbox.get(job)
         if events is None:
             self._outbox[job] = [event]
-        elif isinstance(event, Piece) and isinstance(last := events[-1], Piece) and last.choice == event.choice:
-            events[-1] = Piece(event.choice, last.text + event.text, last.tokens + event.tokens)
         else:
             events.append(event)
-        if not job.started or isinstance(event, Finish):
+        self._urgent = True
+
+    def _send_text(self, job: Job, choice: int, text: str, tokens: list[TokenInfo] | tuple[TokenInfo, ...]) -> None:
+        """Text of a choice for the next hand-over, after the choice's text not handed over yet;
+        a job's first text makes the hand-over due."""
+        events = self._outbox.get(job)
+        if events is None:
+            events = self._outbox[job] = []
+        last = events[-1] if events else None
+        if type(last) is not _Text or last.choice != choice:
+            last = _Text(choice)
+            events.append(last)
+        last.texts.append(text)
+        last.tokens.extend(tokens)
+        if not job.started:
             self._urgent = True
 
     def _post(self, now: bool = False) -> None:
@@ -544,8 +570,9 @@ class Engine:
             return
         outbox, self._outbox, self._urgent, self._handed_at = self._outbox, {}, False, time.monotonic()
         calls: dict[asyncio.AbstractEventLoop, list[tuple[Job, Callable[[list[Event]], None], list[Event]]]] = {}
-        for job, events in outbox.items():
+        for job, items in outbox.items():
             job.started = True
+            events = [item.piece() if type(item) is _Text else item for item in items]
             listener = job._hand_over(events)
             if listener is not None:
                 loop, receive = listener
@@ -726,7 +753,7 @@ class Engine:
             text, infos = self._echo(lane, generation, reading.echoed if reading else [])
             offset = len(text)
             for index in range(generation.n):
-                self._send(job, Piece(index, text, infos))
+                self._send_text(job, index, text, infos)
         if generation.max_tokens == 0:
             for index in range(generation.n):
                 self._send(job, Finish(index, "length", len(generation.prompt_ids), 0))
@@ -774,7 +801,7 @@ class Engine:
             if len(choice.drawn) == 1 and choice.index == 0:
                 self.metrics.time_to_first_token.observe(now - choice.job.submitted)
             if text:
-                self._send(choice.job, Piece(choice.index, text, tuple(choice.infos) if choice.infos else ()))
+                self._send_text(choice.job, choice.index, text, choice.infos)
                 if choice.infos:
                     choice.infos = []
             if not choice.text.finished and len(choice.drawn) < choice.max_tokens:
@@ -789,7 +816,7 @@ class Engine:
         """A choice at its stop or its length: its held-back text, its Finish, its state cached."""
         tail = choice.text.finish()
         if tail:
-            self._send(choice.job, Piece(choice.index, tail, tuple(choice.infos)))
+            self._send_text(choice.job, choice.index, tail, choice.infos)
         self._end(lane, choice, "stop" if choice.text.stopped else "length")
         if parts is not None and sources is not None and len(choice.drawn) > 1:
             # The state has read the prompt and all but the newest token, as a next turn would.
