@@ -165,6 +165,22 @@ def test_choices_of_one_request_draw_from_streams_of_their_own(model):
     assert len(set(three)) == 3
 
 
+def test_a_jobs_first_text_and_its_end_go_at_once_and_text_between_hand_overs_is_one_piece(model, monkeypatch):
+    monkeypatch.setattr("textgen.serve.engine._HAND_OVER_SECONDS", 3600.0)  # growing text is never due
+    engine = Engine({"m": model}, max_batch=4, max_queue=2, state_cache_mb=1)  # not started: we step it
+    job = engine.submit(request(model, "The"))
+    engine._send_text(job, 0, "a", [])
+    engine._post()
+    assert job._buffer == [Piece(0, "a", ())]  # the first text: handed over at once
+    engine._send_text(job, 0, "b", [])
+    engine._send_text(job, 0, "c", [])
+    engine._post()
+    assert job._buffer == [Piece(0, "a", ())]  # growing text waits
+    engine._send(job, Finish(0, "length", 1, 3))
+    engine._post()
+    assert job._buffer == [Piece(0, "a", ()), Piece(0, "bc", ()), Finish(0, "length", 1, 3)]
+
+
 def test_an_async_handler_reads_the_same_events_as_a_blocking_one(model):
     generation = request(model, "The", n=2, max_tokens=30, seed=3, logprobs=1)
 

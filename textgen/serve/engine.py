@@ -141,9 +141,12 @@ class Job:
     """A submitted Generation: its events as they come, blocking (`for event in job`) or from an
     asyncio handler (`async for event in job`, or `listen`); iteration ends after every choice's Finish.
 
-    The engine hands a job its events once per step, all of that step's together: one wake of a
-    waiting thread, or one callback on an event loop for every job that loop listens to. Each
-    wake costs a thread switch and a turn of the GIL, which the engine thread then waits for.
+    The engine hands a job its events in batches, at the end of a step: its first text and every
+    end at once, growing text at most every _HAND_OVER_SECONDS, each choice's text since the last
+    batch as one Piece. A batch is one wake of a waiting thread, or one callback on an event loop
+    for every job that loop listens to. Each wake costs a thread switch and a turn of the GIL,
+    which the engine thread then waits for. How the text is cut into pieces is not part of what
+    a seed fixes; the text, its tokens and the ends are.
     """
 
     def __init__(self, generation: Generation, seed: int) -> None:
@@ -162,7 +165,7 @@ class Job:
 
     def listen(self, loop: asyncio.AbstractEventLoop, receive: Callable[[list[Event]], None]) -> None:
         """Call `receive(events)` in `loop` (this call's own loop) with the events so far, then with
-        each step's. For a handler that reads many jobs at once without a task per job."""
+        each batch handed over. For a handler that reads many jobs at once without a task per job."""
         with self._ready:
             so_far, self._buffer = self._buffer, []
             self._listener = (loop, receive)
@@ -170,7 +173,7 @@ class Job:
             receive(so_far)
 
     def _hand_over(self, events: list[Event]) -> tuple[asyncio.AbstractEventLoop, Callable[[list[Event]], None]] | None:
-        """Take a step's events (from the engine thread): kept for a blocking reader, whom this
+        """Take a batch of events (from the engine thread): kept for a blocking reader, whom this
         wakes, or the listener they are for, which the engine calls on its loop."""
         with self._ready:
             if self._listener is None:
