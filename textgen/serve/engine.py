@@ -215,21 +215,30 @@ class Inbox(Generic[Item]):
 
     def put(self, items: list[Item]) -> None:
         self._items.extend(items)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            _end_wait(self._waiter)
 
     async def take(self, timeout: float | None = None) -> list[Item]:
-        """Everything that has come, waiting for some if none has; empty after `timeout` seconds."""
+        """Everything that has come, waiting for some if none has; empty after `timeout` seconds.
+        (A timer that ends the wait, rather than asyncio.wait_for, which wraps every wait in more
+        futures and callbacks: a stream waits once per hand-over.)"""
         if not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, _end_wait, waiter)
             try:
-                await asyncio.wait_for(self._waiter, timeout)
-            except asyncio.TimeoutError:
-                return []
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         items, self._items = self._items, []
         return items
+
+
+def _end_wait(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _failed(what: str, error: Exception) -> None:
