@@ -338,9 +338,15 @@ class _StateRows:
             return [tuple(parts[k : k + size]) for k in range(0, len(parts), size)]
         return parts[0] if len(parts) == 1 else tuple(parts)
 
-    def row(self, parts: list[torch.Tensor], index: int) -> tuple[torch.Tensor, ...]:
-        """One row's parts as tensors of their own (kept in the cache after the batch moves on)."""
-        return tuple(part.narrow(self.dim, index, 1).clone() for part in parts)
+    def kept(self, length: int, parts: list[torch.Tensor], index: int, logits: torch.Tensor) -> CachedState:
+        """One row's state and next-token logits, for the cache: copies in one allocation of their
+        own, each part a view of it (one block a state rather than one a part)."""
+        pieces = [part.narrow(self.dim, index, 1) for part in parts] + [logits]
+        if any(piece.dtype != logits.dtype for piece in pieces):
+            return CachedState(length, tuple(piece.clone() for piece in pieces[:-1]), logits.clone())
+        flat = torch.cat([piece.reshape(-1) for piece in pieces])
+        views = [view.view(piece.shape) for view, piece in zip(flat.split([p.numel() for p in pieces]), pieces)]
+        return CachedState(length, tuple(views[:-1]), views[-1])
 
     def gather(self, parts: list[torch.Tensor] | None, rows: list[int],
                joining: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor] | None:
@@ -707,8 +713,7 @@ class Engine:
                 kept.append(index)
                 rows.append(row)
             else:  # the prompt is read: keep its state, and its choices draw their first tokens
-                self.cache.put(lane.key, row.ids, CachedState(len(row.ids), lane.layout.row(parts, index),
-                                                              logits[index].clone()))
+                self.cache.put(lane.key, row.ids, lane.layout.kept(len(row.ids), parts, index, logits[index]))
                 for choice in self._choices(lane, row.job, row):
                     writing.append(choice)
                     sources.append(index)
@@ -833,8 +838,7 @@ class Engine:
         if parts is not None and sources is not None and len(choice.drawn) > 1:
             # The state has read the prompt and all but the newest token, as a next turn would.
             read = (*choice.job.generation.prompt_ids, *choice.drawn[:-1])
-            self.cache.put(lane.key, read, CachedState(len(read), lane.layout.row(parts, sources[position]),
-                                                       logits[position].clone()))
+            self.cache.put(lane.key, read, lane.layout.kept(len(read), parts, sources[position], logits[position]))
 
     def _draw(self, lane: _Lane, choices: list[_Choice], logits: torch.Tensor) -> list[int]:
         """The next token of each choice; choices with the same settings are shaped as one batch."""
