@@ -340,13 +340,11 @@ class _StateRows:
 
     def kept(self, length: int, parts: list[torch.Tensor], index: int, logits: torch.Tensor) -> CachedState:
         """One row's state and next-token logits, for the cache: copies in one allocation of their
-        own, each part a view of it (one block a state rather than one a part)."""
+        own (see CachedState.packed)."""
         pieces = [part.narrow(self.dim, index, 1) for part in parts] + [logits]
         if any(piece.dtype != logits.dtype for piece in pieces):
             return CachedState(length, tuple(piece.clone() for piece in pieces[:-1]), logits.clone())
-        flat = torch.cat([piece.reshape(-1) for piece in pieces])
-        views = [view.view(piece.shape) for view, piece in zip(flat.split([p.numel() for p in pieces]), pieces)]
-        return CachedState(length, tuple(views[:-1]), views[-1])
+        return CachedState.packed(length, pieces)
 
     def gather(self, parts: list[torch.Tensor] | None, rows: list[int],
                joining: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor] | None:
