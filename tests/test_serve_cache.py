@@ -60,3 +60,15 @@ def test_an_entry_bigger_than_the_bound_is_not_kept():
     cache = StateCache(max_mb=0.00001)  # 10 bytes
     cache.put("m", [1], entry(1))
     assert (len(cache), cache.bytes) == (0, 0)
+
+
+def test_a_packed_entry_gives_back_its_parts_and_logits_as_they_were_and_counts_their_bytes():
+    h, c, logits = torch.randn(2, 1, 6), torch.randn(2, 1, 6), torch.randn(5)
+    packed = CachedState.packed(3, [h, c, logits])
+    assert packed.length == 3
+    assert [tuple(part.shape) for part in packed.state] == [(2, 1, 6), (2, 1, 6)]
+    assert all(torch.equal(got, wanted) for got, wanted in zip(packed.state, (h, c)))
+    assert torch.equal(packed.logits, logits)
+    assert packed.nbytes == (12 + 12 + 5) * 4
+    h.zero_()  # a copy: the batch the state came from moves on
+    assert not torch.equal(packed.state[0], h)

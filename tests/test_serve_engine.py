@@ -24,6 +24,7 @@ from textgen.evaluation.scoring import total_loss
 from textgen.model import ModuleStep
 from textgen.sampling import SampleText, prompt_ids
 from textgen.serve import Busy, Engine, Finish, Generation, Piece, ServeMetrics, UnknownModel
+from textgen.serve.engine import TokenInfo
 from textgen.tokenizers import build_tokenizer
 
 
@@ -49,6 +50,22 @@ def texts(job) -> list[str]:
 
 def events(job) -> list:
     return list(job)
+
+
+def written(stream) -> tuple[dict[int, str], dict[int, list[TokenInfo]], list[Finish]]:
+    """Each choice's text and tokens, and the ends, from a job or its events: what a job writes,
+    however its pieces were grouped (the engine joins the pieces made between two hand-overs,
+    which depend on timing)."""
+    out: dict[int, str] = {}
+    tokens: dict[int, list[TokenInfo]] = {}
+    ends = []
+    for event in stream:
+        if isinstance(event, Piece):
+            out[event.choice] = out.get(event.choice, "") + event.text
+            tokens.setdefault(event.choice, []).extend(event.tokens)
+        else:
+            ends.append(event)
+    return out, tokens, ends
 
 
 def request(model: TextModel, prompt: str, **fields) -> Generation:
@@ -79,14 +96,14 @@ SETTINGS = [
 def test_a_seeded_request_writes_the_same_text_and_logprobs_alone_and_among_63_others(model):
     target = request(model, "The keeper", max_tokens=60, seed=11, temperature=0.9, top_k=20, logprobs=3)
     with running({"m": model}) as engine:
-        alone = events(engine.submit(target))
+        alone = written(engine.submit(target))
         others = [engine.submit(request(model, "He had done it", max_tokens=80, seed=seed, **SETTINGS[seed % 4]))
                   for seed in range(63)]
-        among = events(engine.submit(target))
+        among = written(engine.submit(target))
         for job in others:
             events(job)
     assert alone == among
-    assert "".join(event.text for event in alone if isinstance(event, Piece))
+    assert alone[0][0] and len(alone[1][0]) == 60
 
 
 @pytest.mark.parametrize("shaping", SETTINGS, ids=lambda s: "-".join(s))
@@ -148,6 +165,22 @@ def test_choices_of_one_request_draw_from_streams_of_their_own(model):
     assert len(set(three)) == 3
 
 
+def test_a_jobs_first_text_and_its_end_go_at_once_and_text_between_hand_overs_is_one_piece(model, monkeypatch):
+    monkeypatch.setattr("textgen.serve.engine._HAND_OVER_SECONDS", 3600.0)  # growing text is never due
+    engine = Engine({"m": model}, max_batch=4, max_queue=2, state_cache_mb=1)  # not started: we step it
+    job = engine.submit(request(model, "The"))
+    engine._send_text(job, 0, "a", [])
+    engine._post()
+    assert job._buffer == [Piece(0, "a", ())]  # the first text: handed over at once
+    engine._send_text(job, 0, "b", [])
+    engine._send_text(job, 0, "c", [])
+    engine._post()
+    assert job._buffer == [Piece(0, "a", ())]  # growing text waits
+    engine._send(job, Finish(0, "length", 1, 3))
+    engine._post()
+    assert job._buffer == [Piece(0, "a", ()), Piece(0, "bc", ()), Finish(0, "length", 1, 3)]
+
+
 def test_an_async_handler_reads_the_same_events_as_a_blocking_one(model):
     generation = request(model, "The", n=2, max_tokens=30, seed=3, logprobs=1)
 
@@ -155,7 +188,7 @@ def test_an_async_handler_reads_the_same_events_as_a_blocking_one(model):
         return [event async for event in engine.submit(generation)]
 
     with running({"m": model}) as engine:
-        assert asyncio.run(read(engine)) == events(engine.submit(generation))
+        assert written(asyncio.run(read(engine))) == written(engine.submit(generation))
 
 
 # --- text that is safe to send ----------------------------------------------------------------------
@@ -312,8 +345,8 @@ def test_many_jobs_read_on_one_event_loop_write_what_each_writes_alone(model):
         return read
 
     with running({"m": model}) as engine:
-        alone = [events(engine.submit(generation)) for generation in generations]
-        assert asyncio.run(read_together(engine)) == alone
+        alone = [written(engine.submit(generation)) for generation in generations]
+        assert [written(events) for events in asyncio.run(read_together(engine))] == alone
 
 
 def test_a_full_queue_answers_busy_with_a_time_to_come_back(model):
@@ -383,12 +416,12 @@ def test_a_cached_conversation_writes_exactly_what_a_cold_read_writes(model):
     with running({"m": model}, metrics=hits) as engine:
         answer = texts(engine.submit(first))[0]
         follow = request(model, "The keeper climbed" + answer + "\nand then", max_tokens=40, seed=2, logprobs=2)
-        warm = events(engine.submit(follow))
-        again = events(engine.submit(follow))  # the whole prompt cached this time
+        warm = written(engine.submit(follow))
+        again = written(engine.submit(follow))  # the whole prompt cached this time
     assert hits.value("textgen_state_cache_hits_total") == 2
     misses = ServeMetrics()
     with running({"m": model}, metrics=misses) as engine:
-        cold = events(engine.submit(follow))
+        cold = written(engine.submit(follow))
     assert misses.value("textgen_state_cache_misses_total") == 1
     assert warm == cold == again
 

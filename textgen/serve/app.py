@@ -397,8 +397,18 @@ async def _cancel_when_gone(request: Request, jobs: list[Any]) -> None:
 
 async def merged(jobs: list[Any], keepalive: float | None = None) -> AsyncIterator[tuple[int, Any]]:
     """Every job's events as they come, tagged with the job's place; (−1, None) after `keepalive`
-    seconds without one. The engine's jobs hand each step's events to one inbox (no task, no
-    queue item per event); any other async iterable of events is pumped by a task of its own."""
+    seconds without one."""
+    async for arrived in arrivals(jobs, keepalive):
+        if not arrived:
+            yield -1, None
+        for tagged in arrived:
+            yield tagged
+
+
+async def arrivals(jobs: list[Any], keepalive: float | None = None) -> AsyncIterator[list[tuple[int, Any]]]:
+    """Every job's events, each batch of them as it arrives, tagged with the job's place; an empty
+    batch after `keepalive` seconds without one. The engine's jobs hand their events to one inbox
+    (no task, no queue item per event); any other async iterable of events is pumped by a task."""
     from textgen.serve.engine import Finish, Inbox, Job
 
     inbox: Inbox[tuple[int, Any]] = Inbox()
@@ -434,13 +444,10 @@ async def merged(jobs: list[Any], keepalive: float | None = None) -> AsyncIterat
     try:
         while running:
             arrived = await inbox.take(keepalive)
-            if not arrived:
-                yield -1, None
-            for index, event in arrived:
-                if event is done:
-                    running -= 1
-                else:
-                    yield index, event
+            events = [(index, event) for index, event in arrived if event is not done]
+            running -= len(arrived) - len(events)
+            if events or not arrived:
+                yield events
         for task in pumps:
             task.result()  # an engine failure reaches the handler, not the void
     finally:
@@ -450,20 +457,26 @@ async def merged(jobs: list[Any], keepalive: float | None = None) -> AsyncIterat
 
 async def _sse(reply: "Reply", jobs: list[Any]) -> AsyncIterator[bytes]:
     """The stream: data lines in OpenAI's chunk shapes, a comment on long gaps, then [DONE]. The
-    client going away cancels this generator, and so its jobs."""
+    chunks of the events that arrived together go in one write (each write is a system call and
+    wakes the client); the last ones with the usage and [DONE]. The client going away cancels
+    this generator, and so its jobs."""
     try:
-        for chunk in reply.opening_chunks():
-            yield sse(chunk)
-        async for prompt_index, event in merged(jobs, KEEPALIVE_SECONDS):
-            if event is None:
+        opening = b"".join(sse(chunk) for chunk in reply.opening_chunks())
+        if opening:
+            yield opening
+        written = b""
+        async for arrived in arrivals(jobs, KEEPALIVE_SECONDS):
+            if not arrived:
                 yield b": keep-alive\n\n"
                 continue
-            chunk = reply.take(prompt_index, event)
-            if chunk is not None:
-                yield sse(chunk)
+            chunks = (reply.take(prompt_index, event) for prompt_index, event in arrived)
+            written = b"".join(sse(chunk) for chunk in chunks if chunk is not None)
+            if written and not reply.finished:  # the last chunks go with the end
+                yield written
+                written = b""
         if reply.asked.include_usage:
-            yield sse(reply.usage_chunk())
-        yield b"data: [DONE]\n\n"
+            written += sse(reply.usage_chunk())
+        yield written + b"data: [DONE]\n\n"
     finally:
         for job in jobs:
             job.cancel()
@@ -491,6 +504,11 @@ class Reply:
         kind = ("chat.completion.chunk" if chunk else "chat.completion") if self.chat else "text_completion"
         return {"id": self.id, "object": kind, "created": self.created, "model": self.served.name,
                 "system_fingerprint": self.served.fingerprint}
+
+    @property
+    def finished(self) -> bool:
+        """Whether every choice has its end."""
+        return None not in self.reasons
 
     def take(self, prompt_index: int, event: Any) -> dict[str, Any] | None:
         """Record an event; the chunk that streams it (None for nothing to send)."""

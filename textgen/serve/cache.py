@@ -12,22 +12,50 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
-
 import torch
 
 
-@dataclass(frozen=True)
 class CachedState:
-    """The state of one row after reading `length` tokens, and the logits (vocab,) for the next one."""
+    """The state of one row after reading `length` tokens, and the logits (vocab,) for the next one.
 
-    length: int
-    state: tuple[torch.Tensor, ...]  # each part (layers or 1, hidden): whatever the step's state holds
-    logits: torch.Tensor
+    `packed` keeps them as one flat tensor and makes the parts as views when they are read: an
+    entry is then one allocation rather than one per part and per view, which is what let the
+    allocator's memory grow around a full cache."""
+
+    __slots__ = ("length", "_state", "_logits", "_flat", "_shapes")
+
+    def __init__(self, length: int, state: tuple[torch.Tensor, ...], logits: torch.Tensor) -> None:
+        # state: each part (layers or 1, hidden): whatever the step's state holds
+        self.length, self._state, self._logits = length, state, logits
+        self._flat: torch.Tensor | None = None
+        self._shapes: tuple[torch.Size, ...] = ()
+
+    @classmethod
+    def packed(cls, length: int, pieces: Sequence[torch.Tensor]) -> CachedState:
+        """The state's parts then the logits (all of one dtype), copied into one tensor."""
+        entry = cls(length, (), pieces[-1])
+        entry._flat = torch.cat([piece.reshape(-1) for piece in pieces])
+        entry._shapes = tuple(piece.shape for piece in pieces)
+        entry._logits = None
+        return entry
+
+    def _views(self) -> list[torch.Tensor]:
+        sizes = [shape.numel() for shape in self._shapes]
+        return [view.view(shape) for view, shape in zip(self._flat.split(sizes), self._shapes)]
+
+    @property
+    def state(self) -> tuple[torch.Tensor, ...]:
+        return self._state if self._flat is None else tuple(self._views()[:-1])
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self._logits if self._flat is None else self._flat[-self._shapes[-1].numel():].view(self._shapes[-1])
 
     @property
     def nbytes(self) -> int:
-        return sum(part.numel() * part.element_size() for part in (*self.state, self.logits))
+        if self._flat is not None:
+            return self._flat.numel() * self._flat.element_size()
+        return sum(part.numel() * part.element_size() for part in (*self._state, self._logits))
 
 
 Key = tuple[Hashable, tuple[int, ...]]

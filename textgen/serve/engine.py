@@ -48,6 +48,10 @@ _MIN_RETRY_AFTER = 1.0
 _READ_AHEAD = 32
 # The measured rate is a moving average over about this many steps.
 _RATE_STEPS = 50
+# Readers are woken at most this often while their text merely grows (a job's first text and every
+# end go at once): each wake is a thread switch and a turn of the GIL, which cost as much as the
+# step's own work for one row, and 50 hand-overs a second look as smooth as a thousand.
+_HAND_OVER_SECONDS = 0.02
 
 
 # --- what goes in and what comes out ------------------------------------------------------------
@@ -106,6 +110,21 @@ class Finish:
 Event = Piece | Finish
 
 
+class _Text:
+    """A choice's text and tokens made since the last hand-over, joined into one Piece there (a
+    Piece per token would be built and joined again at every step)."""
+
+    __slots__ = ("choice", "texts", "tokens")
+
+    def __init__(self, choice: int) -> None:
+        self.choice = choice
+        self.texts: list[str] = []
+        self.tokens: list[TokenInfo] = []
+
+    def piece(self) -> Piece:
+        return Piece(self.choice, "".join(self.texts), tuple(self.tokens))
+
+
 class Busy(Exception):
     """The queue is full or the engine is draining: come back in `retry_after` seconds."""
 
@@ -122,9 +141,12 @@ class Job:
     """A submitted Generation: its events as they come, blocking (`for event in job`) or from an
     asyncio handler (`async for event in job`, or `listen`); iteration ends after every choice's Finish.
 
-    The engine hands a job its events once per step, all of that step's together: one wake of a
-    waiting thread, or one callback on an event loop for every job that loop listens to. Each
-    wake costs a thread switch and a turn of the GIL, which the engine thread then waits for.
+    The engine hands a job its events in batches, at the end of a step: its first text and every
+    end at once, growing text at most every _HAND_OVER_SECONDS, each choice's text since the last
+    batch as one Piece. A batch is one wake of a waiting thread, or one callback on an event loop
+    for every job that loop listens to. Each wake costs a thread switch and a turn of the GIL,
+    which the engine thread then waits for. How the text is cut into pieces is not part of what
+    a seed fixes; the text, its tokens and the ends are.
     """
 
     def __init__(self, generation: Generation, seed: int) -> None:
@@ -132,6 +154,7 @@ class Job:
         self.seed = seed
         self.submitted = time.monotonic()
         self.cancelled = False
+        self.started = False  # whether any of its events were handed over (the first goes at once)
         self._ready = threading.Condition()
         self._buffer: list[Event] = []
         self._listener: tuple[asyncio.AbstractEventLoop, Callable[[list[Event]], None]] | None = None
@@ -142,7 +165,7 @@ class Job:
 
     def listen(self, loop: asyncio.AbstractEventLoop, receive: Callable[[list[Event]], None]) -> None:
         """Call `receive(events)` in `loop` (this call's own loop) with the events so far, then with
-        each step's. For a handler that reads many jobs at once without a task per job."""
+        each batch handed over. For a handler that reads many jobs at once without a task per job."""
         with self._ready:
             so_far, self._buffer = self._buffer, []
             self._listener = (loop, receive)
@@ -150,7 +173,7 @@ class Job:
             receive(so_far)
 
     def _hand_over(self, events: list[Event]) -> tuple[asyncio.AbstractEventLoop, Callable[[list[Event]], None]] | None:
-        """Take a step's events (from the engine thread): kept for a blocking reader, whom this
+        """Take a batch of events (from the engine thread): kept for a blocking reader, whom this
         wakes, or the listener they are for, which the engine calls on its loop."""
         with self._ready:
             if self._listener is None:
@@ -192,21 +215,30 @@ class Inbox(Generic[Item]):
 
     def put(self, items: list[Item]) -> None:
         self._items.extend(items)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            _end_wait(self._waiter)
 
     async def take(self, timeout: float | None = None) -> list[Item]:
-        """Everything that has come, waiting for some if none has; empty after `timeout` seconds."""
+        """Everything that has come, waiting for some if none has; empty after `timeout` seconds.
+        (A timer that ends the wait, rather than asyncio.wait_for, which wraps every wait in more
+        futures and callbacks: a stream waits once per hand-over.)"""
         if not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, _end_wait, waiter)
             try:
-                await asyncio.wait_for(self._waiter, timeout)
-            except asyncio.TimeoutError:
-                return []
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         items, self._items = self._items, []
         return items
+
+
+def _end_wait(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _failed(what: str, error: Exception) -> None:
@@ -306,9 +338,13 @@ class _StateRows:
             return [tuple(parts[k : k + size]) for k in range(0, len(parts), size)]
         return parts[0] if len(parts) == 1 else tuple(parts)
 
-    def row(self, parts: list[torch.Tensor], index: int) -> tuple[torch.Tensor, ...]:
-        """One row's parts as tensors of their own (kept in the cache after the batch moves on)."""
-        return tuple(part.narrow(self.dim, index, 1).clone() for part in parts)
+    def kept(self, length: int, parts: list[torch.Tensor], index: int, logits: torch.Tensor) -> CachedState:
+        """One row's state and next-token logits, for the cache: copies in one allocation of their
+        own (see CachedState.packed)."""
+        pieces = [part.narrow(self.dim, index, 1) for part in parts] + [logits]
+        if any(piece.dtype != logits.dtype for piece in pieces):
+            return CachedState(length, tuple(piece.clone() for piece in pieces[:-1]), logits.clone())
+        return CachedState.packed(length, pieces)
 
     def gather(self, parts: list[torch.Tensor] | None, rows: list[int],
                joining: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor] | None:
@@ -376,7 +412,11 @@ class Engine:
         self._accepting, self._stopping, self._cancel_all = True, False, False
         self._thread: threading.Thread | None = None
         self._rate = 0.0  # tokens drawn per second, a moving average over steps
-        self._outbox: dict[Job, list[Event]] = {}  # this step's events, handed over at its end
+        # Events not handed over yet, a choice's pieces joined; handed over at the end of a step
+        # when one is a first piece or an end, or _HAND_OVER_SECONDS after the last hand-over.
+        self._outbox: dict[Job, list[Event]] = {}
+        self._urgent = False
+        self._handed_at = 0.0
         # Events posted to an event loop that has not run its callback yet: the next step's join
         # them, so a loop that falls behind is woken once for several steps (each wake is a write
         # to its socket pair and a turn of the GIL).
@@ -479,7 +519,7 @@ class Engine:
                 if lane:
                     self._guarded_step(lane)
             self._retired = [lane for lane in self._retired if lane]
-            self._post()
+            self._post(now=self._idle())
             self.metrics.batch_rows.set(self.active_rows)
             with self._wake:
                 self._wake.notify_all()  # drain() waits for idleness
@@ -512,22 +552,43 @@ class Engine:
             for job, _ in lane.ready:
                 job.cancel()
             self._leave_cancelled(lane)
-        self._post()
+        self._post(now=True)
         self.metrics.queue_depth.set(0)
 
-    def _send(self, job: Job, event: Event) -> None:
-        """An event for the end of this step (from the engine thread)."""
+    def _send(self, job: Job, event: Finish) -> None:
+        """An end for the next hand-over (from the engine thread), which it makes due."""
         events = self._outbox.get(job)
         if events is None:
             self._outbox[job] = [event]
         else:
             events.append(event)
+        self._urgent = True
 
-    def _post(self) -> None:
-        """Hand over the step's events: each job's at once, one callback per listening event loop."""
-        outbox, self._outbox = self._outbox, {}
+    def _send_text(self, job: Job, choice: int, text: str, tokens: list[TokenInfo] | tuple[TokenInfo, ...]) -> None:
+        """Text of a choice for the next hand-over, after the choice's text not handed over yet;
+        a job's first text makes the hand-over due."""
+        events = self._outbox.get(job)
+        if events is None:
+            events = self._outbox[job] = []
+        last = events[-1] if events else None
+        if type(last) is not _Text or last.choice != choice:
+            last = _Text(choice)
+            events.append(last)
+        last.texts.append(text)
+        last.tokens.extend(tokens)
+        if not job.started:
+            self._urgent = True
+
+    def _post(self, now: bool = False) -> None:
+        """Hand over the events so far, if due (see _outbox) or `now`: each job's at once, one
+        callback per listening event loop."""
+        if not self._outbox or not (now or self._urgent or time.monotonic() - self._handed_at >= _HAND_OVER_SECONDS):
+            return
+        outbox, self._outbox, self._urgent, self._handed_at = self._outbox, {}, False, time.monotonic()
         calls: dict[asyncio.AbstractEventLoop, list[tuple[Job, Callable[[list[Event]], None], list[Event]]]] = {}
-        for job, events in outbox.items():
+        for job, items in outbox.items():
+            job.started = True
+            events = [item.piece() if type(item) is _Text else item for item in items]
             listener = job._hand_over(events)
             if listener is not None:
                 loop, receive = listener
@@ -650,8 +711,7 @@ class Engine:
                 kept.append(index)
                 rows.append(row)
             else:  # the prompt is read: keep its state, and its choices draw their first tokens
-                self.cache.put(lane.key, row.ids, CachedState(len(row.ids), lane.layout.row(parts, index),
-                                                              logits[index].clone()))
+                self.cache.put(lane.key, row.ids, lane.layout.kept(len(row.ids), parts, index, logits[index]))
                 for choice in self._choices(lane, row.job, row):
                     writing.append(choice)
                     sources.append(index)
@@ -708,7 +768,7 @@ class Engine:
             text, infos = self._echo(lane, generation, reading.echoed if reading else [])
             offset = len(text)
             for index in range(generation.n):
-                self._send(job, Piece(index, text, infos))
+                self._send_text(job, index, text, infos)
         if generation.max_tokens == 0:
             for index in range(generation.n):
                 self._send(job, Finish(index, "length", len(generation.prompt_ids), 0))
@@ -756,7 +816,7 @@ class Engine:
             if len(choice.drawn) == 1 and choice.index == 0:
                 self.metrics.time_to_first_token.observe(now - choice.job.submitted)
             if text:
-                self._send(choice.job, Piece(choice.index, text, tuple(choice.infos) if choice.infos else ()))
+                self._send_text(choice.job, choice.index, text, choice.infos)
                 if choice.infos:
                     choice.infos = []
             if not choice.text.finished and len(choice.drawn) < choice.max_tokens:
@@ -771,13 +831,12 @@ class Engine:
         """A choice at its stop or its length: its held-back text, its Finish, its state cached."""
         tail = choice.text.finish()
         if tail:
-            self._send(choice.job, Piece(choice.index, tail, tuple(choice.infos)))
+            self._send_text(choice.job, choice.index, tail, choice.infos)
         self._end(lane, choice, "stop" if choice.text.stopped else "length")
         if parts is not None and sources is not None and len(choice.drawn) > 1:
             # The state has read the prompt and all but the newest token, as a next turn would.
             read = (*choice.job.generation.prompt_ids, *choice.drawn[:-1])
-            self.cache.put(lane.key, read, CachedState(len(read), lane.layout.row(parts, sources[position]),
-                                                       logits[position].clone()))
+            self.cache.put(lane.key, read, lane.layout.kept(len(read), parts, sources[position], logits[position]))
 
     def _draw(self, lane: _Lane, choices: list[_Choice], logits: torch.Tensor) -> list[int]:
         """The next token of each choice; choices with the same settings are shaped as one batch."""
