@@ -55,14 +55,14 @@ class OptionError(SettingError):
         return super().worded(name_for)
 
 
-# The names of the cell kinds in textgen.model.cells, which checks that it holds exactly these;
-# listed here, free of torch, so that `cell` is checked before torch is imported.
-CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu", "mingru", "minlstm")
-# The cells whose gates read the input alone: no hidden-to-hidden matrices for weight_drop to drop.
-INPUT_GATED_CELLS = ("mingru", "minlstm")
-# How each cell is written in prose (a preset's description, say).
+# The cell kinds in textgen.model.cells, which checks that it holds exactly these, each with how
+# prose writes it (a preset's description, say); listed here, free of torch, so that `cell` is
+# checked before torch is imported.
 CELL_LABELS = {"lstm": "LSTM", "gru": "GRU", "rnn-tanh": "tanh RNN", "rnn-relu": "ReLU RNN", "mingru": "minGRU",
                "minlstm": "minLSTM"}
+CELLS = tuple(CELL_LABELS)
+# The cells whose gates read the input alone: no hidden-to-hidden matrices for weight_drop to drop.
+INPUT_GATED_CELLS = ("mingru", "minlstm")
 TOKENIZER_KINDS = ("char", "word", "subword")
 SUBWORD_MODELS = ("unigram", "bpe")
 PRECISIONS = ("auto", "float32", "bfloat16")
