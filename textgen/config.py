@@ -73,6 +73,17 @@ DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
 MAX_VOCAB = 1_000_000
 MIN_SUBWORD_VOCAB = 260  # sentencepiece's 256 byte pieces, <unk>, the newline and a little room
+# A character model mixes in Kneser-Ney counts of contexts up to this many characters less one
+# unless told otherwise (0 turns them off): counted in a second, they took 80 s on one AVX2 core
+# from 1.557 to 1.471 nats/char on tiny Shakespeare under nanoGPT's protocol (benchmarks/HISTORY.md,
+# 2026-12-05: n-gram counts mixed in). Word and subword vocabularies are too large for them.
+CHAR_NGRAM_ORDER = 7
+MAX_NGRAM_ORDER = 10  # contexts of up to 9 tokens: longer ones are almost all seen once
+# n-gram counts are taken over the training text's first this many tokens: the tables grow with
+# the distinct n-grams (about 18 MB for tiny Shakespeare's million characters; random text of
+# this length would give 190 MB), and counting takes seconds in proportion. Beyond, a prediction
+# leaves out of the counts an occurrence that may be another's: a little pessimistic, no worse.
+MAX_COUNTED_TOKENS = 2_000_000
 MAX_LAYER_SIZE = 65_536  # far beyond any RNN that trains on one machine; stops typos like 5120000
 UNKNOWN_POLICIES = ("error", "skip", "replace")  # what to do with seed-text symbols the model never saw
 MAX_NUM_SAMPLES = 1000  # one batch; beyond this a word model's logits alone take gigabytes
@@ -133,6 +144,10 @@ class ModelConfig:
     # None: on, unless the weights are tied (the output layer then reads the top layer alone).
     # Checkpoints written before this option existed have it off.
     skip_connections: bool | None = None
+    # An n-gram companion (textgen/model/ngram.py): Kneser-Ney counts of the training text, of
+    # contexts up to ngram_order - 1 tokens, mixed with the network's prediction by a learnt gate.
+    # 0: none (what checkpoints written before it existed have).
+    ngram_order: int = 0
 
     def __post_init__(self) -> None:
         if self.skip_connections is None:
@@ -331,14 +346,18 @@ def settings_for(request: dict[str, Any], preset: str | None = None,
     model = ModelConfig(**parts["model"])
     if chosen is not None:
         model, train = apply_preset(chosen, model, train, keep=set(request))
-    return RunSettings(model, TokenizerConfig(**parts["tokenizer"]), train, chosen, for_budget)
+    tokenizer = TokenizerConfig(**parts["tokenizer"])
+    if "ngram_order" not in request and tokenizer.kind == "char" and not model.tie_weights:
+        model = dataclasses.replace(model, ngram_order=CHAR_NGRAM_ORDER)
+    return RunSettings(model, tokenizer, train, chosen, for_budget)
 
 
 # --- fine-tuning: a run that starts from a trained model (`textgen train --init-from`) ----------------
 
 # The fields that fix a model's shape: a fine-tuning run takes them from its base, and one given
 # with another value is an error (the weights would not fit).
-BASE_SHAPE_FIELDS = ("cell", "layers", "hidden_size", "embedding_size", "tie_weights", "skip_connections")
+BASE_SHAPE_FIELDS = ("cell", "layers", "hidden_size", "embedding_size", "tie_weights", "skip_connections",
+                     "ngram_order")
 # The tokenizer's kind and word splitting are the base's too: its ids mean what they meant.
 BASE_TOKENIZER_FIELDS = ("kind", "fold_spaces")
 # Tokenizer fields that only learn a sentencepiece vocabulary: a subword base keeps its own (its
@@ -556,6 +575,14 @@ def check_model_config(config: ModelConfig) -> None:
     if config.tie_weights and config.hidden_size != config.embedding_size:
         raise OptionError("tie_weights", "needs the embedding size equal to the hidden size "
                                          f"(got {config.embedding_size} and {config.hidden_size})")
+    _require("ngram_order", config.ngram_order == 0 or 2 <= config.ngram_order <= MAX_NGRAM_ORDER,
+             f"must be 0 (none) or between 2 and {MAX_NGRAM_ORDER}, got {config.ngram_order}")
+    if config.ngram_order and config.tie_weights:
+        raise OptionError("ngram_order", "cannot be combined with {tie_weights} (the output layer also gives the "
+                                         "gate between the network and the counts)", "tie_weights")
+    if config.ngram_order and config.vocab_size and config.vocab_size ** config.ngram_order >= 2**62:
+        raise OptionError("ngram_order", f"{config.ngram_order} is too long for a vocabulary of "
+                                         f"{config.vocab_size:,} tokens; n-gram counts suit characters")
     if config.tie_weights and config.skip_connections:
         raise OptionError("tie_weights", "cannot be combined with skip connections (with them the output layer "
                                          "reads every layer, not the top one alone)")

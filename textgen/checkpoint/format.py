@@ -335,10 +335,22 @@ def load_weights(model: Any, directory: Path) -> None:
     if not path.is_file():
         raise TextgenError(f"{directory} is an incomplete checkpoint: {WEIGHTS_FILE} is missing")
     try:
+        _attach_tables(model, path)
         load_model(model, str(path), strict=True, device=str(model.device))
     except Exception as error:  # safetensors raises several types for truncated or foreign files
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TextgenError(f"{path} is corrupt or does not match its config.json: {first_line}") from None
+
+
+def _attach_tables(model: Any, path: Path) -> None:
+    """Tensors a model must hold before its weights can be loaded into it (n-gram counts, whose
+    sizes depend on the text counted), read from the weights file and handed to the model."""
+    names = model.tables_to_read() if hasattr(model, "tables_to_read") else []
+    if names:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            model.attach_tables({name: handle.get_tensor(name) for name in names})
 
 
 def _records(info: CheckpointInfo, metrics: list[MetricsRow]) -> dict[str, str]:

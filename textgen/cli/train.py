@@ -71,6 +71,9 @@ def train(
     skip_connections: Annotated[Optional[bool], typer.Option(
         help="Feed the embedding to every layer and every layer to the output (default: on; off with --tie-weights).",
         rich_help_panel=MODEL, show_default=False)] = None,
+    ngram_order: Annotated[int, typer.Option(
+        help="Mix in Kneser-Ney counts of the training text, contexts up to this many tokens less one "
+             "(0 = none).", rich_help_panel=MODEL)] = _model.ngram_order,
     seq_len: Annotated[int, typer.Option(help="Tokens per BPTT window.", rich_help_panel=TRAINING)] = _train.seq_len,
     batch_size: Annotated[int, typer.Option(help="Parallel streams.", rich_help_panel=TRAINING)] = _train.batch_size,
     learning_rate: Annotated[float, typer.Option(rich_help_panel=TRAINING)] = _train.learning_rate,

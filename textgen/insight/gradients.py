@@ -58,7 +58,8 @@ def _norms_at(model: RNNLanguageModel, ids: list[int], t: int, distance: int) ->
     logits = None
     for position in range(start, t + 1):
         logits, state = step(torch.tensor([ids[position]], device=device), state)
-        hidden = [layer[0] for layer in state]  # h comes first whatever else the cell carries
+        # h comes first whatever else the cell carries; n-gram counts' entry (last) is no layer's
+        hidden = [layer[0] for layer in state[: model.config.layers]]
         for h in hidden:
             h.retain_grad()
         kept.append(hidden)

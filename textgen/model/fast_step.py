@@ -185,11 +185,17 @@ class FastStep:
                               not differentiable)
                        for k, w in enumerate(_layer_weights(model))]
         self.decoder = _Linear(model.decoder.weight, model.decoder.bias, not differentiable)
+        # With n-gram counts, the state's last entry is (the tokens read,), as (batch, order - 1).
+        self.mix_counts = model.mix_counts if model.config.ngram_order else None
 
     def from_model_state(self, state: State, batch: int) -> list[LayerState]:
         """The model's (layers, 1, hidden) state after priming, repeated for `batch` rows."""
         parts = [part[:, 0].unsqueeze(1).repeat(1, batch, 1) for part in state_parts(state)]
-        return [tuple(part[k].contiguous() for part in parts) for k in range(len(self.layers))]
+        cells = parts[: len(self.cell_kind.state_parts)]
+        layers = [tuple(part[k].contiguous() for part in cells) for k in range(len(self.layers))]
+        if self.mix_counts is not None:
+            layers.append((parts[-1][0].contiguous(),))
+        return layers
 
     def select(self, state: list[LayerState], rows: torch.Tensor) -> list[LayerState]:
         return [tuple(part[rows] for part in layer) for layer in state]
@@ -203,8 +209,13 @@ class FastStep:
             below = layer_state[0]
             new_state.append(layer_state)
         if self.skip_connections:
-            return self.decoder(torch.cat([layer_state[0] for layer_state in new_state], dim=1)), new_state
-        return self.decoder(below), new_state
+            outputs = self.decoder(torch.cat([layer_state[0] for layer_state in new_state], dim=1))
+        else:
+            outputs = self.decoder(below)
+        if self.mix_counts is None:
+            return outputs, new_state
+        logits, history = self.mix_counts(outputs[:, None], tokens[:, None], state[-1][0][None])
+        return logits[:, 0], [*new_state, (history[0],)]
 
 
 class ModuleStep:

@@ -56,7 +56,8 @@ def info_table(path: Path, info: CheckpointInfo, parameters: int | None = None) 
     model, tok, corpus, best, training = info.model, info.tokenizer, info.corpus, info.best, info.training
     rows = [("model", f"{model.cell} {model.layers} x {model.hidden_size}, embedding {model.embedding_size}, "
                       f"dropout {model.dropout:g}{', tied' if model.tie_weights else ''}"
-                      f"{', skip connections' if model.skip_connections else ''}")]
+                      f"{', skip connections' if model.skip_connections else ''}"
+                      f"{f', mixed with {model.ngram_order}-gram counts' if model.ngram_order else ''}")]
     if parameters is not None:
         rows.append(("parameters", f"{parameters:,}"))
     documents = getattr(tok, "documents", "none")

@@ -324,7 +324,7 @@ class _StateRows:
         zero = step.from_model_state(model.init_state(1), 1)
         self.fast = isinstance(zero, list)
         self.dim = 0 if self.fast else 1
-        self.per_layer = len(zero[0]) if self.fast else 0
+        self.sizes = [len(layer) for layer in zero] if self.fast else []  # the counts' entry may be shorter
         self.zero = tuple(self.parts(zero))
 
     def parts(self, state: Any) -> list[torch.Tensor]:
@@ -334,8 +334,11 @@ class _StateRows:
 
     def state(self, parts: list[torch.Tensor]) -> Any:
         if self.fast:
-            size = self.per_layer
-            return [tuple(parts[k : k + size]) for k in range(0, len(parts), size)]
+            layers, start = [], 0
+            for size in self.sizes:
+                layers.append(tuple(parts[start : start + size]))
+                start += size
+            return layers
         return parts[0] if len(parts) == 1 else tuple(parts)
 
     def kept(self, length: int, parts: list[torch.Tensor], index: int, logits: torch.Tensor) -> CachedState:

@@ -50,9 +50,13 @@ def start_from(model: RNNLanguageModel, base: Base, tokenizer: Tokenizer) -> str
     sources = origins(base.tokenizer, tokenizer)
     embedding, decoder = weights["embedding.weight"], weights["decoder.weight"]
     model.embedding.weight.copy_(_rows(embedding, sources, embedding.mean(dim=0)))
-    model.decoder.weight.copy_(_rows(decoder, sources, decoder.mean(dim=0)))  # the same rows again when tied
-    bias = weights["decoder.bias"]
-    model.decoder.bias.copy_(_rows(bias, sources, bias.mean() - NEW_TOKEN_LOGIT_OFFSET))
+    # With n-gram counts the output layer's last row is the gate's, after the tokens' rows.
+    gate = 1 if model.config.ngram_order else 0
+    tokens, bias = decoder[: len(decoder) - gate], weights["decoder.bias"]
+    model.decoder.weight.copy_(torch.cat([_rows(tokens, sources, tokens.mean(dim=0)), decoder[len(tokens):]]))
+    token_bias = bias[: len(tokens)]
+    model.decoder.bias.copy_(torch.cat([_rows(token_bias, sources, token_bias.mean() - NEW_TOKEN_LOGIT_OFFSET),
+                                        bias[len(tokens):]]))
     new = [tokenizer.token_text(i) for i, source in enumerate(sources) if source is None]
     grown = f"; {len(new):,} new tokens: {describe_symbols(new)}" if new else "; no new tokens"
     return f"starting from {base.path} (its best weights, after {base.info.training.steps:,} steps){grown}"

@@ -31,7 +31,7 @@ from textgen.checkpoint import (
     save_checkpoint, save_trainer_state, update_records,
 )
 from textgen.checkpoint.records import BestRecord, MetricsRow, TrainingRecord
-from textgen.config import ModelConfig, SettingError, TokenizerConfig, TrainConfig, to_dict
+from textgen.config import MAX_COUNTED_TOKENS, ModelConfig, SettingError, TokenizerConfig, TrainConfig, to_dict
 from textgen.data import IGNORE, Window
 from textgen.data.corpus import Corpus
 from textgen.data.prepare import PreparedCorpus
@@ -39,6 +39,7 @@ from textgen.devices import precision_note, resolve_device, training_dtype
 from textgen.errors import TextgenError
 from textgen.evaluation import summarise
 from textgen.model import RNNLanguageModel, State, detach_state, map_state, reset_rows, state_rows
+from textgen.model.ngram import NGramCounts
 from textgen.tokenizers import load_tokenizer
 from textgen.training.callbacks import EvaluationReport, RunPlan, StepReport, TrainingCallbacks, TrainingResult
 from textgen.training.distributed import SINGLE, Group
@@ -147,6 +148,7 @@ class Trainer:
         self.state: State | None = None
         self.resumed_at: int | None = None
         self.saved_once = False
+        self.counted = False  # whether the model mixes in counts of the text it trains on
         self._set_up_steps()
 
     def _set_up_steps(self) -> None:
@@ -157,7 +159,9 @@ class Trainer:
         self.forward, self.loss_of = self.model, self._mean_loss
         if self.group.active:
             ids = [self.device.index or 0] if self.device.type == "cuda" else None
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # No buffers to keep in step: n-gram counts are the same in every process, and large.
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
+                                                                     broadcast_buffers=False)
             self.loss_of = self._share_of_global_loss
         self.autocast_dtype = training_dtype(self.config.precision, self.device)
         self.autocast = partial(torch.autocast, self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
@@ -183,6 +187,7 @@ class Trainer:
         self.model.train()
         # The budget counts from here: tokenizing and building the model are not training time.
         self.started = time.perf_counter() - progress.elapsed
+        self._count_ngrams()  # but counting is: it is part of what the model learns
         with StopRequest(callbacks.on_stop_requested) as self.stop:
             while True:
                 stop_reason, validate, done = self._decide()
@@ -207,6 +212,18 @@ class Trainer:
             info=self.info, parameters=self.model.num_parameters(),
         )
 
+    def _count_ngrams(self) -> None:
+        """Count the training text for a model that mixes in n-gram counts, unless they came with
+        the weights (a resumed run). Each prediction on this text then leaves its own occurrence
+        out of them (RNNLanguageModel.forward's counted_targets)."""
+        order = self.model.config.ngram_order
+        if order and self.model.ngram is None:
+            if self.data.counted is None:
+                raise SettingError("this run's text cannot be counted for n-grams; set {ngram_order} to 0", "ngram_order")
+            ids = self.data.counted()[:MAX_COUNTED_TOKENS]
+            self.model.attach_counts(NGramCounts.count(ids, self.model.config.vocab_size, order))
+        self.counted = bool(order)
+
     def _decide(self) -> tuple[str, bool, float]:
         """Whether to stop (and why), whether to validate, and how far along the run is: decided by
         process 0 and followed by all, so every process stops and validates at the same step."""
@@ -226,9 +243,13 @@ class Trainer:
         window = self._next_window()
         started = time.perf_counter()
         learning_rate = self._set_learning_rate(done)
+        counts = {"counted_targets": window.targets, "with_network_logits": True} if self.counted else {}
         with self.autocast():
-            logits, state, *top = self.forward(window.inputs, self.state, with_top_output=self.penalised)
+            logits, state, *extras = self.forward(window.inputs, self.state, with_top_output=self.penalised, **counts)
         loss, reported, scored = self.loss_of(logits, window.targets)
+        if self.counted:  # the network's own prediction is trained too (RNNLanguageModel.mix_counts)
+            loss = loss + self.loss_of(extras.pop(), window.targets)[0]
+        top = extras
         if self.penalised:  # shapes the gradient only: the loss reported stays the cross-entropy
             # Under DDP the processes' means are averaged: the global mean for streams, whose rows
             # are all scored; for documents padded unevenly, rows weigh a little differently.

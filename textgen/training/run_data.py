@@ -5,6 +5,7 @@ takes either, so the loop never asks which."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from textgen.checkpoint.records import CorpusRecord
-from textgen.config import TokenizerConfig, TrainConfig
+from textgen.config import MAX_COUNTED_TOKENS, TokenizerConfig, TrainConfig
 from textgen.data import (
     Batches, DocumentBatches, SegmentBatches, StreamBatches, split_documents, split_text, window_for_predictions,
 )
@@ -88,6 +89,8 @@ class RunData:
     batches: Batches | SegmentBatches
     validation: Validation
     notes: list[str] = field(default_factory=list)  # for the run's plan line
+    # The training ids as one sequence (documents joined by their marker), for n-gram counts.
+    counted: Callable[[], torch.Tensor] | None = None
 
 
 def lay_out_run_data(train_text: str, val_text: str, tokenizer: Tokenizer, documents: str, batch_size: int,
@@ -101,7 +104,12 @@ def lay_out_run_data(train_text: str, val_text: str, tokenizer: Tokenizer, docum
     batches = DocumentBatches(train_documents, tokenizer.end_id, batch_size, seq_len, seed)
     note = (f"{len(train_documents):,} training and {len(validation.documents):,} validation "
             f"documents ({documents}), each read from a fresh state")
-    return RunData(batches, validation, [note])
+
+    def joined() -> torch.Tensor:
+        return _as_tensor([token for ids in train_documents for token in (tokenizer.end_id, *ids)]
+                          + [tokenizer.end_id])
+
+    return RunData(batches, validation, [note], joined)
 
 
 def _stream(train_text: str, val_text: str, tokenizer: Tokenizer, batch_size: int, seq_len: int,
@@ -112,7 +120,7 @@ def _stream(train_text: str, val_text: str, tokenizer: Tokenizer, batch_size: in
     if batches.global_rows < batch_size:
         notes.append(f"batch size lowered to {batches.global_rows} so every row holds at least one window")
     validation = StreamValidation(_as_tensor(tokenizer.encode(val_text)), int(train_ids[-1]), len(val_text))
-    return RunData(batches, validation, notes)
+    return RunData(batches, validation, notes, lambda: train_ids)
 
 
 def lay_out_prepared(prepared: PreparedCorpus, batch_size: int, seq_len: int, seed: int, device: torch.device,
@@ -137,7 +145,8 @@ def lay_out_prepared(prepared: PreparedCorpus, batch_size: int, seq_len: int, se
     part = held_out(prepared)
     if part.note:
         notes.append(part.note)
-    return RunData(batches, PreparedValidation(part), notes)
+    return RunData(batches, PreparedValidation(part), notes,
+                   lambda: torch.from_numpy(np.asarray(prepared.train_ids[:MAX_COUNTED_TOKENS], dtype=np.int64)))
 
 
 def _as_tensor(ids: list[int]) -> torch.Tensor:

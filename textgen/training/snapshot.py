@@ -120,5 +120,4 @@ def _carried_state(tensors: dict[str, torch.Tensor], model: RNNLanguageModel) ->
     """The saved recurrent state, one tensor per part the model's cell carries; None if none was saved."""
     if "state.0" not in tensors:
         return None
-    parts = model.cell_kind.state_parts
-    return state_from_parts([tensors[f"state.{index}"].to(model.device) for index in range(len(parts))])
+    return state_from_parts([tensors[f"state.{index}"].to(model.device) for index in range(model.state_part_count)])
