@@ -8,7 +8,8 @@ AdamW, gradient clipping, the state carried and detached between windows. textge
 training loop (`textgen.training.train`) with the same shape, batch and window, once with its
 default precision (bfloat16 autocast on CPUs that multiply it natively) and once in float32, the
 way it runs on a CPU without bfloat16: first on the bare loop's exact model, then with skip
-connections (textgen's default model, which does a little more arithmetic per token), then with
+connections (the default model's network, which does a little more arithmetic per token), then
+with its n-gram counts mixed in as well (textgen's default character model), then with
 each cell whose window trains as one parallel scan (minGRU, minLSTM) in place of the LSTM, its
 hidden size chosen so the model has as many parameters as the LSTM one (printed beside it).
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from _common import SHAKESPEARE
-from textgen.config import INPUT_GATED_CELLS, ModelConfig, TokenizerConfig, TrainConfig
+from textgen.config import CHAR_NGRAM_ORDER, INPUT_GATED_CELLS, ModelConfig, TokenizerConfig, TrainConfig
 from textgen.data.corpus import Corpus
 from textgen.devices import keep_freed_memory, training_dtype
 from textgen.model import RNNLanguageModel
@@ -90,12 +91,13 @@ class _Timing(TrainingCallbacks):
         self.times.append(time.perf_counter())
 
 
-def model_shape(cell: str, vocab: int, args: argparse.Namespace, skip_connections: bool = True) -> ModelConfig:
+def model_shape(cell: str, vocab: int, args: argparse.Namespace, skip_connections: bool = True,
+                ngram_order: int = 0) -> ModelConfig:
     """The model textgen trains: `cell` at args.layers x args.hidden for the LSTM; for another cell,
     the hidden size whose parameter count comes nearest to that LSTM's."""
     def shaped(hidden: int, kind: str = cell) -> ModelConfig:
         return ModelConfig(vocab_size=vocab, cell=kind, layers=args.layers, hidden_size=hidden, embedding_size=128,
-                           skip_connections=skip_connections)
+                           skip_connections=skip_connections, ngram_order=ngram_order)
 
     def parameters(config: ModelConfig) -> int:
         return RNNLanguageModel(config).num_parameters()
@@ -111,9 +113,9 @@ def model_shape(cell: str, vocab: int, args: argparse.Namespace, skip_connection
 
 
 def textgen_loop(corpus: Corpus, vocab: int, args: argparse.Namespace, precision: str, skip_connections: bool = True,
-                 cell: str = "lstm") -> float:
+                 cell: str = "lstm", ngram_order: int = 0) -> float:
     timing = _Timing()
-    model = model_shape(cell, vocab, args, skip_connections)
+    model = model_shape(cell, vocab, args, skip_connections, ngram_order)
     config = TrainConfig(batch_size=args.batch, seq_len=args.window, max_steps=WARMUP_STEPS + args.steps,
                          eval_every=10**9, val_fraction=0.001, precision=precision, device="cpu")
     with tempfile.TemporaryDirectory() as folder:
@@ -131,32 +133,35 @@ def load_text() -> tuple[Corpus, torch.Tensor, int]:
     return corpus, torch.tensor([index[c] for c in text[:400_000]]), len(vocab)
 
 
-# name -> (loop, precision or autocast, skip connections, keep freed memory, cell)
+# name -> (loop, precision or autocast, skip connections, keep freed memory, cell, n-gram order)
 CONTENDERS = {
-    "bare nn.LSTM loop, float32": ("bare", False, False, False, "lstm"),
-    "bare nn.LSTM loop, bfloat16 autocast": ("bare", True, False, False, "lstm"),
-    "bare nn.LSTM loop, float32, memory kept": ("bare", False, False, True, "lstm"),
+    "bare nn.LSTM loop, float32": ("bare", False, False, False, "lstm", 0),
+    "bare nn.LSTM loop, bfloat16 autocast": ("bare", True, False, False, "lstm", 0),
+    "bare nn.LSTM loop, float32, memory kept": ("bare", False, False, True, "lstm", 0),
     # The bare loops' exact model: a plain stack of layers.
-    "textgen, default precision": ("textgen", "auto", False, True, "lstm"),
-    "textgen, float32": ("textgen", "float32", False, True, "lstm"),
-    # textgen's default model, which also feeds the embedding to layer 2 and both layers to the output.
-    "textgen + skip connections, default": ("textgen", "auto", True, True, "lstm"),
-    "textgen + skip connections, float32": ("textgen", "float32", True, True, "lstm"),
+    "textgen, default precision": ("textgen", "auto", False, True, "lstm", 0),
+    "textgen, float32": ("textgen", "float32", False, True, "lstm", 0),
+    # The default model's network, which also feeds the embedding to layer 2 and both layers to the output.
+    "textgen + skip connections, default": ("textgen", "auto", True, True, "lstm", 0),
+    "textgen + skip connections, float32": ("textgen", "float32", True, True, "lstm", 0),
+    # textgen's default character model: that network with n-gram counts mixed in.
+    "textgen + skip + counts, default": ("textgen", "auto", True, True, "lstm", CHAR_NGRAM_ORDER),
+    "textgen + skip + counts, float32": ("textgen", "float32", True, True, "lstm", CHAR_NGRAM_ORDER),
     # The same with the cells that train a window as one scan, as many parameters as the LSTM.
-    **{f"textgen {cell} + skip connections, {label}": ("textgen", precision, True, True, cell)
+    **{f"textgen {cell} + skip connections, {label}": ("textgen", precision, True, True, cell, 0)
        for cell in INPUT_GATED_CELLS for label, precision in (("default", "auto"), ("float32", "float32"))},
 }
 
 
 def run_contender(name: str, args: argparse.Namespace) -> float:
     """One timing, in the fresh process it is called in."""
-    loop, precision, skip_connections, keep_memory, cell = CONTENDERS[name]
+    loop, precision, skip_connections, keep_memory, cell, ngram_order = CONTENDERS[name]
     if keep_memory:
         keep_freed_memory()
     corpus, ids, vocab = load_text()
     if loop == "bare":
         return bare_loop(ids, vocab, args, autocast=precision)
-    return textgen_loop(corpus, vocab, args, precision, skip_connections, cell)
+    return textgen_loop(corpus, vocab, args, precision, skip_connections, cell, ngram_order)
 
 
 def main() -> None:

@@ -125,3 +125,11 @@ def test_a_text_shorter_than_the_order_still_gives_a_distribution() -> None:
     counts = NGramCounts.count(torch.tensor([1, 2]), VOCAB, ORDER)
     p = counts.distribution(_as_rows([[1, 2], [3, 3, 3]], ORDER))
     assert torch.allclose(p.sum(1), torch.ones(2)) and (p > 0).all()
+
+
+def test_a_cached_answer_is_the_computed_one() -> None:
+    counts = NGramCounts.count(torch.tensor(_text(6)), VOCAB, ORDER)
+    histories = _as_rows([[1, 2, 3], [0], [], [1, 2, 3], [4, 4, 0]], ORDER)
+    first, again = counts.distribution(histories), counts.distribution(histories)  # the second from the cache
+    assert torch.equal(first, again)
+    assert torch.allclose(again, counts.distribution(torch.cat([histories] * 20))[:5])  # 100 rows: computed

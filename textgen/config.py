@@ -84,6 +84,10 @@ MAX_NGRAM_ORDER = 10  # contexts of up to 9 tokens: longer ones are almost all s
 # this length would give 190 MB), and counting takes seconds in proportion. Beyond, a prediction
 # leaves out of the counts an occurrence that may be another's: a little pessimistic, no worse.
 MAX_COUNTED_TOKENS = 2_000_000
+# Counts are read densely (every symbol's count of a context at once), which suits the few dozen
+# to few hundred symbols of a character vocabulary, not the thousands of Chinese characters,
+# words or subwords: a run with a larger vocabulary goes without them, and says so.
+MAX_NGRAM_VOCAB = 512
 MAX_LAYER_SIZE = 65_536  # far beyond any RNN that trains on one machine; stops typos like 5120000
 UNKNOWN_POLICIES = ("error", "skip", "replace")  # what to do with seed-text symbols the model never saw
 MAX_NUM_SAMPLES = 1000  # one batch; beyond this a word model's logits alone take gigabytes
@@ -559,6 +563,24 @@ def check_tokenizer_config(config: TokenizerConfig) -> None:
     _require("subword_sample", config.subword_sample >= 0, f"must be 0 (all lines) or more, got {config.subword_sample}")
 
 
+def fitted_ngram_order(order: int, vocab_size: int) -> tuple[int, str | None]:
+    """The n-gram order a run with this vocabulary can have, and why, where it is lower than
+    `order`: none beyond MAX_NGRAM_VOCAB symbols, and no longer than its contexts' keys allow."""
+    if not order:
+        return 0, None
+    if vocab_size > MAX_NGRAM_VOCAB:
+        return 0, (f"no n-gram counts: {vocab_size:,} symbols are more than they suit "
+                   f"(at most {MAX_NGRAM_VOCAB})")
+    fitted = order
+    while fitted > 1 and vocab_size**fitted >= 2**62:
+        fitted -= 1
+    if fitted < 2:
+        return 0, "no n-gram counts: the vocabulary is too large for them"
+    if fitted < order:
+        return fitted, f"n-gram counts of order {fitted}, not {order}: longer keys would not fit 62 bits"
+    return order, None
+
+
 def check_model_config(config: ModelConfig) -> None:
     """Reject shapes that cannot be built."""
     _one_of("cell", config.cell, CELLS)
@@ -580,9 +602,11 @@ def check_model_config(config: ModelConfig) -> None:
     if config.ngram_order and config.tie_weights:
         raise OptionError("ngram_order", "cannot be combined with {tie_weights} (the output layer also gives the "
                                          "gate between the network and the counts)", "tie_weights")
-    if config.ngram_order and config.vocab_size and config.vocab_size ** config.ngram_order >= 2**62:
-        raise OptionError("ngram_order", f"{config.ngram_order} is too long for a vocabulary of "
-                                         f"{config.vocab_size:,} tokens; n-gram counts suit characters")
+    if config.ngram_order and config.vocab_size and \
+            fitted_ngram_order(config.ngram_order, config.vocab_size)[0] != config.ngram_order:
+        raise OptionError("ngram_order", f"{config.ngram_order} does not suit a vocabulary of "
+                                         f"{config.vocab_size:,} tokens: "
+                                         f"{fitted_ngram_order(config.ngram_order, config.vocab_size)[1]}")
     if config.tie_weights and config.skip_connections:
         raise OptionError("tie_weights", "cannot be combined with skip connections (with them the output layer "
                                          "reads every layer, not the top one alone)")

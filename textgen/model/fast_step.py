@@ -186,7 +186,7 @@ class FastStep:
                        for k, w in enumerate(_layer_weights(model))]
         self.decoder = _Linear(model.decoder.weight, model.decoder.bias, not differentiable)
         # With n-gram counts, the state's last entry is (the tokens read,), as (batch, order - 1).
-        self.mix_counts = model.mix_counts if model.config.ngram_order else None
+        self.mix_counts = model.mix_step if model.config.ngram_order else None
 
     def from_model_state(self, state: State, batch: int) -> list[LayerState]:
         """The model's (layers, 1, hidden) state after priming, repeated for `batch` rows."""
@@ -214,8 +214,8 @@ class FastStep:
             outputs = self.decoder(below)
         if self.mix_counts is None:
             return outputs, new_state
-        logits, history = self.mix_counts(outputs[:, None], tokens[:, None], state[-1][0][None])
-        return logits[:, 0], [*new_state, (history[0],)]
+        logits, history = self.mix_counts(outputs, tokens, state[-1][0])
+        return logits, [*new_state, (history,)]
 
 
 class ModuleStep:

@@ -181,6 +181,19 @@ class RNNLanguageModel(nn.Module):
                                 F.logsigmoid(-gate) + counts.clamp(min=1e-30).log())
         return mixed, (read[:, -context:] + 1).to(history.dtype).unsqueeze(0)
 
+    def mix_step(self, outputs: torch.Tensor, tokens: torch.Tensor,
+                 history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mix_counts for one token a row, as the fast step reads: outputs (batch, vocab + 1),
+        tokens (batch,) and history (batch, order - 1) -> log-probabilities (batch, vocab) and the
+        history after tokens; in as few tensor operations as it takes, which at one row cost
+        more than the arithmetic."""
+        history = torch.cat([history[:, 1:], (tokens + 1).to(history.dtype)[:, None]], dim=1)
+        counts = self.ngram.distribution(history.to(torch.long) - 1)
+        outputs = outputs.float()
+        trust = torch.sigmoid(outputs[:, self.config.vocab_size :])
+        mixed = torch.softmax(outputs[:, : self.config.vocab_size], dim=-1).mul_(trust).add_(counts.mul_(1 - trust))
+        return mixed.log_(), history
+
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         p = self.config.embedding_dropout
         if not self.training or p == 0.0:

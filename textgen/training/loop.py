@@ -31,7 +31,9 @@ from textgen.checkpoint import (
     save_checkpoint, save_trainer_state, update_records,
 )
 from textgen.checkpoint.records import BestRecord, MetricsRow, TrainingRecord
-from textgen.config import MAX_COUNTED_TOKENS, ModelConfig, SettingError, TokenizerConfig, TrainConfig, to_dict
+from textgen.config import (
+    MAX_COUNTED_TOKENS, ModelConfig, SettingError, TokenizerConfig, TrainConfig, fitted_ngram_order, to_dict,
+)
 from textgen.data import IGNORE, Window
 from textgen.data.corpus import Corpus
 from textgen.data.prepare import PreparedCorpus
@@ -131,7 +133,11 @@ class Trainer:
         self.data = text.data
         self.limits = Limits.of(config)
         self.steps_per_epoch = self.data.batches.steps_in_epoch(0)
-        model_config = ModelConfig(**{**to_dict(model_config), "vocab_size": self.tokenizer.vocab_size})
+        order, why = fitted_ngram_order(model_config.ngram_order, self.tokenizer.vocab_size)
+        if why:
+            self.data.notes.append(why)
+        model_config = ModelConfig(**{**to_dict(model_config), "vocab_size": self.tokenizer.vocab_size,
+                                      "ngram_order": order})
         try:
             self.model = RNNLanguageModel(model_config).to(self.device)
         except (RuntimeError, MemoryError) as error:
@@ -445,6 +451,10 @@ class Trainer:
 
     def _plan(self) -> RunPlan:
         notes = list(self.data.notes)
+        if self.model.config.ngram_order:
+            tokens = self.data.batches.tokens
+            which = "all" if tokens <= MAX_COUNTED_TOKENS else f"the first {MAX_COUNTED_TOKENS:,}"
+            notes.append(f"predictions mixed with {self.model.config.ngram_order}-gram counts of {which} training tokens")
         note = precision_note(self.autocast_dtype, self.device)
         if note:
             notes.append(note)
