@@ -96,10 +96,11 @@ def test_leaving_an_occurrence_out_is_counting_the_text_without_it(seed: int) ->
     discounts = _discounts(counts)
     positions = list(range(3, len(ids), 7))
     histories = [ids[i - 3 : i] for i in positions]
-    got = counts.distribution(_as_rows(histories, ORDER), leave_out=torch.tensor([ids[i] for i in positions]))
-    for row, i, history in zip(got.tolist(), positions, histories):
+    got = counts.held_out_probability(_as_rows(histories, ORDER), torch.tensor([ids[i] for i in positions]))
+    for p, i, history in zip(got.tolist(), positions, histories):
         raw, continuation = _reference_counts(ids, ORDER, skip=i)
-        assert row == pytest.approx(_reference_distribution(raw, continuation, discounts, history, ORDER), abs=1e-5)
+        assert p == pytest.approx(_reference_distribution(raw, continuation, discounts, history, ORDER)[ids[i]],
+                                  abs=1e-5)
 
 
 def test_a_rare_context_left_out_backs_off_instead_of_predicting_itself() -> None:
@@ -107,7 +108,7 @@ def test_a_rare_context_left_out_backs_off_instead_of_predicting_itself() -> Non
     counts = NGramCounts.count(torch.tensor(ids), VOCAB, ORDER)
     history = torch.tensor([[4, 4, 4]])
     seen = counts.distribution(history)[0, 0]
-    unseen = counts.distribution(history, leave_out=torch.tensor([0]))[0, 0]
+    unseen = counts.held_out_probability(history, torch.tensor([0]))[0]
     assert seen > 0.5 > unseen
 
 
@@ -127,9 +128,52 @@ def test_a_text_shorter_than_the_order_still_gives_a_distribution() -> None:
     assert torch.allclose(p.sum(1), torch.ones(2)) and (p > 0).all()
 
 
-def test_a_cached_answer_is_the_computed_one() -> None:
+def test_a_cached_answer_is_the_first_one_and_a_row_is_the_same_in_any_batch() -> None:
     counts = NGramCounts.count(torch.tensor(_text(6)), VOCAB, ORDER)
     histories = _as_rows([[1, 2, 3], [0], [], [1, 2, 3], [4, 4, 0]], ORDER)
     first, again = counts.distribution(histories), counts.distribution(histories)  # the second from the cache
     assert torch.equal(first, again)
-    assert torch.allclose(again, counts.distribution(torch.cat([histories] * 20))[:5])  # 100 rows: computed
+    alone = torch.cat([counts.distribution(histories[i : i + 1]) for i in range(len(histories))])
+    assert torch.equal(alone, first)
+
+
+def test_a_target_never_seen_after_its_context_has_nothing_left_out() -> None:
+    """Where the context was never followed by the token (nor its suffixes of two tokens or more,
+    nor the last token by it exactly once), there is no occurrence to leave out: the held-out
+    probability is the plain one."""
+    ids = _text(7) + [4, 4, 4, 4, 0]
+    counts = NGramCounts.count(torch.tensor(ids), VOCAB, ORDER)
+    raw, _ = _reference_counts(ids, ORDER)
+    history = _as_rows([[4, 4, 4]], ORDER)
+    plain = counts.distribution(history)[0]
+    never = [t for t in range(VOCAB) if all(raw[k].get(((4,) * k, t), 0) == 0 for k in range(2, ORDER))
+             and raw[1].get(((4,), t), 0) != 1]
+    assert never, "the text should leave some token never seen after a run of 4s"
+    for token in never:
+        assert float(counts.held_out_probability(history, torch.tensor([token]))[0]) == pytest.approx(
+            float(plain[token]), abs=1e-6)
+
+
+def test_the_training_columns_are_a_distribution_whose_target_is_the_held_out_mix() -> None:
+    """Training reads the counts for the targets alone: its output has one column more, the
+    counts' mass on every other token, so that cross-entropy over it is exactly the mix's."""
+    from textgen.config import ModelConfig
+    from textgen.model import RNNLanguageModel
+
+    ids = torch.tensor(_text(8))
+    torch.manual_seed(0)
+    model = RNNLanguageModel(ModelConfig(vocab_size=VOCAB, layers=1, hidden_size=8, embedding_size=4,
+                                         ngram_order=ORDER))
+    model.attach_counts(NGramCounts.count(ids, VOCAB, ORDER))
+    seen: list[torch.Tensor] = []
+    model.decoder.register_forward_hook(lambda module, inputs, output: seen.append(output.detach()))
+    inputs, targets = ids[None, 10:40], ids[None, 11:41]
+    columns, _ = model(inputs, counted_targets=targets)
+    assert columns.shape == (1, 30, VOCAB + 1)
+    assert torch.allclose(columns.logsumexp(-1), torch.zeros(1, 30), atol=1e-5)
+    gate, network = torch.sigmoid(seen[0][0, :, VOCAB]), torch.softmax(seen[0][0, :, :VOCAB], dim=-1)
+    history = torch.cat([torch.full((1, ORDER - 1), -1), inputs], dim=1).unfold(1, ORDER - 1, 1)[0, 1:]
+    held_out = model.ngram.held_out_probability(history, targets[0])
+    expected = gate * network[torch.arange(30), targets[0]] + (1 - gate) * held_out
+    assert torch.allclose(columns[0, torch.arange(30), targets[0]].exp(), expected, atol=1e-6)
+    assert not torch.allclose(held_out, model.ngram.distribution(history)[torch.arange(30), targets[0]])

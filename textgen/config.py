@@ -74,9 +74,10 @@ MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
 MAX_VOCAB = 1_000_000
 MIN_SUBWORD_VOCAB = 260  # sentencepiece's 256 byte pieces, <unk>, the newline and a little room
 # A character model mixes in Kneser-Ney counts of contexts up to this many characters less one
-# unless told otherwise (0 turns them off): counted in a second, they took 80 s on one AVX2 core
-# from 1.557 to 1.471 nats/char on tiny Shakespeare under nanoGPT's protocol (benchmarks/HISTORY.md,
-# 2026-12-05: n-gram counts mixed in). Word and subword vocabularies are too large for them.
+# unless told otherwise (0 turns them off): counted in half a second, they took 80 s on one AVX2
+# core from 1.560-1.568 to 1.452-1.455 nats/char on tiny Shakespeare under nanoGPT's protocol, two
+# pairs of two (benchmarks/HISTORY.md, 2026-12-05: n-gram counts mixed in). Orders 6 and 8 scored
+# a little worse. Larger vocabularies go without (MAX_NGRAM_VOCAB).
 CHAR_NGRAM_ORDER = 7
 MAX_NGRAM_ORDER = 10  # contexts of up to 9 tokens: longer ones are almost all seen once
 # n-gram counts are taken over the training text's first this many tokens: the tables grow with
@@ -572,7 +573,7 @@ def fitted_ngram_order(order: int, vocab_size: int) -> tuple[int, str | None]:
         return 0, (f"no n-gram counts: {vocab_size:,} symbols are more than they suit "
                    f"(at most {MAX_NGRAM_VOCAB})")
     fitted = order
-    while fitted > 1 and vocab_size**fitted >= 2**62:
+    while fitted > 1 and vocab_size**fitted * fitted >= 2**62:  # the keys: (context, token) * order + k
         fitted -= 1
     if fitted < 2:
         return 0, "no n-gram counts: the vocabulary is too large for them"

@@ -13,7 +13,7 @@ shortest interpolates with the uniform distribution, so no token ever has probab
 A context shorter than the longest (a stream's first tokens) starts from its own order.
 
 While the model trains on the very text that was counted, each prediction is made from the
-counts with its own occurrence left out (`leave_out`): as if the text were new, which is how the
+counts with its own occurrence left out (`held_out_probability`): as if the text were new, which is how the
 counts will meet text later. Without it the counts look perfect on the training text and the
 model learns to trust them far too much.
 
@@ -133,7 +133,13 @@ class NGramCounts(nn.Module):
         self.register_buffer("all_tokens", torch.cat(tokens), persistent=False)
         self.register_buffer("all_counts", torch.cat(counts), persistent=False)
         self.register_buffer("discounts", torch.stack(discounts), persistent=False)
-        self.widest = max(1, int(self.all_lengths.max()) if self.all_lengths.numel() else 1)
+        # Each pair keyed (context key * vocab + token) * order + k, sorted, with its row in the
+        # pair tables: training looks a target up directly.
+        pair_keys = torch.cat([(torch.repeat_interleave(self._table("contexts", k), lengths[k]) * self.vocab_size
+                                + tokens[k]) * self.order + k for k in range(self.order)])
+        pair_order = torch.argsort(pair_keys)
+        self.register_buffer("all_pair_keys", pair_keys[pair_order], persistent=False)
+        self.register_buffer("all_pair_rows", pair_order, persistent=False)
         self._tables_on_host: _HostReader | None = None  # made at the first read
         self._lock = threading.Lock()
 
@@ -141,20 +147,15 @@ class NGramCounts(nn.Module):
         self._tables_on_host = None  # made again from the tables wherever they now are
         return super()._apply(fn, recurse)
 
-    def distribution(self, history: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
+    def distribution(self, history: torch.Tensor) -> torch.Tensor:
         """history: (rows, order - 1) ids, the most recent last, -1 where there is none yet (a
         stream's start) -> the next token's probabilities (rows, vocab), float32.
 
-        `leave_out`: (rows,) the token that did come next, where this very occurrence was counted
-        (training on the counted text): the counts are taken as if it had not been.
-
-        Reading (no `leave_out`) goes row by row through a cache of the contexts met so far, each
+        Reading goes row by row through a cache of the contexts met so far, each
         order's distribution kept apart (p_k = A_k + lambda_k p_(k-1), the shorter context's p
         shared by every longer one): text revisits its contexts, a row costs microseconds where
         the batched computation costs a few dozen tensor operations per call, several times a
         small network's step, and each row's numbers are its own whatever else is in the batch."""
-        if leave_out is not None:
-            return self._computed(history, leave_out)
         rows = history.tolist()
         out = np.empty((len(rows), self.vocab_size), dtype=np.float32)
         with self._lock:
@@ -164,56 +165,51 @@ class NGramCounts(nn.Module):
                 out[r] = self._tables_on_host.row(row)
         return torch.from_numpy(out).to(self.all_keys.device)
 
-    def _computed(self, history: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
-        """distribution's answer, computed.
+    def held_out_probability(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The probability of each of `targets` (rows,) after its `history` (rows, order - 1), where
+        this very occurrence was counted (training on the counted text): taken from the counts as
+        if it had not been, which is how the counts will meet new text. Training needs the
+        target's probability alone, so each order is one lookup per row, not one per symbol.
 
         Interpolated Kneser-Ney is p_k = A_k + lambda_k p_(k-1) from the uniform distribution up,
-        so p = sum over k of A_k times the lambdas above k: every order is looked up at once and
-        the whole sum is one scatter, a few dozen tensor operations whatever the order."""
+        so p = sum over k of A_k times the lambdas above k, every order looked up at once."""
         device = self.all_keys.device
-        history = history.to(device, torch.long)
+        history, targets = history.to(device, torch.long), targets.to(device, torch.long)
         rows, vocab, orders = history.shape[0], self.vocab_size, self.order
         k = torch.arange(orders, device=device)
         known = (history >= 0).sum(1)
         # The key of each row's last k tokens, for every k, then where each context lies.
         recent = history.flip(1).clamp(min=0) * vocab ** torch.arange(self.context, device=device)
-        keys = torch.cat([torch.zeros(rows, 1, dtype=torch.long, device=device), recent.cumsum(1)], dim=1)
-        keys = keys * orders + k
-        index = torch.searchsorted(self.all_keys, keys).clamp_(max=max(0, self.all_keys.numel() - 1))
-        found = (self.all_keys[index] == keys) & (k <= known[:, None])
+        contexts = torch.cat([torch.zeros(rows, 1, dtype=torch.long, device=device), recent.cumsum(1)], dim=1)
+        index = torch.searchsorted(self.all_keys, contexts * orders + k).clamp_(max=max(0, self.all_keys.numel() - 1))
+        found = (self.all_keys[index] == contexts * orders + k) & (k <= known[:, None])
+        pairs = (contexts * vocab + targets[:, None]) * orders + k
+        at = torch.searchsorted(self.all_pair_keys, pairs).clamp_(max=max(0, self.all_pair_keys.numel() - 1))
+        seen = (self.all_pair_keys[at] == pairs) & found
+        counts = self.all_counts[self.all_pair_rows[at]] * seen[..., None]  # (rows, orders, kind)
         # A row's longest context uses raw counts; every shorter one continuation counts (how
         # many distinct tokens came before it), the lower orders' role being to back off.
         kind = (k != known.clamp(max=self.context)[:, None]).long()  # 0 raw, 1 continuation
+        own = counts.gather(2, kind[..., None])[..., 0]
         total = self.all_totals[index, kind] * found
         freed = self.all_freed[index, kind] * found
-        span = torch.arange(self.widest, device=device)
-        inside = (span < (self.all_lengths[index] * found)[..., None])  # (rows, orders, widest)
-        where = (self.all_starts[index][..., None] + span).clamp_(max=max(0, self.all_tokens.numel() - 1))
-        tokens = self.all_tokens[where] * inside
-        counts = self.all_counts[where, kind[..., None].expand_as(where)] * inside
+        # The occurrence is in every raw count; in a continuation count only when its left
+        # neighbour (known) had not come before this context and token anywhere else.
+        raw_above = torch.cat([counts[:, 1:, 0], torch.zeros(rows, 1, dtype=torch.long, device=device)], dim=1)
+        alone = (k < known[:, None]) & (raw_above == 1)
+        out = torch.minimum((found & ((kind == 0) | alone)).long(), own)  # uncounted text: nothing to leave out
         discounts = self.discounts[k, kind]  # (rows, orders, 4)
-        if leave_out is not None:
-            target = (tokens == leave_out.to(device, torch.long)[:, None, None]) & inside
-            own = (counts * target).sum(-1)
-            # The occurrence is in a raw count; in a continuation count only when its left
-            # neighbour (known) had not come before this context and token anywhere else.
-            raw_above = torch.cat([(self.all_counts[where, 0] * target).sum(-1)[:, 1:],
-                                   torch.zeros(rows, 1, dtype=torch.long, device=device)], dim=1)
-            alone = (k < known[:, None]) & (raw_above == 1)
-            out = torch.minimum((found & ((kind == 0) | alone)).long(), own)  # uncounted text: nothing
-            counts = counts - target * out[..., None]
-            total = total - out
-            freed = freed - discounts.gather(2, own.clamp(max=3)[..., None])[..., 0] \
-                + discounts.gather(2, (own - out).clamp(max=3)[..., None])[..., 0]
+        left = own - out
+        total = total - out
+        freed = freed - discounts.gather(2, own.clamp(max=3)[..., None])[..., 0] \
+            + discounts.gather(2, left.clamp(max=3)[..., None])[..., 0]
         usable = found & (total > 0)
         scale = torch.where(usable, 1.0 / total.clamp(min=1), 0.0)
         lambdas = torch.where(usable, freed * scale, 1.0)
         above = lambdas.flip(1).cumprod(1).flip(1)  # above[:, k]: the product of lambdas from k up
         weight = torch.cat([above[:, 1:], torch.ones(rows, 1, device=device)], dim=1) * scale
-        taken = discounts.gather(2, counts.clamp(max=3))
-        mass = (counts - taken).clamp_(min=0) * weight[..., None]
-        p = (above[:, :1] / vocab).expand(rows, vocab).contiguous()
-        return p.scatter_add_(1, tokens.view(rows, -1), mass.view(rows, -1))
+        mass = (left - discounts.gather(2, left.clamp(max=3)[..., None])[..., 0]).clamp(min=0) * weight
+        return above[:, 0] / vocab + mass.sum(1)
 
 
 class _HostReader:

@@ -163,6 +163,11 @@ class RNNLanguageModel(nn.Module):
         in `history` (1, batch, order - 1) -> the mix's log-probabilities (batch, time, vocab),
         float32, and the history after `ids`.
 
+        With `counted_targets` (training on the counted text) the counts are read for the targets
+        alone, each without its own occurrence, and the result has one more column: the log of
+        the mass the counts give the other tokens, which no target is. Cross-entropy over it is
+        then exactly the mix's, at the cost of one lookup per prediction, not one per symbol.
+
         Training scores the mix and, beside it, the network's own prediction: in a mix each part
         learns in proportion to the share of the next token it already gave, so a new network,
         worse than the counts at first, would learn slowly from the mix alone (80 s on one core:
@@ -172,14 +177,20 @@ class RNNLanguageModel(nn.Module):
         rows, time, vocab = ids.shape[0], ids.shape[1], self.config.vocab_size
         context = self.config.ngram_order - 1
         read = torch.cat([history[0].to(torch.long) - 1, ids], dim=1)  # -1: nothing read yet
-        contexts = read.unfold(1, context, 1)[:, 1:]  # the tokens up to and including each of ids
-        leave_out = None if counted_targets is None else counted_targets.clamp(min=0).reshape(-1)
-        counts = self.ngram.distribution(contexts.reshape(-1, context), leave_out).view(rows, time, vocab)
+        contexts = read.unfold(1, context, 1)[:, 1:].reshape(-1, context)  # the tokens up to each of ids
+        after = (read[:, -context:] + 1).to(history.dtype).unsqueeze(0)
         outputs = outputs.float()
-        gate = outputs[..., vocab:]
-        mixed = torch.logaddexp(F.logsigmoid(gate) + F.log_softmax(outputs[..., :vocab], dim=-1),
-                                F.logsigmoid(-gate) + counts.clamp(min=1e-30).log())
-        return mixed, (read[:, -context:] + 1).to(history.dtype).unsqueeze(0)
+        trust, distrust = F.logsigmoid(outputs[..., vocab:]), F.logsigmoid(-outputs[..., vocab:])
+        network = F.log_softmax(outputs[..., :vocab], dim=-1)
+        if counted_targets is None:
+            counts = self.ngram.distribution(contexts).view(rows, time, vocab)
+            return torch.logaddexp(trust + network, distrust + counts.clamp(min=1e-30).log()), after
+        targets = counted_targets.clamp(min=0)  # ignored places (documents' padding) score nothing
+        held_out = self.ngram.held_out_probability(contexts, targets.reshape(-1)).view(rows, time, 1)
+        mixed = trust + network
+        at_target = torch.logaddexp(mixed.gather(2, targets[..., None]), distrust + held_out.clamp(min=1e-30).log())
+        rest = distrust + (1 - held_out).clamp(min=1e-30).log()
+        return torch.cat([mixed.scatter(2, targets[..., None], at_target), rest], dim=-1), after
 
     def mix_step(self, outputs: torch.Tensor, tokens: torch.Tensor,
                  history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
