@@ -177,3 +177,14 @@ def test_the_training_columns_are_a_distribution_whose_target_is_the_held_out_mi
     expected = gate * network[torch.arange(30), targets[0]] + (1 - gate) * held_out
     assert torch.allclose(columns[0, torch.arange(30), targets[0]].exp(), expected, atol=1e-6)
     assert not torch.allclose(held_out, model.ngram.distribution(history)[torch.arange(30), targets[0]])
+
+
+def test_scoring_a_text_at_once_gives_each_row_the_numbers_it_gets_alone() -> None:
+    """Hundreds of rows (scoring) are read all at once, a few (sampling, serving) row by row
+    through the cache: the same arithmetic, so the same numbers to the last bit."""
+    ids = _text(9, 2000)
+    counts = NGramCounts.count(torch.tensor(ids[:1500]), VOCAB, ORDER)
+    histories = _as_rows([ids[i - 3 : i] for i in range(3, 2000)] + [[], [2], [1, 0]], ORDER)
+    at_once = counts.distribution(histories)
+    alone = torch.cat([counts.distribution(histories[i : i + 1]) for i in range(len(histories))])
+    assert torch.equal(at_once, alone)

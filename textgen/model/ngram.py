@@ -53,6 +53,9 @@ TABLES = ("contexts", "starts", "tokens", "raw", "continuation")
 # Contexts whose distributions are kept for reading (sampling, serving, scoring): about 4 MB of
 # numbers for 65 characters, allocated as they fill; then the cache starts again.
 CACHED_CONTEXTS = 16_384
+# Calls with this many rows or more (scoring a text) are read all at once, without the cache,
+# in the same float32 arithmetic, so that a row's numbers never depend on the path it took.
+BULK_ROWS = 256
 KINDS = ("raw", "continuation")
 
 
@@ -156,13 +159,17 @@ class NGramCounts(nn.Module):
         shared by every longer one): text revisits its contexts, a row costs microseconds where
         the batched computation costs a few dozen tensor operations per call, several times a
         small network's step, and each row's numbers are its own whatever else is in the batch."""
-        rows = history.tolist()
-        out = np.empty((len(rows), self.vocab_size), dtype=np.float32)
         with self._lock:
             if self._tables_on_host is None:
                 self._tables_on_host = _HostReader(self)
-            for r, row in enumerate(rows):
-                out[r] = self._tables_on_host.row(row)
+            reader = self._tables_on_host
+            if history.shape[0] >= BULK_ROWS:  # scoring a text: all at once, the same numbers
+                out = reader.rows(history.cpu().numpy().astype(np.int64))
+            else:
+                rows = history.tolist()
+                out = np.empty((len(rows), self.vocab_size), dtype=np.float32)
+                for r, row in enumerate(rows):
+                    out[r] = reader.row(row)
         return torch.from_numpy(out).to(self.all_keys.device)
 
     def held_out_probability(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -248,13 +255,45 @@ class _HostReader:
         index = int(np.searchsorted(self.keys, key))
         p = lower
         if index < len(self.keys) and self.keys[index] == key and self.totals[index, kind] > 0:
-            total = float(self.totals[index, kind])
+            total = self.totals[index, kind]
             start, length = int(self.starts[index]), int(self.lengths[index])
             counts = self.counts[start : start + length, kind]
             taken = self.discounts[k, kind][np.minimum(counts, 3)]
-            p = lower * np.float32(self.freed[index, kind] / total)
-            p[self.tokens[start : start + length]] += (np.maximum(counts - taken, 0) / total).astype(np.float32)
+            # The arithmetic `rows` repeats: float32 lambdas, float64 masses rounded to float32.
+            p = lower * (self.freed[index, kind] / np.float32(total))
+            p[self.tokens[start : start + length]] += (np.maximum(counts - taken, 0) / np.float64(total)).astype(
+                np.float32)
         return self._keep((context, kind), p)
+
+    def rows(self, history: np.ndarray) -> np.ndarray:
+        """`row` for every row of `history` (rows, order - 1) at once, order by order, with the
+        same float32 operations in the same order, so each row's numbers are the ones `row` gives."""
+        count, context = history.shape
+        known = (history >= 0).sum(1)
+        top = np.minimum(known, context)
+        p = np.tile(self.uniform, (count, 1))
+        key = np.zeros(count, dtype=np.int64)
+        for k in range(self.order):
+            if k:
+                key = key + np.maximum(history[:, context - k], 0) * self.vocab ** (k - 1)
+            kind = np.where(top == k, 0, 1)
+            wanted = key * self.order + k
+            index = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+            total = self.totals[index, kind]
+            usable = np.flatnonzero((k <= top) & (self.keys[index] == wanted) & (total > 0))
+            if not len(usable):
+                continue
+            index, kind, total = index[usable], kind[usable], total[usable]
+            p[usable] *= (self.freed[index, kind] / total.astype(np.float32))[:, None]
+            span = np.arange(int(self.lengths[index].max()))
+            inside = span < self.lengths[index][:, None]
+            where = (self.starts[index][:, None] + span)[inside]
+            which = np.repeat(np.arange(len(usable)), self.lengths[index])
+            counts = self.counts[where, kind[which]]
+            taken = self.discounts[k, kind[which], np.minimum(counts, 3)]
+            mass = (np.maximum(counts - taken, 0) / total[which].astype(np.float64)).astype(np.float32)
+            p[usable[which], self.tokens[where]] += mass
+        return p
 
     def _keep(self, key: tuple[tuple[int, ...], int], p: np.ndarray) -> np.ndarray:
         if len(self.slot_of) >= CACHED_CONTEXTS:
