@@ -603,11 +603,10 @@ def check_model_config(config: ModelConfig) -> None:
     if config.ngram_order and config.tie_weights:
         raise OptionError("ngram_order", "cannot be combined with {tie_weights} (the output layer also gives the "
                                          "gate between the network and the counts)", "tie_weights")
-    if config.ngram_order and config.vocab_size and \
-            fitted_ngram_order(config.ngram_order, config.vocab_size)[0] != config.ngram_order:
+    _, why = fitted_ngram_order(config.ngram_order, config.vocab_size) if config.vocab_size else (0, None)
+    if why:
         raise OptionError("ngram_order", f"{config.ngram_order} does not suit a vocabulary of "
-                                         f"{config.vocab_size:,} tokens: "
-                                         f"{fitted_ngram_order(config.ngram_order, config.vocab_size)[1]}")
+                                         f"{config.vocab_size:,} tokens: {why}")
     if config.tie_weights and config.skip_connections:
         raise OptionError("tie_weights", "cannot be combined with skip connections (with them the output layer "
                                          "reads every layer, not the top one alone)")

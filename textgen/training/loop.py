@@ -224,9 +224,7 @@ class Trainer:
         out of them (RNNLanguageModel.forward's counted_targets)."""
         order = self.model.config.ngram_order
         if order and self.model.ngram is None:
-            if self.data.counted is None:
-                raise SettingError("this run's text cannot be counted for n-grams; set {ngram_order} to 0", "ngram_order")
-            ids = self.data.counted()[:MAX_COUNTED_TOKENS]
+            ids = self.data.ids_to_count(MAX_COUNTED_TOKENS)
             self.model.attach_counts(NGramCounts.count(ids, self.model.config.vocab_size, order))
         self.counted = bool(order)
 
@@ -252,14 +250,14 @@ class Trainer:
         counts = {"counted_targets": window.targets, "with_network_logits": True} if self.counted else {}
         with self.autocast():
             logits, state, *extras = self.forward(window.inputs, self.state, with_top_output=self.penalised, **counts)
+        network = extras.pop() if self.counted else None
         loss, reported, scored = self.loss_of(logits, window.targets)
-        if self.counted:  # the network's own prediction is trained too (RNNLanguageModel.mix_counts)
-            loss = loss + self.loss_of(extras.pop(), window.targets)[0]
-        top = extras
+        if network is not None:  # the network's own prediction is trained too (RNNLanguageModel.mix_counts)
+            loss = loss + self.loss_of(network, window.targets)[0]
         if self.penalised:  # shapes the gradient only: the loss reported stays the cross-entropy
             # Under DDP the processes' means are averaged: the global mean for streams, whose rows
             # are all scored; for documents padded unevenly, rows weigh a little differently.
-            loss = loss + activation_penalties(top[0], window.targets, config.activation_penalty,
+            loss = loss + activation_penalties(extras[0], window.targets, config.activation_penalty,
                                                config.activation_change_penalty)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from textgen.checkpoint.records import CorpusRecord
-from textgen.config import MAX_COUNTED_TOKENS, TokenizerConfig, TrainConfig
+from textgen.config import TokenizerConfig, TrainConfig
 from textgen.data import (
     Batches, DocumentBatches, SegmentBatches, StreamBatches, split_documents, split_text, window_for_predictions,
 )
@@ -88,9 +88,10 @@ Validation = StreamValidation | DocumentValidation | PreparedValidation
 class RunData:
     batches: Batches | SegmentBatches
     validation: Validation
+    # The first `limit` training ids as one sequence (documents joined by their marker), read
+    # only when n-gram counts are wanted.
+    ids_to_count: Callable[[int], torch.Tensor]
     notes: list[str] = field(default_factory=list)  # for the run's plan line
-    # The training ids as one sequence (documents joined by their marker), for n-gram counts.
-    counted: Callable[[], torch.Tensor] | None = None
 
 
 def lay_out_run_data(train_text: str, val_text: str, tokenizer: Tokenizer, documents: str, batch_size: int,
@@ -105,11 +106,11 @@ def lay_out_run_data(train_text: str, val_text: str, tokenizer: Tokenizer, docum
     note = (f"{len(train_documents):,} training and {len(validation.documents):,} validation "
             f"documents ({documents}), each read from a fresh state")
 
-    def joined() -> torch.Tensor:
+    def joined(limit: int) -> torch.Tensor:
         return _as_tensor([token for ids in train_documents for token in (tokenizer.end_id, *ids)]
-                          + [tokenizer.end_id])
+                          + [tokenizer.end_id])[:limit]
 
-    return RunData(batches, validation, [note], joined)
+    return RunData(batches, validation, joined, [note])
 
 
 def _stream(train_text: str, val_text: str, tokenizer: Tokenizer, batch_size: int, seq_len: int,
@@ -120,7 +121,7 @@ def _stream(train_text: str, val_text: str, tokenizer: Tokenizer, batch_size: in
     if batches.global_rows < batch_size:
         notes.append(f"batch size lowered to {batches.global_rows} so every row holds at least one window")
     validation = StreamValidation(_as_tensor(tokenizer.encode(val_text)), int(train_ids[-1]), len(val_text))
-    return RunData(batches, validation, notes, lambda: train_ids)
+    return RunData(batches, validation, lambda limit: train_ids[:limit], notes)
 
 
 def lay_out_prepared(prepared: PreparedCorpus, batch_size: int, seq_len: int, seed: int, device: torch.device,
@@ -145,8 +146,9 @@ def lay_out_prepared(prepared: PreparedCorpus, batch_size: int, seq_len: int, se
     part = held_out(prepared)
     if part.note:
         notes.append(part.note)
-    return RunData(batches, PreparedValidation(part), notes,
-                   lambda: torch.from_numpy(np.asarray(prepared.train_ids[:MAX_COUNTED_TOKENS], dtype=np.int64)))
+    # The slice of the memory map is read, not the whole of it.
+    return RunData(batches, PreparedValidation(part),
+                   lambda limit: torch.from_numpy(np.asarray(prepared.train_ids[:limit], dtype=np.int64)), notes)
 
 
 def _as_tensor(ids: list[int]) -> torch.Tensor:
