@@ -10,6 +10,9 @@ then a 10,000-character prompt read cold (by the engine's fast step, and by mode
 `textgen sample` primes) and a conversation's 10th turn whose history is cached, against a
 100-character prompt; then resident memory after 100 and after 10,000 requests. The model is a randomly initialised 2 x 512 char LSTM over tiny
 Shakespeare's 65 symbols unless --checkpoint names one: speed does not depend on the weights.
+As in the server, the engine thread is the process's one long-lived computing thread: the
+benchmark's own torch work (the model, the raw batch, the bare step) runs in threads that end with
+it (textgen/serve/threads.py says why).
 Every request draws with temperature 0.8 and top-k 40. The requests' events are read by coroutines
 on one event loop, as the server's handlers read them (--readers threads: a thread per request, each
 woken every step). HTTP-driven figures are the HTTP layer's.
@@ -36,6 +39,7 @@ from textgen.config import ModelConfig, ServeConfig
 from textgen.model import RNNLanguageModel, prime
 from textgen.sampling import prompt_ids
 from textgen.serve import Engine, Generation, Piece
+from textgen.serve.threads import in_passing_thread
 from textgen.tokenizers import CharTokenizer
 
 SHAPING = dict(temperature=0.8, top_k=40)
@@ -112,9 +116,12 @@ def engine_for(model, max_batch: int) -> Engine:
 
 
 def raw_batch_rate(model, clients: int, tokens: int) -> float:
-    started = time.perf_counter()
-    texts = model.generate_many(prompt_text(PROMPT_CHARACTERS, 0), clients, length=tokens, seed=1, **SHAPING)
-    return sum(map(len, texts)) / (time.perf_counter() - started)
+    def timed() -> float:
+        started = time.perf_counter()
+        texts = model.generate_many(prompt_text(PROMPT_CHARACTERS, 0), clients, length=tokens, seed=1, **SHAPING)
+        return sum(map(len, texts)) / (time.perf_counter() - started)
+
+    return in_passing_thread(timed)
 
 
 def first_token_seconds(engine: Engine, ids: tuple[int, ...]) -> float:
@@ -137,10 +144,11 @@ def long_prompts(model, tokenizer) -> None:
         turn = first_token_seconds(engine, ids_of(tokenizer, history + last_line))
     finally:
         engine.drain(timeout=1)
-    started = time.perf_counter()
-    with torch.no_grad():
-        prime(model.model, list(ids_of(tokenizer, history)))
-    forward = time.perf_counter() - started
+    def primed() -> None:
+        with torch.no_grad():
+            prime(model.model, list(ids_of(tokenizer, history)))
+
+    forward = in_passing_thread(lambda: _timed(primed))
     print(f"10,000-char prompt, first token: engine (fast step, cold) {cold:.2f} s; "
           f"model.forward priming {forward:.2f} s")
     print(f"10th turn (10,000 chars cached + {PROMPT_CHARACTERS}): first token {turn * 1000:.1f} ms against "
@@ -192,14 +200,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as folder:
-        if args.checkpoint:
-            model = textgen.load(args.checkpoint, device="cpu")
-        else:
-            tokenizer = CharTokenizer.from_text(SHAKESPEARE_SYMBOLS)
-            config = ModelConfig(vocab_size=tokenizer.vocab_size, cell="lstm", layers=2, hidden_size=512,
-                                 embedding_size=128, skip_connections=False)
-            torch.manual_seed(0)
-            _, model = saved_and_loaded(folder, "random-lstm", RNNLanguageModel(config).eval(), tokenizer)
+        model = in_passing_thread(lambda: served_model(args.checkpoint, folder))
         tokenizer = model.tokenizer
         print(f"model: {'loaded from ' + str(args.checkpoint) if args.checkpoint else 'random 2 x 512 char LSTM'}; "
               f"{args.tokens} tokens per request after a {PROMPT_CHARACTERS}-char prompt; temperature 0.8, top-k 40; "
@@ -223,7 +224,8 @@ def main() -> None:
                   f"{raw:>15,.0f} | {ours['rate'] / naive['rate']:.1f}x, {ours['rate'] / raw:.2f}x", flush=True)
         steps = 2 * args.tokens
         # The bare loop is written for the random model's shape (2 LSTM layers, no skip connections).
-        bare = max(steps / _timed(lambda: cached_matrix_steps(model.model, 1, steps)) for _ in range(3))
+        bare = max(steps / in_passing_thread(lambda: _timed(lambda: cached_matrix_steps(model.model, 1, steps)))
+                   for _ in range(3))
         alone = engine_for(model, 64)
         try:
             one = max(drive(alone, tokenizer, 1, steps, args.readers)["rate"] for _ in range(3))
@@ -233,6 +235,20 @@ def main() -> None:
               f"{one / bare:.2f}x (target at least 1.0x)")
         long_prompts(model, tokenizer)
         flat_memory(model, tokenizer, args.memory_requests)
+
+
+def served_model(checkpoint: Path | None, folder: str):
+    """The model to serve: the checkpoint's, or a random 2 x 512 char LSTM saved and loaded as a checkpoint."""
+    if checkpoint:
+        model = textgen.load(checkpoint, device="cpu")
+    else:
+        tokenizer = CharTokenizer.from_text(SHAKESPEARE_SYMBOLS)
+        config = ModelConfig(vocab_size=tokenizer.vocab_size, cell="lstm", layers=2, hidden_size=512,
+                             embedding_size=128, skip_connections=False)
+        torch.manual_seed(0)
+        model = saved_and_loaded(folder, "random-lstm", RNNLanguageModel(config).eval(), tokenizer)[1]
+    model.step  # built (and checked against forward) here rather than by the first engine
+    return model
 
 
 def _timed(run) -> float:

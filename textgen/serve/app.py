@@ -81,6 +81,7 @@ class ServerState:
         """Swap in a checkpoint's weights whenever a run saves a new best into its folder (the
         atomic save shows a whole checkpoint or none); the engine swaps between steps."""
         from textgen.api import load
+        from textgen.serve.threads import in_passing_thread
 
         seen = {name: saved_version(served.path) for name, served in self.models.items()}
         while not self.draining:
@@ -89,8 +90,8 @@ class ServerState:
                 version = saved_version(served.path)
                 if version == seen[name]:
                     continue
-                try:
-                    fresh = served_model(name, served.path, load(served.path))
+                try:  # loaded in a thread that ends: see textgen/serve/threads.py
+                    fresh = in_passing_thread(lambda: served_model(name, served.path, load(served.path)))
                 except (TextgenError, OSError) as error:  # mid-save or damaged: keep serving the old one
                     log.warning("warning: not reloading %s: %s", name, error)
                     continue
