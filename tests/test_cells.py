@@ -88,6 +88,27 @@ def test_the_fast_step_of_every_kind_gives_the_logits_of_forward(make_model, kin
     assert make_step(model).kind == "fast"
 
 
+@kinds
+@pytest.mark.parametrize("ngram_order", [0, 3])
+def test_advancing_a_step_gives_the_state_the_whole_step_gives(make_model, kind, ngram_order):
+    """Reading a prompt skips the prediction (output layer, counts) but must leave exactly the
+    state the whole step leaves: a cached state is then the state a cold read computes."""
+    from textgen.model.ngram import NGramCounts
+
+    model = make_model(30, cell=kind.name, layers=2, hidden_size=12, embedding_size=6, seed=2, ngram_order=ngram_order)
+    ids = torch.randint(0, 30, (3, 9), generator=torch.Generator().manual_seed(5))
+    if ngram_order:
+        model.attach_counts(NGramCounts.count(ids.flatten(), 30, ngram_order))
+    for step in (FastStep(model), ModuleStep(model)):
+        whole = advanced = step.from_model_state(model.init_state(1), 3)
+        for column in ids.t():
+            _, whole = step(column, whole)
+            advanced = step.advance(column, advanced)
+        flat = (lambda state: [part for layer in state for part in layer]) if step.kind == "fast" else state_parts
+        assert len(flat(whole)) == len(flat(advanced)) > 0
+        assert all(torch.equal(a, b) for a, b in zip(flat(whole), flat(advanced)))
+
+
 def test_a_kind_registered_under_a_new_name_works_everywhere_a_cell_is_read(monkeypatch, make_model, prose):
     """Nothing outside the registry compares cell names: an LSTM under another name keeps its
     forget-gate bias, its (h, c) state, its fast step and its gates for insight."""

@@ -202,12 +202,8 @@ class FastStep:
 
     def __call__(self, tokens: torch.Tensor, state: list[LayerState]) -> tuple[torch.Tensor, list[LayerState]]:
         """tokens: (batch,) ids -> logits (batch, vocab) for the token after them, and the new state."""
-        below: torch.Tensor | None = None
-        new_state: list[LayerState] = []
-        for layer, layer_state in zip(self.layers, state):
-            layer_state = self.cell_kind.fast_step(layer, tokens, below, layer_state)
-            below = layer_state[0]
-            new_state.append(layer_state)
+        new_state = self._layers(tokens, state)
+        below = new_state[-1][0]
         if self.skip_connections:
             outputs = self.decoder(torch.cat([layer_state[0] for layer_state in new_state], dim=1))
         else:
@@ -216,6 +212,23 @@ class FastStep:
             return outputs, new_state
         logits, history = self.mix_counts(outputs, tokens, state[-1][0])
         return logits, [*new_state, (history,)]
+
+    def advance(self, tokens: torch.Tensor, state: list[LayerState]) -> list[LayerState]:
+        """The state after tokens, exactly as __call__ computes it, without the prediction that
+        nobody reads while a prompt is read (the output layer and the counts' distribution)."""
+        new_state = self._layers(tokens, state)
+        if self.mix_counts is None:
+            return new_state
+        return [*new_state, (RNNLanguageModel.shifted_history(state[-1][0], tokens),)]
+
+    def _layers(self, tokens: torch.Tensor, state: list[LayerState]) -> list[LayerState]:
+        below: torch.Tensor | None = None
+        new_state: list[LayerState] = []
+        for layer, layer_state in zip(self.layers, state):
+            layer_state = self.cell_kind.fast_step(layer, tokens, below, layer_state)
+            below = layer_state[0]
+            new_state.append(layer_state)
+        return new_state
 
 
 class ModuleStep:
@@ -238,6 +251,9 @@ class ModuleStep:
         with _without_onednn():
             logits, state = self.model(tokens.view(-1, 1), state)
         return logits[:, -1], state
+
+    def advance(self, tokens: torch.Tensor, state: State) -> State:
+        return self(tokens, state)[1]
 
 
 Step = FastStep | ModuleStep

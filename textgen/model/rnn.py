@@ -192,13 +192,19 @@ class RNNLanguageModel(nn.Module):
         rest = distrust + (1 - held_out).clamp(min=1e-30).log()
         return torch.cat([mixed.scatter(2, targets[..., None], at_target), rest], dim=-1), after
 
+    @staticmethod
+    def shifted_history(history: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The counts' history (batch, order - 1) after reading tokens (batch,): held as id + 1,
+        so that 0 says no token yet."""
+        return torch.cat([history[:, 1:], (tokens + 1).to(history.dtype)[:, None]], dim=1)
+
     def mix_step(self, outputs: torch.Tensor, tokens: torch.Tensor,
                  history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mix_counts for one token a row, as the fast step reads: outputs (batch, vocab + 1),
         tokens (batch,) and history (batch, order - 1) -> log-probabilities (batch, vocab) and the
         history after tokens; in as few tensor operations as it takes, which at one row cost
         more than the arithmetic."""
-        history = torch.cat([history[:, 1:], (tokens + 1).to(history.dtype)[:, None]], dim=1)
+        history = self.shifted_history(history, tokens)
         counts = self.ngram.distribution(history.to(torch.long) - 1)
         outputs = outputs.float()
         trust = torch.sigmoid(outputs[:, self.config.vocab_size :])

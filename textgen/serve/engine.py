@@ -749,7 +749,7 @@ class Engine:
         columns = torch.tensor([row.ids[row.position : row.position + ahead] for row in lane.rows], device=device).t()
         state = lane.layout.state(lane.parts)
         for tokens in columns:
-            _, state = lane.step(tokens.contiguous(), state)
+            state = lane.step.advance(tokens.contiguous(), state)
         lane.parts = lane.layout.parts(state)
         for row in lane.rows:
             row.position += ahead
