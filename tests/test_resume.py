@@ -227,7 +227,7 @@ def test_bfloat16_training_learns_and_saves_float32_weights(tmp_path, corpus):
 @pytest.mark.skipif(bfloat16_support(torch.device("cpu")) != UNSUPPORTED,
                     reason="this CPU runs bfloat16; the refusal is tested with a faked CPU in test_devices.py")
 def test_bfloat16_is_refused_in_one_line_where_the_cpu_cannot_run_it(tmp_path, corpus):
-    with pytest.raises(TextgenError, match="^--precision bfloat16 cannot run on this CPU"):
+    with pytest.raises(TextgenError, match="^precision bfloat16 cannot run on this CPU"):
         train(corpus, tmp_path / "ck", TINY, TokenizerConfig(), quick(max_steps=3, precision="bfloat16"))
     assert not (tmp_path / "ck").exists()
 
