@@ -35,6 +35,9 @@ from textgen.config import ModelConfig
 from textgen.model import RNNLanguageModel
 from textgen.tokenizers import CharTokenizer
 
+WARM_UP_PROMPT = 1_000_000  # a prompt no level sends
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -55,7 +58,7 @@ class ServerProcess:
                 raise SystemExit(f"the server ended: {self.process.stderr.read()}")
             try:
                 if httpx.get(self.url + "/health").status_code == 200:
-                    drive(self.url, 1, 8)  # the first request builds the fast step: not part of any figure
+                    drive(self.url, 1, 8, WARM_UP_PROMPT)  # builds the fast step: not part of any figure
                     return
             except httpx.TransportError:
                 pass
@@ -70,9 +73,9 @@ class ServerProcess:
         self.process.wait(timeout=120)
 
 
-def stream_once(client: httpx.Client, url: str, index: int, tokens: int, timeout: float) -> dict:
+def stream_once(client: httpx.Client, url: str, index: int, prompt: int, tokens: int, timeout: float) -> dict:
     """One streaming client: its time to first text, whole time, tokens and HTTP status."""
-    body = {"model": "m", "prompt": prompt_text(PROMPT_CHARACTERS, index), "max_tokens": tokens, "stream": True, "seed": index,
+    body = {"model": "m", "prompt": prompt_text(PROMPT_CHARACTERS, prompt), "max_tokens": tokens, "stream": True, "seed": index,
             "temperature": 0.8, "top_k": 40, "stream_options": {"include_usage": True}}
     started, first, made = time.perf_counter(), None, 0
     try:
@@ -93,16 +96,18 @@ def stream_once(client: httpx.Client, url: str, index: int, tokens: int, timeout
     return {"status": 200, "first": first, "whole": time.perf_counter() - started, "tokens": made}
 
 
-def drive(url: str, clients: int, tokens: int, timeout: float = 600) -> dict:
-    """`clients` streaming requests at once, each from a thread of its own. They share one httpx
+def drive(url: str, clients: int, tokens: int, first_prompt: int, timeout: float = 600) -> dict:
+    """`clients` streaming requests at once, each from a thread of its own, with the prompts numbered
+    from `first_prompt`: a server keeps the state of every prompt it read, so a prompt sent twice to
+    one server would be read once and flatter its figures. They share one httpx
     client made beforehand, as a real program keeps its client: making one builds an SSL context
     (about 20 ms of CPU under the GIL), which, made by each thread inside its timing, was most of
     the time to first token measured at 16 clients."""
     results: list[dict] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     with httpx.Client(limits=limits) as client:
-        threads = [threading.Thread(target=lambda i=i: results.append(stream_once(client, url, i, tokens, timeout)))
-                   for i in range(clients)]
+        threads = [threading.Thread(target=lambda i=i: results.append(
+                       stream_once(client, url, i, first_prompt + i, tokens, timeout))) for i in range(clients)]
         started = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -132,7 +137,7 @@ def overload(checkpoint: Path, tokens: int) -> None:
     max_batch, max_queue = 8, 8
     with ServerProcess(checkpoint, "--max-batch", str(max_batch), "--max-queue", str(max_queue),
                        "--max-tokens-limit", str(tokens)) as server:
-        result = drive(server.url, 2 * (max_batch + max_queue), tokens, timeout=300)
+        result = drive(server.url, 2 * (max_batch + max_queue), tokens, 0, timeout=300)
     statuses = result["statuses"]
     served, refused = statuses.count(200), statuses.count(503)
     lost = len(statuses) - served - refused
@@ -157,9 +162,11 @@ def main() -> None:
                 ServerProcess(checkpoint, "--max-batch", "1", *limit) as single:
             print(f"{'clients':>7} | {'tok/s':>7} {'ttft p50/p99 s':>15} {'whole p50/p99 s':>16} {'errors':>6} | "
                   f"{'1-at-a-time tok/s':>17} {'ttft p99 s':>10} {'errors':>6} | ratio")
-            for clients in args.levels:
-                ours = drive(batched.url, clients, args.tokens)
-                naive = drive(single.url, clients, args.tokens)
+            first_prompt = 0
+            for clients in args.levels:  # every level's prompts new to both servers
+                ours = drive(batched.url, clients, args.tokens, first_prompt)
+                naive = drive(single.url, clients, args.tokens, first_prompt)
+                first_prompt += clients
                 print(f"{clients:>7} | {ours['rate']:>7,.0f} {ours['first50']:>7.3f}/{ours['first99']:<7.3f} "
                       f"{ours['whole50']:>8.2f}/{ours['whole99']:<7.2f} {ours['errors']:>6} | "
                       f"{naive['rate']:>17,.0f} {naive['first99']:>10.2f} {naive['errors']:>6} | "
