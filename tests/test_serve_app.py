@@ -213,3 +213,31 @@ def test_health_and_completions_answer_503_until_the_models_are_loaded(char_chec
     refused = client.post("/v1/completions", json={"model": char_checkpoint.name, "prompt": "the "})
     assert (health.status_code, health.json()["status"]) == (503, "loading")
     assert (refused.status_code, refused.headers["retry-after"], error_of(refused)["code"]) == (503, "1", "loading")
+
+
+def test_a_completion_whose_step_fails_ends_in_openais_error_shape_not_a_finish_reason(char_checkpoint):
+    """A step that raises ends its requests: a whole one is a 500, a stream ends with an error
+    event and no [DONE] (what OpenAI's clients read as an error), and the server goes on."""
+    app = textgen.serve.serve_app({"prose": char_checkpoint}, max_batch=8)
+    with TestClient(app) as client:
+        wait_until_loaded(client)
+        lane = app.state.textgen.engine._lanes["prose"]
+        working = lane.step
+
+        class Failing:
+            def __call__(self, *args):
+                raise RuntimeError("a step that fails")
+
+            advance = __call__
+
+        lane.step = Failing()
+        body = {"model": "prose", "prompt": "The ", "max_tokens": 20}
+        try:
+            whole = client.post("/v1/completions", json=body)
+            with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+                data = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+        finally:
+            lane.step = working
+        assert whole.status_code == 500 and error_of(whole)["code"] == "server_error"
+        assert "[DONE]" not in data and json.loads(data[-1])["error"]["code"] == "server_error"
+        assert client.post("/v1/completions", json=body).status_code == 200

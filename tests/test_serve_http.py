@@ -255,16 +255,41 @@ def test_a_whole_request_whose_client_gives_up_leaves_the_batch(server):
     assert made < 200_000
 
 
-def test_sigterm_ends_a_running_stream_with_its_final_chunk_and_exits_0(char_checkpoint):
-    draining = Server(char_checkpoint, "--drain-timeout", "0.5")
-    body = {"model": "prose", "prompt": PROMPT, "max_tokens": 3000, "stream": True}
-    with httpx.stream("POST", draining.url + "/v1/completions", json=body, timeout=60) as response:
+def batch_rows(url: str) -> float:
+    return float(next(line.split()[-1] for line in httpx.get(url + "/metrics").text.splitlines()
+                      if line.startswith("textgen_batch_rows ")))
+
+
+def test_sigterm_cuts_running_completions_short_with_openais_error_shape_and_exits_0(char_checkpoint):
+    """Past the drain timeout a running completion is not passed off as finished: a stream ends
+    with an error event and no [DONE] (the openai client raises APIError), a whole response is a
+    503; neither carries a finish_reason outside OpenAI's stop and length."""
+    # Far more tokens than the tiny model writes before the drain timeout, whatever the machine.
+    draining = Server(char_checkpoint, "--drain-timeout", "0.5", "--max-tokens-limit", "1000000")
+    whole: list[httpx.Response] = []
+    body = {"model": "prose", "prompt": PROMPT, "max_tokens": 1_000_000}
+    asking = threading.Thread(target=lambda: whole.append(
+        httpx.post(draining.url + "/v1/completions", json=body, timeout=60)))
+    asking.start()
+    with httpx.stream("POST", draining.url + "/v1/completions", json={**body, "stream": True}, timeout=60) as response:
         lines = response.iter_lines()
         first = next(lines)
+        for _ in range(400):  # both running before the signal; a guard against a hang, not a speed check
+            if batch_rows(draining.url) >= 2:
+                break
+            time.sleep(0.05)
         draining.terminate()
-        chunks = sse_chunks(iter([first, *lines]))
+        data = [line.removeprefix("data: ") for line in [first, *lines] if line.startswith("data: ")]
+    asking.join(60)
     code, out, err = draining.stop()
-    assert chunks[-1]["choices"][0]["finish_reason"] is not None
+    assert "[DONE]" not in data
+    error = json.loads(data[-1])["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "shutting_down"
+    assert "cut short" in error["message"]
+    chunks = [json.loads(line) for line in data[:-1]]
+    assert chunks and all(choice["finish_reason"] is None for chunk in chunks for choice in chunk["choices"])
+    assert "".join(chunk["choices"][0]["text"] for chunk in chunks)
+    assert whole[0].status_code == 503 and "cut short" in whole[0].json()["error"]["message"]
     assert (code, "Traceback" in err) == (0, False), err
     assert "serving 'prose' at " + draining.url in out
 

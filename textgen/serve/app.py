@@ -144,7 +144,7 @@ def create_app(checkpoints: Mapping[str, Path], config: ServeConfig) -> FastAPI:
 # --- errors ------------------------------------------------------------------------------------
 
 def error_response(error: RequestError) -> JSONResponse:
-    body = {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
+    body = {"error": error.wire()}
     headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
     return JSONResponse(body, status_code=error.status, headers=headers)
 
@@ -364,7 +364,7 @@ async def _complete(request: Request, state: ServerState, asked: CompletionReque
         raise RequestError(f"{refused}", None, 503, "server_error", "server_busy", seconds) from None
     reply = Reply(asked, served, chat, len(asked.prompts) * asked.sample.num_samples)
     if asked.stream:
-        return StreamingResponse(_sse(reply, jobs), media_type="text/event-stream",
+        return StreamingResponse(_sse(reply, jobs, state), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     watcher = asyncio.create_task(_cancel_when_gone(request, jobs))
     try:
@@ -374,7 +374,20 @@ async def _complete(request: Request, state: ServerState, asked: CompletionReque
         watcher.cancel()
         for job in jobs:
             job.cancel()
+    if reply.cut:
+        raise cut_short(state)
     return JSONResponse(reply.whole())
+
+
+def cut_short(state: ServerState) -> RequestError:
+    """Why a completion was ended before its stop or its length: the server shutting down (its
+    drain timeout passed), or a step that failed. Not a finish_reason: OpenAI's are stop and
+    length, and a client must not take a cut text for a whole one."""
+    if state.draining:
+        return RequestError("the server is shutting down: the completion was cut short", None, 503,
+                            "server_error", "shutting_down", 5)
+    return RequestError("the completion could not be finished (the server's log says why)", None, 500,
+                        "server_error", "server_error")
 
 
 def _generation(served: ServedModel, asked: CompletionRequest, prompt: str) -> Any:
@@ -456,11 +469,12 @@ async def arrivals(jobs: list[Any], keepalive: float | None = None) -> AsyncIter
             task.cancel()
 
 
-async def _sse(reply: "Reply", jobs: list[Any]) -> AsyncIterator[bytes]:
+async def _sse(reply: "Reply", jobs: list[Any], state: ServerState) -> AsyncIterator[bytes]:
     """The stream: data lines in OpenAI's chunk shapes, a comment on long gaps, then [DONE]. The
     chunks of the events that arrived together go in one write (each write is a system call and
-    wakes the client); the last ones with the usage and [DONE]. The client going away cancels
-    this generator, and so its jobs."""
+    wakes the client); the last ones with the usage and [DONE]. A completion cut short ends with
+    an error event in OpenAI's shape instead, and no [DONE], which the openai client raises as
+    APIError. The client going away cancels this generator, and so its jobs."""
     try:
         opening = b"".join(sse(chunk) for chunk in reply.opening_chunks())
         if opening:
@@ -475,6 +489,9 @@ async def _sse(reply: "Reply", jobs: list[Any]) -> AsyncIterator[bytes]:
             if written and not reply.finished:  # the last chunks go with the end
                 yield written
                 written = b""
+        if reply.cut:
+            yield written + sse({"error": cut_short(state).wire()})
+            return
         if reply.asked.include_usage:
             written += sse(reply.usage_chunk())
         yield written + b"data: [DONE]\n\n"
@@ -500,6 +517,7 @@ class Reply:
         self.reasons: list[str | None] = [None] * choices
         self.prompt_tokens: dict[int, int] = {}
         self.completion_tokens = 0
+        self.cut = False  # a choice was ended before its stop or its length
 
     def _header(self, chunk: bool) -> dict[str, Any]:
         kind = ("chat.completion.chunk" if chunk else "chat.completion") if self.chat else "text_completion"
@@ -518,6 +536,9 @@ class Reply:
             self.reasons[index] = event.reason
             self.prompt_tokens[prompt_index] = event.prompt_tokens
             self.completion_tokens += event.completion_tokens
+            if event.reason == "cancelled":
+                self.cut = True
+                return None
             return self._chunk(index, "", (), event.reason)
         self.texts[index] += event.text
         self.tokens[index].extend(event.tokens)

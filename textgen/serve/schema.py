@@ -35,6 +35,10 @@ class RequestError(Exception):
         self.message, self.param, self.status, self.kind, self.code = message, param, status, kind, code
         self.retry_after = retry_after
 
+    def wire(self) -> dict[str, Any]:
+        """The error object of OpenAI's shape, as a response's `error` or a stream's error event."""
+        return {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
+
 
 def json_name(field: str) -> str:
     """A config field's name in a request's JSON."""
