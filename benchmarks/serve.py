@@ -5,9 +5,10 @@ load one request at a time (a naive server, RWKV-Runner) and the raw batch of ge
 
 Prints, in one run, per level: aggregate tokens/s, time to first token p50/p99 and whole-request
 latency p50/p99 for the engine with max_batch 64 and with max_batch 1, and the raw batch's
-tokens/s; then one request alone against the bare hand-cached step of benchmarks/sampling.py
-(the best of three runs of one prompt, read in the first and cached after: the writing speed, as
-the bare loop reads no prompt);
+tokens/s; then one request alone against textgen's own sampler (`generate`, one sample, the
+same fast step without the engine) and the bare hand-cached step of benchmarks/sampling.py (the
+best of three runs of one prompt, read in the first and cached after: the writing speed, as the
+bare loop reads no prompt);
 then a 10,000-character prompt read cold (by the engine's fast step, and by model.forward as
 `textgen sample` primes) and a conversation's 10th turn whose history is cached, against a
 100-character prompt; then resident memory after 100 and after 10,000 requests. The model is a randomly initialised 2 x 512 char LSTM over tiny

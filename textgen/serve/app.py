@@ -371,10 +371,11 @@ async def _complete(request: Request, state: ServerState, asked: CompletionReque
         async for prompt_index, event in merged(jobs):
             reply.take(prompt_index, event)
     finally:
+        gone = watcher.done()  # the client went away: its jobs were cancelled for it
         watcher.cancel()
         for job in jobs:
             job.cancel()
-    if reply.cut:
+    if reply.cut and not gone:
         raise cut_short(state)
     return JSONResponse(reply.whole())
 
