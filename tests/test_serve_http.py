@@ -250,9 +250,10 @@ def test_a_whole_request_whose_client_gives_up_leaves_the_batch(server):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/v1/completions", json=body, timeout=httpx.Timeout(60, read=0.5))
     assert batch_rows_fall_to_zero(server.url)
-    made = float(next(line.split()[-1] for line in httpx.get(server.url + "/metrics").text.splitlines()
-                      if line.startswith("textgen_tokens_generated_total")))
+    metrics = httpx.get(server.url + "/metrics").text.splitlines()
+    made = float(next(line.split()[-1] for line in metrics if line.startswith("textgen_tokens_generated_total")))
     assert made < 200_000
+    assert not [line for line in metrics if line.startswith('textgen_requests_total{route="/v1/completions",status="5')]
 
 
 def batch_rows(url: str) -> float:
