@@ -151,14 +151,18 @@ def test_stop_cancels_a_long_generation_and_the_server_drops_its_row(page):
 
 def test_a_generation_cut_short_by_a_shutdown_says_so(page, char_checkpoint):
     """SIGTERM past the drain timeout ends a running stream with an error event: the page shows
-    its message as an error, with the text made so far, and logs nothing."""
+    its message as an error, in view below the text made so far, and logs nothing."""
     browser, _ = page
     draining = Server(char_checkpoint, "--drain-timeout", "0.5", "--max-tokens-limit", "1000000")
     try:
         browser.open(draining.url + "/")
         browser.wait_for("document.querySelector('#model option')?.value")
         browser.run("$('max_tokens').value = '1000000'; $('generate').click()")
-        browser.wait_for("document.querySelectorAll('#output .token').length > 5")
+        # A long text scrolls inside its box, which follows the end, so the status line stays in view.
+        browser.wait_for("$('output').scrollHeight > $('output').clientHeight + 100"
+                         " || document.querySelectorAll('#output .token').length > 3000")
+        assert browser.run("(o => o.scrollHeight > o.clientHeight + 100"
+                           " && o.scrollHeight - o.scrollTop - o.clientHeight < 60)($('output'))")
         draining.terminate()
         assert "cut short" in browser.wait_for("$('status').className === 'error' && $('status').textContent")
         assert browser.run("document.querySelectorAll('#output .token').length") > 5
