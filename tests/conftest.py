@@ -176,14 +176,24 @@ class TrainingProcess:
         run.stdout, run.stderr
     """
 
+    # `python -m textgen`, but the prelude first marks the moment the interpreter is up and
+    # textgen's own code begins: a signal during the interpreter's start-up (site, .pth files) ends
+    # Python with its own fatal error, which no program can catch, and on a slow machine that
+    # start-up lasts past 0.06 s.
+    _PRELUDE = ("import pathlib, runpy, sys; pathlib.Path(sys.argv.pop(1)).touch(); "
+                "runpy.run_module('textgen', run_name='__main__', alter_sys=True)")
+
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
         import subprocess
         import sys
+        import tempfile
         import threading
 
-        self.process = subprocess.Popen([sys.executable, "-m", "textgen", *args], cwd=cwd, env=env,
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, encoding="utf-8")
+        self._marks = tempfile.TemporaryDirectory()  # outside cwd, which tests compare before and after
+        self._started = Path(self._marks.name) / "started"
+        self.process = subprocess.Popen([sys.executable, "-c", self._PRELUDE, str(self._started), *args], cwd=cwd,
+                                        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, encoding="utf-8")
         self.lines: list[str] = []
         self.training = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -204,6 +214,15 @@ class TrainingProcess:
     def stdout(self) -> str:
         return "".join(self.lines)
 
+    def wait_for_start(self, timeout: float = 300) -> None:
+        """Until textgen's own code runs (the interpreter's start-up is over)."""
+        import time
+
+        deadline = time.monotonic() + timeout  # a guard against a hang, not a speed check
+        while not self._started.exists():
+            assert time.monotonic() < deadline and self.process.poll() is None, self.stdout
+            time.sleep(0.002)
+
     def wait_for_training(self, timeout: float = 300) -> None:
         assert self.training.wait(timeout), self.stdout  # a guard against a hang, not a speed check
 
@@ -222,6 +241,7 @@ class TrainingProcess:
         self.stderr = self.process.stderr.read()
         self.process.stdout.close()
         self.process.stderr.close()
+        self._marks.cleanup()
 
 
 # --- the command line, end to end (test_cli*.py; their helpers are in cli_support.py) -----------

@@ -956,8 +956,8 @@ def test_a_ten_million_character_sample_streams_in_constant_memory(built: Built,
 # --- runs: SIGINT and SIGTERM at random moments of a real training run ------------------------
 
 _moments = random.Random(20261129)
-# (signal, what the delay counts from, seconds): two moments counted from the start of the
-# process (imports, reading the text, building the model) and two from the start of training.
+# (signal, what the delay counts from, seconds): two moments counted from the start of textgen's
+# own code (imports, reading the text, building the model) and two from the start of training.
 SIGNAL_RUNS = [
     (signal.SIGINT, "start", round(_moments.uniform(0.0, 2.5), 2)),
     (signal.SIGTERM, "start", round(_moments.uniform(0.0, 2.5), 2)),
@@ -979,6 +979,8 @@ def test_a_signal_at_a_random_moment_exits_130_with_a_loadable_checkpoint_or_not
     with TrainingProcess(args, tmp_path, process_env(tmp_path)) as run:
         if anchor == "training":
             run.wait_for_training()
+        else:  # from the moment textgen's own code begins: imports, reading the text, building the model
+            run.wait_for_start()
         time.sleep(delay)
         code = run.stop(signum)
     stderr, stdout = run.stderr, ANSI.sub("", run.stdout)

@@ -10,19 +10,22 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: run the CLI, every anticipated failure as one line and a non-zero exit."""
     previous = signal.getsignal(signal.SIGTERM)
-    on_main_thread = threading.current_thread() is threading.main_thread()
+    took_sigterm = False
     code: int | str | None = 0
     try:
         # SIGTERM (a `kill`, a closing terminal, a job scheduler) stops textgen like Ctrl-C: a
         # run saves where it stands, and anything else ends at once without a traceback.
-        if on_main_thread and previous in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, _interrupt)
+        if previous in (signal.SIG_DFL, None):
+            try:
+                signal.signal(signal.SIGTERM, _interrupt)
+                took_sigterm = True
+            except ValueError:  # not the main thread (main() called from a program's own thread)
+                pass
         from textgen.cli.app import run
 
         run(argv)
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit as done:
         code = done.code
     finally:
-        if on_main_thread and previous in (signal.SIG_DFL, None):
+        if took_sigterm:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Under torchrun, leave without the interpreter's teardown: the collective library's C++
