@@ -232,7 +232,7 @@ def test_a_hostile_client_disturbs_no_one_else(server, hostile):
 
 def batch_rows_fall_to_zero(url: str) -> bool:
     for _ in range(400):  # a guard against a hang, not a speed check
-        if "textgen_batch_rows 0.0" in httpx.get(url + "/metrics").text.splitlines():
+        if batch_rows(url) == 0:
             return True
         time.sleep(0.05)
     return False
